@@ -1,0 +1,259 @@
+//! Write wasmconfd guests in Rust.
+//!
+//! A guest turns the cluster model into part of an HAProxy configuration. Implement [`Guest`] and
+//! export it; build with `cargo build --target wasm32-wasip2`:
+//!
+//! ```no_run
+//! use wasmconfd_guest::{Cluster, Fragment, Guest, RenderError, Section};
+//!
+//! struct Hello;
+//!
+//! impl Guest for Hello {
+//!     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
+//!         let mut fragment = Fragment::default();
+//!         for service in cluster.services_with_proto("hello") {
+//!             let mut backend = Section::backend(wasmconfd_guest::backend_name("hello", service));
+//!             backend.extend(wasmconfd_guest::servers(service));
+//!             fragment.sections.push(backend);
+//!         }
+//!         Ok(fragment)
+//!     }
+//! }
+//!
+//! wasmconfd_guest::export!(Hello);
+//! ```
+//!
+//! The host quotes every argument, so values from the cluster can be passed as they are. The
+//! [`testing`] module builds clusters so guest logic is unit-tested natively with `cargo test`.
+
+#[doc(hidden)]
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "guest",
+        pub_export_macro: true,
+        default_bindings_module: "wasmconfd_guest::wit",
+        export_macro_name: "export",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen;
+
+pub use wit::wasmconfd::haproxy::types::{
+    Cluster, Context, Directive, Endpoint, EndpointPort, Fragment, MapEntry, MapFile, Protocol,
+    RenderError, Section, SectionKind, Service, ServicePort, SettingError,
+};
+pub use wit::{Guest, export};
+
+pub mod log;
+pub mod testing;
+
+impl Cluster {
+    /// This guest's setting `key`, if the host's guest configuration has one.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.context
+            .settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The setting `key`, or `default` when it is not set.
+    pub fn setting_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+        self.setting(key).unwrap_or(default)
+    }
+
+    /// The setting `key` parsed as `T`, or `default` when it is not set; a value that does not
+    /// parse is an [`RenderError::InvalidSetting`] that names the key.
+    pub fn parsed_setting<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        default: T,
+    ) -> Result<T, RenderError> {
+        match self.setting(key) {
+            None => Ok(default),
+            Some(value) => value.parse().map_err(|_| {
+                invalid_setting(
+                    key,
+                    &format!("`{value}` is not a valid {}", std::any::type_name::<T>()),
+                )
+            }),
+        }
+    }
+
+    /// The services whose proto is `proto`.
+    pub fn services_with_proto<'a>(&'a self, proto: &'a str) -> impl Iterator<Item = &'a Service> {
+        self.services.iter().filter(move |s| s.proto == proto)
+    }
+
+    /// A path inside the host's maps directory, for use in `map_*()` converters.
+    pub fn map_path(&self, file: &str) -> String {
+        format!("{}/{file}", self.context.maps_dir)
+    }
+}
+
+/// A [`RenderError::InvalidSetting`] for `key`.
+pub fn invalid_setting(key: &str, reason: &str) -> RenderError {
+    RenderError::InvalidSetting(SettingError {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+impl Service {
+    /// `namespace/name`, for messages.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The value of annotation `key`.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        lookup(&self.annotations, key)
+    }
+
+    /// The value of label `key`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        lookup(&self.labels, key)
+    }
+
+    /// Endpoints that are ready and serve the routed port, as `(address, port)`.
+    pub fn ready_endpoints(&self) -> impl Iterator<Item = (&str, u16)> {
+        self.endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .filter_map(|e| Some((e.address.as_str(), e.port?)))
+    }
+}
+
+fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A backend name for `service` that is unique per prefix and valid for HAProxy:
+/// `<prefix>_<namespace>_<name>` (Kubernetes names contain no `_`).
+pub fn backend_name(prefix: &str, service: &Service) -> String {
+    format!("{prefix}_{}_{}", service.namespace, service.name)
+}
+
+/// `address:port`, with brackets around an IPv6 address.
+pub fn host_port(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+/// One `server` line per ready endpoint, with health checks on. A server is named after its
+/// address and port, so its name stays the same across renders for as long as the endpoint
+/// lives.
+pub fn servers(service: &Service) -> Vec<Directive> {
+    service
+        .ready_endpoints()
+        .map(|(address, port)| {
+            Directive::new(
+                "server",
+                [
+                    format!("{address}:{port}"),
+                    host_port(address, port),
+                    "check".into(),
+                ],
+            )
+        })
+        .collect()
+}
+
+impl Directive {
+    /// `keyword args...`.
+    pub fn new(keyword: &str, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Directive {
+            keyword: keyword.to_string(),
+            args: args.into_iter().map(Into::into).collect(),
+            comment: None,
+        }
+    }
+
+    /// The same directive with a comment after it.
+    pub fn with_comment(mut self, comment: impl Into<String>) -> Self {
+        self.comment = Some(comment.into());
+        self
+    }
+}
+
+impl Section {
+    /// A section of `kind`, optionally named, with no directives.
+    pub fn new(kind: SectionKind, name: Option<String>) -> Self {
+        Section {
+            kind,
+            name,
+            directives: Vec::new(),
+        }
+    }
+
+    /// `global`.
+    pub fn global() -> Self {
+        Self::new(SectionKind::Global, None)
+    }
+
+    /// `defaults`, unnamed.
+    pub fn defaults() -> Self {
+        Self::new(SectionKind::Defaults, None)
+    }
+
+    /// `frontend NAME`.
+    pub fn frontend(name: impl Into<String>) -> Self {
+        Self::new(SectionKind::Frontend, Some(name.into()))
+    }
+
+    /// `backend NAME`.
+    pub fn backend(name: impl Into<String>) -> Self {
+        Self::new(SectionKind::Backend, Some(name.into()))
+    }
+
+    /// `listen NAME`.
+    pub fn listen(name: impl Into<String>) -> Self {
+        Self::new(SectionKind::Listen, Some(name.into()))
+    }
+
+    /// Append `keyword args...`, builder style.
+    pub fn with(
+        mut self,
+        keyword: &str,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.push(keyword, args);
+        self
+    }
+
+    /// Append `keyword args...`.
+    pub fn push(&mut self, keyword: &str, args: impl IntoIterator<Item = impl Into<String>>) {
+        self.directives.push(Directive::new(keyword, args));
+    }
+
+    /// Append directives.
+    pub fn extend(&mut self, directives: impl IntoIterator<Item = Directive>) {
+        self.directives.extend(directives);
+    }
+}
+
+impl MapFile {
+    /// An empty map file named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        MapFile {
+            name: name.into(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Append `key value`.
+    pub fn push(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.entries.push(MapEntry {
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+}

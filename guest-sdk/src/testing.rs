@@ -1,0 +1,131 @@
+//! Fixtures for testing guest logic natively with `cargo test`, no Wasm involved:
+//!
+//! ```
+//! use wasmconfd_guest::testing::{cluster, service};
+//!
+//! let cluster = cluster([service("shop", "web", "http")
+//!     .domain("shop.example.com")
+//!     .endpoint("10.0.0.1", 8080, true)
+//!     .build()]);
+//! assert_eq!(cluster.services[0].ready_endpoints().count(), 1);
+//! ```
+
+use crate::wit::wasmconfd::haproxy::host::Level;
+use crate::{Cluster, Context, Endpoint, EndpointPort, Protocol, Service, ServicePort};
+use std::cell::RefCell;
+
+/// A cluster with `services`, the host's default paths and no settings.
+pub fn cluster(services: impl IntoIterator<Item = Service>) -> Cluster {
+    Cluster {
+        context: Context {
+            maps_dir: "maps".into(),
+            certs_dir: "certs".into(),
+            settings: Vec::new(),
+        },
+        services: services.into_iter().collect(),
+    }
+}
+
+/// The same cluster with setting `key` = `value` added.
+pub fn with_setting(mut cluster: Cluster, key: &str, value: &str) -> Cluster {
+    cluster.context.settings.push((key.into(), value.into()));
+    cluster.context.settings.sort();
+    cluster
+}
+
+/// Start a service `namespace/name` with `proto` and one TCP port named `http` (80).
+pub fn service(namespace: &str, name: &str, proto: &str) -> ServiceBuilder {
+    ServiceBuilder(Service {
+        namespace: namespace.into(),
+        name: name.into(),
+        domains: Vec::new(),
+        proto: proto.into(),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            number: 80,
+            protocol: Protocol::Tcp,
+            app_protocol: None,
+        }],
+        port: Some("http".into()),
+        listen_port: None,
+        endpoints: Vec::new(),
+        annotations: Vec::new(),
+        labels: Vec::new(),
+        creation_time: None,
+    })
+}
+
+/// Builds a [`Service`] for tests.
+pub struct ServiceBuilder(Service);
+
+impl ServiceBuilder {
+    /// Add a domain.
+    pub fn domain(mut self, domain: &str) -> Self {
+        self.0.domains.push(domain.into());
+        self
+    }
+
+    /// Set `wasmconfd.io/listen-port`.
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.0.listen_port = Some(port);
+        self
+    }
+
+    /// Add an endpoint serving the routed port on `port`.
+    pub fn endpoint(mut self, address: &str, port: u16, ready: bool) -> Self {
+        let name = self.0.port.clone().unwrap_or_default();
+        self.0.endpoints.push(Endpoint {
+            address: address.into(),
+            port: Some(port),
+            ports: vec![EndpointPort {
+                name,
+                number: port,
+                protocol: Protocol::Tcp,
+            }],
+            ready,
+            serving: ready,
+            terminating: false,
+            node: None,
+            zone: None,
+            target_pod: None,
+        });
+        self
+    }
+
+    /// Add an annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0.annotations.push((key.into(), value.into()));
+        self
+    }
+
+    /// Add a label.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0.labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// Set the creation time (seconds since the epoch).
+    pub fn created(mut self, seconds: i64) -> Self {
+        self.0.creation_time = Some(seconds);
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> Service {
+        self.0
+    }
+}
+
+thread_local! {
+    static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn record_log(level: Level, message: &str) {
+    eprintln!("{level:?}: {message}");
+    LOGS.with(|logs| logs.borrow_mut().push((level, message.to_string())));
+}
+
+/// The messages this thread's guest code logged since the last call, as `(level, message)`.
+pub fn take_logs() -> Vec<(Level, String)> {
+    LOGS.with(|logs| std::mem::take(&mut *logs.borrow_mut()))
+}

@@ -1,0 +1,72 @@
+//! The bundled `global` and `defaults` sections.
+//!
+//! Settings: `log` (HAProxy `log` arguments, whitespace-separated, default
+//! `stdout format raw local0`; `none` for no logging), `maxconn` (default 4096),
+//! `timeout-connect` (5s), `timeout-client` (60s), `timeout-server` (60s).
+
+use wasmconfd_guest::{Cluster, Fragment, Guest, RenderError, Section};
+
+struct Base;
+
+impl Guest for Base {
+    fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
+        let maxconn: u32 = cluster.parsed_setting("maxconn", 4096)?;
+        let log = cluster.setting_or("log", "stdout format raw local0");
+
+        let mut global = Section::global()
+            // Relative paths (maps, certificates) resolve against the configuration file's
+            // directory, so a configuration checks and runs wherever it is written.
+            .with("default-path", ["config"])
+            .with("maxconn", [maxconn.to_string()]);
+        if log != "none" {
+            global.push("log", log.split_whitespace());
+        }
+
+        let defaults = Section::defaults()
+            .with("mode", ["http"])
+            .with("log", ["global"])
+            .with("option", ["dontlognull"])
+            .with(
+                "timeout",
+                ["connect", cluster.setting_or("timeout-connect", "5s")],
+            )
+            .with(
+                "timeout",
+                ["client", cluster.setting_or("timeout-client", "60s")],
+            )
+            .with(
+                "timeout",
+                ["server", cluster.setting_or("timeout-server", "60s")],
+            );
+
+        Ok(Fragment {
+            sections: vec![global, defaults],
+            maps: Vec::new(),
+        })
+    }
+}
+
+wasmconfd_guest::export!(Base);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmconfd_guest::testing::{cluster, with_setting};
+
+    #[test]
+    fn log_none_drops_the_log_line() {
+        let out = Base::render(with_setting(cluster([]), "log", "none")).unwrap();
+        assert!(
+            out.sections[0]
+                .directives
+                .iter()
+                .all(|d| d.keyword != "log")
+        );
+    }
+
+    #[test]
+    fn bad_maxconn_names_the_setting() {
+        let err = Base::render(with_setting(cluster([]), "maxconn", "lots")).unwrap_err();
+        assert!(matches!(err, RenderError::InvalidSetting(e) if e.key == "maxconn"));
+    }
+}

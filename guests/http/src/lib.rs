@@ -1,0 +1,148 @@
+//! The bundled `http` guest: one frontend routing by Host header to one backend per service.
+//!
+//! Hosts are looked up in map files (`http-hosts.map` for exact names, `http-wildcards.map` for
+//! `*.example.com` as a suffix), so thousands of domains stay one lookup, and a new domain can
+//! later be added through the Runtime API without a reload. Unknown hosts get a 404.
+//!
+//! Settings: `bind` (default `:80`), `frontend` (the frontend's name, default `http`).
+
+use wasmconfd_guest::{
+    Cluster, Fragment, Guest, MapFile, RenderError, Section, backend_name, log, servers,
+};
+
+struct Http;
+
+const DEFAULT_BACKEND: &str = "http_default";
+
+impl Guest for Http {
+    fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
+        let hosts_map = cluster.map_path("http-hosts.map");
+        let wildcards_map = cluster.map_path("http-wildcards.map");
+        let host = "req.hdr(host),field(1,:),lower";
+
+        let frontend = Section::frontend(cluster.setting_or("frontend", "http"))
+            .with("mode", ["http"])
+            .with("bind", [cluster.setting_or("bind", ":80")])
+            .with("option", ["httplog"])
+            .with("option", ["forwardfor"])
+            .with("http-request", ["set-header", "X-Forwarded-Proto", "http"])
+            .with(
+                "http-request",
+                [
+                    "set-var(txn.backend)".to_string(),
+                    format!("{host},map_str({hosts_map})"),
+                ],
+            )
+            .with(
+                "http-request",
+                [
+                    "set-var(txn.backend)".to_string(),
+                    format!("{host},map_end({wildcards_map})"),
+                ]
+                .into_iter()
+                .chain(if_not_found("unless")),
+            )
+            .with(
+                "use_backend",
+                ["%[var(txn.backend)]".to_string()]
+                    .into_iter()
+                    .chain(if_not_found("if")),
+            )
+            .with("default_backend", [DEFAULT_BACKEND]);
+
+        let default_backend = Section::backend(DEFAULT_BACKEND).with(
+            "http-request",
+            [
+                "return",
+                "status",
+                "404",
+                "content-type",
+                "text/plain",
+                "string",
+                "no service for this host",
+            ],
+        );
+
+        let mut hosts = MapFile::new("http-hosts.map");
+        let mut wildcards = MapFile::new("http-wildcards.map");
+        let mut sections = vec![frontend, default_backend];
+        for service in cluster.services_with_proto("http") {
+            if service.domains.is_empty() {
+                log::warn(&format!(
+                    "service {} has proto http but no domain: skipped",
+                    service.id()
+                ));
+                continue;
+            }
+            let backend = backend_name("http", service);
+            for domain in &service.domains {
+                match domain.strip_prefix('*') {
+                    Some(suffix) => wildcards.push(suffix, &backend),
+                    None => hosts.push(domain, &backend),
+                }
+            }
+            let mut section = Section::backend(backend).with("mode", ["http"]);
+            section.extend(servers(service));
+            sections.push(section);
+        }
+
+        Ok(Fragment {
+            sections,
+            maps: vec![hosts, wildcards],
+        })
+    }
+}
+
+/// `if { var(txn.backend) -m found }`, or with `unless`.
+fn if_not_found(word: &str) -> impl Iterator<Item = String> {
+    [word, "{", "var(txn.backend)", "-m", "found", "}"]
+        .into_iter()
+        .map(String::from)
+}
+
+wasmconfd_guest::export!(Http);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmconfd_guest::testing::{cluster, service, take_logs};
+
+    #[test]
+    fn routes_domains_through_maps_to_ready_servers() {
+        let web = service("shop", "web", "http")
+            .domain("shop.example.com")
+            .domain("*.shop.example.com")
+            .endpoint("10.0.0.1", 8080, true)
+            .endpoint("10.0.0.2", 8080, false)
+            .build();
+        let out = Http::render(cluster([web])).unwrap();
+
+        let hosts = &out.maps[0].entries;
+        assert_eq!(
+            (hosts[0].key.as_str(), hosts[0].value.as_str()),
+            ("shop.example.com", "http_shop_web")
+        );
+        let wildcards = &out.maps[1].entries;
+        assert_eq!(wildcards[0].key, ".shop.example.com");
+
+        let backend = out
+            .sections
+            .iter()
+            .find(|s| s.name.as_deref() == Some("http_shop_web"))
+            .unwrap();
+        let servers: Vec<_> = backend
+            .directives
+            .iter()
+            .filter(|d| d.keyword == "server")
+            .collect();
+        assert_eq!(servers.len(), 1, "only the ready endpoint is a server");
+        assert_eq!(servers[0].args, ["10.0.0.1:8080", "10.0.0.1:8080", "check"]);
+    }
+
+    #[test]
+    fn service_without_domain_is_skipped_with_a_warning() {
+        let out = Http::render(cluster([service("a", "b", "http").build()])).unwrap();
+        assert_eq!(out.sections.len(), 2, "frontend and default backend only");
+        assert!(take_logs().iter().any(|(_, m)| m.contains("a/b")));
+    }
+}

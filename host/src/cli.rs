@@ -1,0 +1,201 @@
+//! The command line. Every flag also reads a `WASMCONFD_*` environment variable; flags win.
+
+use crate::guests::Limits;
+use crate::render::{GuestConfig, Pipeline, Settings};
+use crate::{model, render, source, validate};
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Keep HAProxy in front of Kubernetes configured by sandboxed WebAssembly guests.
+#[derive(Debug, Parser)]
+#[command(name = "wasmconfd", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
+    #[arg(long, global = true, env = "WASMCONFD_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, global = true, env = "WASMCONFD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render a configuration once from a snapshot of the cluster.
+    ///
+    /// Prints the configuration, or writes it and its map files (into `maps/` beside it) with
+    /// --output. Invalid objects in the snapshot are skipped with a warning that names them.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Snapshot of the cluster: what `kubectl get services,endpointslices,endpoints -A -o yaml`
+    /// prints (YAML or JSON, a List or several documents).
+    #[arg(long, env = "WASMCONFD_CLUSTER", value_name = "FILE")]
+    pub cluster: PathBuf,
+
+    /// Write the configuration to FILE (atomically) and its map files into `maps/` beside it,
+    /// instead of printing it.
+    #[arg(long, short, env = "WASMCONFD_OUTPUT", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Check the configuration with the check command before printing or writing it; nothing is
+    /// written when the check fails.
+    #[arg(long, env = "WASMCONFD_CHECK")]
+    pub check: bool,
+
+    /// Check command; the path of the file to check is appended.
+    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = validate::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
+    pub check_cmd: String,
+
+    #[command(flatten)]
+    pub guests: GuestArgs,
+}
+
+/// Which guests run, with which settings and limits.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Directory of guests (`*.wasm`) and static files (`*.conf`), rendered in numeric-aware
+    /// order of their names. A file named like a bundled slot (`00-base`, `20-http`, `30-https`,
+    /// `40-redis`) replaces it; an empty `.conf` disables it.
+    #[arg(long, env = "WASMCONFD_GUESTS", value_name = "DIR")]
+    pub guests: Option<PathBuf>,
+
+    /// A guest setting, GUEST.KEY=VALUE (e.g. `http.bind=127.0.0.1:8080`); repeatable. GUEST is
+    /// the guest's file name without its order number. In the environment, separate with `;`.
+    #[arg(long = "set", env = "WASMCONFD_SET", value_name = "GUEST.KEY=VALUE", value_delimiter = ';', value_parser = parse_setting)]
+    pub settings: Vec<(String, String, String)>,
+
+    /// Time one guest may take for one render, e.g. `5s`, `500ms`.
+    #[arg(long, env = "WASMCONFD_GUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub guest_timeout: Duration,
+
+    /// Memory one guest may use for one render, in MiB.
+    #[arg(
+        long,
+        env = "WASMCONFD_GUEST_MEMORY_MIB",
+        default_value_t = 256,
+        value_name = "MIB"
+    )]
+    pub guest_memory_mib: usize,
+
+    /// Where compiled guests are cached [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
+    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every guest on every start instead of caching compiled code.
+    #[arg(long, env = "WASMCONFD_NO_CACHE", conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String, String), String> {
+    let invalid = || format!("{text:?} is not GUEST.KEY=VALUE");
+    let (name, value) = text.split_once('=').ok_or_else(invalid)?;
+    let (guest, key) = name.split_once('.').ok_or_else(invalid)?;
+    if guest.is_empty() || key.is_empty() {
+        return Err(invalid());
+    }
+    Ok((guest.to_string(), key.to_string(), value.to_string()))
+}
+
+impl GuestArgs {
+    /// The plain configuration the pipeline is built from.
+    pub fn config(&self) -> GuestConfig {
+        let mut settings = Settings::new();
+        for (guest, key, value) in &self.settings {
+            settings
+                .entry(guest.clone())
+                .or_default()
+                .insert(key.clone(), value.clone());
+        }
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        GuestConfig {
+            dir: self.guests.clone(),
+            settings,
+            limits: Limits {
+                timeout: self.guest_timeout,
+                memory: self.guest_memory_mib << 20,
+            },
+            cache_dir,
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("wasmconfd"))
+}
+
+/// `wasmconfd render`.
+pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
+    let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
+    let (services, model_problems) = model::build(&objects);
+    problems.extend(model_problems);
+    for problem in &problems {
+        tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
+    }
+    tracing::info!(
+        services = services.len(),
+        skipped = problems.len(),
+        "model built"
+    );
+
+    let pipeline = Pipeline::new(&args.guests.config())?;
+    let assembled = match pipeline.render(services) {
+        Ok(assembled) => assembled,
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            bail!("rendering failed: {} error(s), see above", errors.len());
+        }
+    };
+
+    if args.check {
+        let staging = tempfile::tempdir()
+            .context("cannot create a directory to check the configuration in")?;
+        let path = staging.path().join("haproxy.cfg");
+        render::write(&assembled, &path).context("cannot write the configuration to check")?;
+        let output = validate::check(&args.check_cmd, &path, &assembled)?;
+        for line in output.lines().filter(|l| l.contains("[WARNING]")) {
+            tracing::warn!("haproxy: {line}");
+        }
+        tracing::info!("the configuration passed `{}`", args.check_cmd);
+    }
+
+    match &args.output {
+        Some(path) => {
+            render::write(&assembled, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), maps = assembled.maps.len(), "configuration written");
+        }
+        None => {
+            print!("{}", assembled.config);
+            if !assembled.maps.is_empty() {
+                tracing::info!(
+                    maps = assembled.maps.len(),
+                    "map files are written only with --output"
+                );
+            }
+        }
+    }
+    Ok(())
+}

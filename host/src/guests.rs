@@ -1,0 +1,331 @@
+//! Running guests: one wasmtime engine, each guest compiled once (precompiled code cached on
+//! disk by content hash), pre-instantiated, and run in a fresh store per render with a time
+//! limit and a memory cap. WASI is linked deny-all with a fixed clock and fixed random bytes,
+//! so guests whose language runtime imports WASI load, and stay pure functions of their input.
+
+use crate::bindings::{self, Cluster, Fragment, GuestPre, Level, RenderError};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// How often the epoch advances: the granularity of the time limit.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-render limits of a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time one render may take.
+    pub timeout: Duration,
+    /// Linear memory one render may use, in bytes.
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(5),
+            memory: 256 << 20,
+        }
+    }
+}
+
+/// Why a guest produced no output. Each case names the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("guest {guest} is not a valid wasmconfd guest component: {message}")]
+    Load { guest: String, message: String },
+    #[error("guest {guest} ran longer than its time limit of {limit:?} and was stopped")]
+    Timeout { guest: String, limit: Duration },
+    #[error(
+        "guest {guest} tried to use more than its memory limit of {limit_mib} MiB and was stopped"
+    )]
+    OutOfMemory { guest: String, limit_mib: usize },
+    #[error("guest {guest} crashed: {message}")]
+    Trap { guest: String, message: String },
+    #[error("guest {guest} could not render: {}", describe(.error))]
+    Render { guest: String, error: RenderError },
+}
+
+fn describe(error: &RenderError) -> String {
+    match error {
+        RenderError::InvalidSetting(e) => format!("setting {}: {}", e.key, e.reason),
+        RenderError::Other(message) => message.clone(),
+    }
+}
+
+/// The engine and linker every guest shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+}
+
+/// A compiled, pre-instantiated guest.
+pub struct Guest {
+    name: String,
+    pre: GuestPre<State>,
+}
+
+impl Guest {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Runtime {
+    /// The one engine of the process: component model, epoch interruption, nothing else.
+    /// Precompiled code is cached in `cache_dir` when given.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+        })
+    }
+
+    /// Compile (or load from the cache) and pre-instantiate the component `wasm`.
+    pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Guest, GuestError> {
+        let load_error = |e: wasmtime::Error| GuestError::Load {
+            guest: name.to_string(),
+            message: format!("{e:#}"),
+        };
+        let component = self.compile(name, wasm).map_err(load_error)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(load_error)?;
+        let pre = GuestPre::new(pre).map_err(load_error)?;
+        Ok(Guest {
+            name: name.to_string(),
+            pre,
+        })
+    }
+
+    fn compile(&self, name: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let Some(path) = self.cache_path(wasm) else {
+            tracing::info!(guest = name, "compiling guest (no cache directory)");
+            return Component::new(&self.engine, wasm);
+        };
+        if path.exists() {
+            // SAFETY: the file was written by `precompile_component` of an engine with the same
+            // compatibility hash (part of the file name), into a directory this host owns.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(error) => {
+                    tracing::warn!(guest = name, path = %path.display(), %error, "ignoring a broken precompiled guest")
+                }
+            }
+        }
+        let started = Instant::now();
+        tracing::info!(guest = name, "compiling guest");
+        let bytes = self.engine.precompile_component(wasm)?;
+        tracing::info!(
+            guest = name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled guest"
+        );
+        if let Err(error) = write_atomically(&path, &bytes) {
+            tracing::warn!(guest = name, path = %path.display(), %error, "cannot cache the compiled guest");
+        }
+        // SAFETY: the bytes were just produced by this engine.
+        unsafe { Component::deserialize(&self.engine, &bytes) }
+    }
+
+    /// `<cache>/<sha256 of the wasm>-<engine compatibility>.cwasm`.
+    fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let digest = hex::encode(Sha256::digest(wasm));
+        Some(dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish())))
+    }
+
+    /// Run `guest` on `cluster` in a fresh store.
+    pub fn render(&self, guest: &Guest, cluster: &Cluster) -> Result<Fragment, GuestError> {
+        let mut store = Store::new(&self.engine, State::new(&guest.name, self.limits.memory));
+        store.limiter(|state| &mut state.limiter);
+        let ticks = self
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1);
+        store.set_epoch_deadline(ticks as u64);
+        store.epoch_deadline_trap();
+
+        let result = guest
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_render(&mut store, cluster));
+        match result {
+            Ok(Ok(fragment)) => Ok(fragment),
+            Ok(Err(error)) => Err(GuestError::Render {
+                guest: guest.name.clone(),
+                error,
+            }),
+            Err(_) if store.data().limiter.exceeded => Err(GuestError::OutOfMemory {
+                guest: guest.name.clone(),
+                limit_mib: self.limits.memory >> 20,
+            }),
+            Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(GuestError::Timeout {
+                    guest: guest.name.clone(),
+                    limit: self.limits.timeout,
+                })
+            }
+            Err(error) => Err(GuestError::Trap {
+                guest: guest.name.clone(),
+                message: format!("{error:#}"),
+            }),
+        }
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a partial file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path)?;
+    Ok(())
+}
+
+/// What a store holds for one render.
+struct State {
+    guest: String,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl State {
+    fn new(guest: &str, memory: usize) -> Self {
+        // Deny-all: no preopened directories, environment, arguments, network or stdio, and a
+        // clock and random numbers that are the same on every run.
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(FixedClock)
+            .monotonic_clock(SteppingClock::default())
+            .secure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0))
+            .insecure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0))
+            .insecure_random_seed(0)
+            .build();
+        State {
+            guest: guest.to_string(),
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: memory,
+                exceeded: false,
+            },
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::wasmconfd::haproxy::types::Host for State {}
+
+impl bindings::wasmconfd::haproxy::host::Host for State {
+    fn log(&mut self, level: Level, message: String) {
+        let guest = self.guest.as_str();
+        match level {
+            Level::Debug => tracing::debug!(guest, "{message}"),
+            Level::Info => tracing::info!(guest, "{message}"),
+            Level::Warn => tracing::warn!(guest, "{message}"),
+            Level::Error => tracing::error!(guest, "{message}"),
+        }
+    }
+}
+
+/// Caps linear memory and remembers that the cap was hit, to say so.
+struct MemoryLimiter {
+    limit: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            wasmtime::bail!("memory limit of {} bytes reached", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The Unix epoch, always.
+struct FixedClock;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// A monotonic clock that advances one microsecond per reading: deterministic, yet never stuck
+/// for a guest that waits for time to pass.
+#[derive(Default)]
+struct SteppingClock(AtomicU64);
+
+impl wasmtime_wasi::HostMonotonicClock for SteppingClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1_000, Ordering::Relaxed)
+    }
+}

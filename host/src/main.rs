@@ -1,0 +1,30 @@
+use clap::Parser;
+use wasmconfd::cli::{self, Cli, Command, LogFormat};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let result = match &cli.command {
+        Command::Render(args) => cli::render(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout may carry a configuration). Compiler noise is off unless asked for.
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse_lossy(format!("cranelift=warn,wasmtime=warn,{}", cli.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

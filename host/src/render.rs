@@ -1,0 +1,174 @@
+//! The pipeline from model to configuration: every part runs (guests in the sandbox, static
+//! files as they are), then the outputs are assembled in slot order.
+
+use crate::assemble::{self, Assembled, Output, Part, Source};
+use crate::bindings::{Cluster, Context, Fragment, Service};
+use crate::guests::{Guest, GuestError, Limits, Runtime};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where map files and certificates go, relative to the configuration file's directory.
+pub const MAPS_DIR: &str = "maps";
+pub const CERTS_DIR: &str = "certs";
+
+/// Settings per guest name: `http` -> [(`bind`, `:8080`)].
+pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What the pipeline is built from.
+#[derive(Debug, Clone, Default)]
+pub struct GuestConfig {
+    /// Directory of `*.wasm` guests and `*.conf` files; the bundled parts only when `None`.
+    pub dir: Option<PathBuf>,
+    pub settings: Settings,
+    pub limits: Limits,
+    /// Where precompiled guests are cached; compiled on every start when `None`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The loaded parts, ready to render any number of times.
+pub struct Pipeline {
+    runtime: Runtime,
+    parts: Vec<(Part, Loaded)>,
+}
+
+enum Loaded {
+    Guest {
+        guest: Guest,
+        settings: Vec<(String, String)>,
+    },
+    Static,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Assemble(#[from] assemble::AssembleError),
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    #[error("settings given for guest {0}, but no guest has that name (guests: {1})")]
+    UnknownGuest(String, String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl Pipeline {
+    /// Find the parts, compile and pre-instantiate the guests.
+    pub fn new(config: &GuestConfig) -> Result<Self, PipelineError> {
+        let parts = assemble::parts(config.dir.as_deref())?;
+        let names: Vec<&str> = parts.iter().map(Part::name).collect();
+        if let Some(unknown) = config
+            .settings
+            .keys()
+            .find(|k| !names.contains(&k.as_str()))
+        {
+            return Err(PipelineError::UnknownGuest(
+                unknown.clone(),
+                names.join(", "),
+            ));
+        }
+        let runtime = Runtime::new(config.limits, config.cache_dir.clone())
+            .map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
+        let mut loaded = Vec::new();
+        for part in parts {
+            let state = match &part.source {
+                Source::Guest(wasm) => Loaded::Guest {
+                    guest: runtime.load(part.name(), wasm)?,
+                    settings: config
+                        .settings
+                        .get(part.name())
+                        .map(|s| s.clone().into_iter().collect())
+                        .unwrap_or_default(),
+                },
+                Source::Static(_) => Loaded::Static,
+            };
+            loaded.push((part, state));
+        }
+        Ok(Pipeline {
+            runtime,
+            parts: loaded,
+        })
+    }
+
+    /// Run every guest on `services`. Each guest's result is kept apart, so one failing guest
+    /// does not take the others' output with it.
+    pub fn run(&self, services: Vec<Service>) -> Vec<Result<Fragment, GuestError>> {
+        let mut cluster = Cluster {
+            context: Context {
+                maps_dir: MAPS_DIR.into(),
+                certs_dir: CERTS_DIR.into(),
+                settings: Vec::new(),
+            },
+            services,
+        };
+        self.parts
+            .iter()
+            .filter_map(|(_, loaded)| match loaded {
+                Loaded::Guest { guest, settings } => {
+                    cluster.context.settings = settings.clone();
+                    Some(self.runtime.render(guest, &cluster))
+                }
+                Loaded::Static => None,
+            })
+            .collect()
+    }
+
+    /// Assemble the outputs of [`Pipeline::run`] (one per guest, in order).
+    pub fn assemble(&self, fragments: &[Fragment]) -> Result<Assembled, assemble::AssembleError> {
+        let mut fragments = fragments.iter();
+        let outputs: Vec<_> = self
+            .parts
+            .iter()
+            .map(|(part, loaded)| {
+                let output = match (loaded, &part.source) {
+                    (Loaded::Static, Source::Static(text)) => Output::Static(text),
+                    _ => Output::Fragment(fragments.next().expect("one fragment per guest")),
+                };
+                (part, output)
+            })
+            .collect();
+        assemble::assemble(&outputs)
+    }
+
+    /// Render `services` into a configuration; any guest failing fails the render, with every
+    /// guest's error.
+    pub fn render(&self, services: Vec<Service>) -> Result<Assembled, Vec<PipelineError>> {
+        let (fragments, errors): (Vec<_>, Vec<_>) =
+            self.run(services).into_iter().partition(Result::is_ok);
+        if !errors.is_empty() {
+            return Err(errors
+                .into_iter()
+                .filter_map(Result::err)
+                .map(Into::into)
+                .collect());
+        }
+        let fragments: Vec<_> = fragments.into_iter().filter_map(Result::ok).collect();
+        self.assemble(&fragments).map_err(|e| vec![e.into()])
+    }
+}
+
+/// Write `assembled` as `dir/<file_name>` and its map files into `dir/maps/`, replacing map
+/// files from an earlier render that are no longer produced. Maps are written first, so the
+/// configuration never refers to a map that is not there yet.
+pub fn write(assembled: &Assembled, config: &Path) -> std::io::Result<()> {
+    let dir = config
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let maps_dir = dir.join(MAPS_DIR);
+    std::fs::create_dir_all(&maps_dir)?;
+    for (name, contents) in &assembled.maps {
+        crate::guests::write_atomically(&maps_dir.join(name), contents.as_bytes())?;
+    }
+    for entry in std::fs::read_dir(&maps_dir)? {
+        let path = entry?.path();
+        let ours = path.extension().is_some_and(|e| e == "map");
+        let current = assembled
+            .maps
+            .iter()
+            .any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
+        if ours && !current {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    crate::guests::write_atomically(config, assembled.config.as_bytes())
+}

@@ -1,0 +1,91 @@
+//! Asking HAProxy itself whether a configuration is valid.
+
+use crate::assemble::Assembled;
+use std::path::Path;
+use std::process::Command;
+
+/// The check command HAProxy users know; the file to check is appended.
+pub const DEFAULT_CHECK_COMMAND: &str = "haproxy -c -f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("cannot run the check command `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("the check command `{command}` is empty")]
+    Empty { command: String },
+    #[error("HAProxy rejected the configuration ({status}):\n{output}")]
+    Rejected {
+        status: std::process::ExitStatus,
+        output: String,
+    },
+}
+
+/// Run `command` (split on whitespace) with `config` appended. On success, returns what it
+/// printed (HAProxy's warnings). On failure, its output, with the part and section that wrote
+/// each line it complains about.
+pub fn check(command: &str, config: &Path, assembled: &Assembled) -> Result<String, CheckError> {
+    let mut words = command.split_whitespace();
+    let program = words.next().ok_or_else(|| CheckError::Empty {
+        command: command.into(),
+    })?;
+    let output = Command::new(program)
+        .args(words)
+        .arg(config)
+        .output()
+        .map_err(|source| CheckError::Spawn {
+            command: command.into(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(CheckError::Rejected {
+            status: output.status,
+            output: explain(&text, assembled),
+        })
+    }
+}
+
+/// After each line of HAProxy's output that cites `[file:LINE]`, say which part wrote that line.
+pub fn explain(output: &str, assembled: &Assembled) -> String {
+    let mut explained = String::new();
+    for line in output.lines() {
+        explained.push_str(line);
+        explained.push('\n');
+        if let Some(origin) = cited_line(line).and_then(|n| assembled.origin_of(n)) {
+            explained.push_str(&format!("    -> written by {origin}\n"));
+        }
+    }
+    explained
+}
+
+/// The line number in `parsing [file:12]` or `[file:12] :`.
+fn cited_line(line: &str) -> Option<usize> {
+    line.split('[').skip(1).find_map(|rest| {
+        let inside = &rest[..rest.find(']')?];
+        inside.rsplit_once(':')?.1.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cited_line() {
+        assert_eq!(
+            cited_line("[ALERT]    (1) : config : parsing [/tmp/x.cfg:12] : unknown keyword"),
+            Some(12)
+        );
+        assert_eq!(
+            cited_line("parsing [/tmp/x.cfg:12] : unknown keyword"),
+            Some(12)
+        );
+        assert_eq!(cited_line("no brackets"), None);
+    }
+}

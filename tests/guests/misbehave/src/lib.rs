@@ -1,0 +1,64 @@
+//! A guest that misbehaves on purpose, to test the host's sandbox and limits. The setting
+//! `mode` picks the misbehaviour:
+//!
+//! - `loop`: never returns; `alloc`: allocates without bound; `panic`: panics;
+//! - `newline`: returns an argument with a newline; `bad-name`: a section name with a space;
+//! - `error`: returns a render error; `probe`: reports what it can see of the outside world;
+//! - anything else: a small valid backend.
+
+use wasmconfd_guest::{Cluster, Fragment, Guest, RenderError, Section};
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
+        let mut backend = Section::backend("misbehave");
+        match cluster.setting_or("mode", "ok") {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("misbehave was told to panic"),
+            "newline" => backend.push("http-request", ["set-header", "X-Evil", "a\nfrontend evil"]),
+            "bad-name" => backend.name = Some("two words".into()),
+            "error" => return Err(RenderError::Other("misbehave was told to fail".into())),
+            "probe" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let hashed = std::collections::hash_map::RandomState::new();
+                backend.push(
+                    "describe",
+                    [
+                        format!("env={}", std::env::vars().count()),
+                        format!("args={}", std::env::args().count()),
+                        format!("root={}", std::fs::read_dir("/").is_ok()),
+                        format!(
+                            "net={}",
+                            std::net::TcpStream::connect("127.0.0.1:9").is_ok()
+                        ),
+                        format!("now={now}"),
+                        format!("hash={}", std::hash::BuildHasher::hash_one(&hashed, 1u8)),
+                    ],
+                );
+            }
+            _ => backend.push("server", ["ok", "127.0.0.1:1"]),
+        }
+        Ok(Fragment {
+            sections: vec![backend],
+            maps: Vec::new(),
+        })
+    }
+}
+
+wasmconfd_guest::export!(Misbehave);
