@@ -240,6 +240,16 @@ impl Section {
     }
 }
 
+impl Default for Fragment {
+    /// No sections and no map files.
+    fn default() -> Self {
+        Fragment {
+            sections: Vec::new(),
+            maps: Vec::new(),
+        }
+    }
+}
+
 impl MapFile {
     /// An empty map file named `name`.
     pub fn new(name: impl Into<String>) -> Self {

@@ -116,15 +116,18 @@ impl ServiceBuilder {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 thread_local! {
     static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_log(level: Level, message: &str) {
     eprintln!("{level:?}: {message}");
     LOGS.with(|logs| logs.borrow_mut().push((level, message.to_string())));
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The messages this thread's guest code logged since the last call, as `(level, message)`.
 pub fn take_logs() -> Vec<(Level, String)> {
     LOGS.with(|logs| std::mem::take(&mut *logs.borrow_mut()))

@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub use wasmconfd::haproxy::host::Level;
-pub use wasmconfd::haproxy::types::*;
+pub use self::wasmconfd::haproxy::host::Level;
+pub use self::wasmconfd::haproxy::types::*;

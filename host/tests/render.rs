@@ -1,0 +1,297 @@
+//! `wasmconfd render` as a user runs it: golden cases, the example cluster, hostile input,
+//! broken guests, and a large cluster, each checked by the real HAProxy.
+
+mod common;
+
+use common::{haproxy_check, misbehave_guest, repo, run, wasmconfd};
+use std::path::Path;
+
+/// Each `tests/cases/<name>/` holds `cluster.yaml`, `expected.cfg`, the expected `maps/`, and
+/// optionally `settings` (one GUEST.KEY=VALUE a line). The render must match byte for byte and
+/// HAProxy must accept the expected configuration. `UPDATE_GOLDEN=1` rewrites the expectations.
+#[test]
+fn golden_cases() {
+    let cases = repo().join("tests/cases");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&cases).unwrap() {
+        let case = entry.unwrap().path();
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let out = tempfile::tempdir().unwrap();
+        let mut command = wasmconfd();
+        command
+            .arg("render")
+            .arg("--cluster")
+            .arg(case.join("cluster.yaml"));
+        command.arg("--output").arg(out.path().join("haproxy.cfg"));
+        if let Ok(settings) = std::fs::read_to_string(case.join("settings")) {
+            for line in settings.lines().filter(|l| !l.trim().is_empty()) {
+                command.args(["--set", line]);
+            }
+        }
+        let (ok, _, stderr) = run(&mut command);
+        assert!(ok, "case {name}: render failed:\n{stderr}");
+
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            let _ = std::fs::remove_dir_all(case.join("maps"));
+            copy_dir(out.path(), &case);
+            std::fs::rename(case.join("haproxy.cfg"), case.join("expected.cfg")).unwrap();
+        }
+        let expected = std::fs::read_to_string(case.join("expected.cfg")).unwrap();
+        let actual = std::fs::read_to_string(out.path().join("haproxy.cfg")).unwrap();
+        assert_eq!(
+            actual, expected,
+            "case {name}: configuration differs from expected.cfg"
+        );
+        assert_eq!(
+            listing(&out.path().join("maps")),
+            listing(&case.join("maps")),
+            "case {name}: map files differ"
+        );
+
+        let (valid, output) = haproxy_check(&case.join("expected.cfg"));
+        assert!(
+            valid,
+            "case {name}: haproxy -c rejects expected.cfg:\n{output}"
+        );
+        seen += 1;
+    }
+    assert!(
+        seen >= 3,
+        "expected at least 3 golden cases in {}, found {seen}",
+        cases.display()
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// (file name, contents) of every file in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&path).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_example_cluster_renders_to_stdout_and_passes_the_check() {
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--check", "--cluster"])
+        .arg(repo().join("examples/cluster.yaml")));
+    assert!(ok, "{stderr}");
+    for backend in [
+        "backend http_shop_web",
+        "backend https_shop_api",
+        "listen redis_data_cache",
+        "backend http_legacy_blog",
+        "backend http_legacy_wiki",
+    ] {
+        assert!(
+            stdout.contains(backend),
+            "missing `{backend}` in:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("10.244.3.13"),
+        "an unready endpoint became a server"
+    );
+    assert!(
+        !stdout.contains("kube-dns"),
+        "an unannotated service was rendered"
+    );
+    assert!(stderr.contains("passed `haproxy -c -f`"), "{stderr}");
+}
+
+#[test]
+fn hostile_objects_are_skipped_by_name_and_the_rest_renders() {
+    let case = repo().join("tests/cases/hostile/cluster.yaml");
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--check", "--cluster"])
+        .arg(&case));
+    assert!(ok, "{stderr}");
+    for object in [
+        "Service evil/domain-newline",
+        "Service evil/domain-space",
+        "Service evil/domain-hash",
+        "Service evil/domain-quotes",
+        "Service evil/domain-env",
+        "Service evil/domain-unicode",
+        "Service evil/domain-empty",
+        "Service evil/proto-newline",
+        "Service evil/proto-space",
+        "Service evil/proto-empty",
+        "Service evil/hijacker",
+        "Service evil/no-ports",
+        "Service evil/bad-port",
+        "Service evil/port-typo",
+    ] {
+        let line = stderr.lines().find(|l| l.contains(object));
+        assert!(
+            line.is_some_and(|l| l.contains("WARN")),
+            "no warning naming {object}:\n{stderr}"
+        );
+    }
+    assert!(
+        stdout.contains("backend http_good_web"),
+        "the valid service is missing:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("backend http_legacy_empty\n"),
+        "the Endpoints with empty subsets is missing"
+    );
+    assert!(
+        !stdout.contains("evil"),
+        "a hostile object reached the configuration:\n{stdout}"
+    );
+}
+
+#[test]
+fn a_failing_check_exits_non_zero_with_haproxys_message_and_the_guest_that_wrote_the_line() {
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        guests.path().join("50-broken.conf"),
+        "backend broken\n    no-such-keyword here\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("haproxy.cfg");
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["render", "--check", "--cluster"])
+        .arg(repo().join("examples/cluster.yaml"))
+        .arg("--guests")
+        .arg(guests.path())
+        .arg("--output")
+        .arg(&target));
+    assert!(!ok, "a rejected configuration must fail the command");
+    assert!(
+        stderr.contains("no-such-keyword"),
+        "HAProxy's message is missing:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("written by static file 50-broken"),
+        "the origin is missing:\n{stderr}"
+    );
+    assert!(!target.exists(), "a rejected configuration was written");
+}
+
+#[test]
+fn a_panicking_guest_fails_the_render_with_its_name() {
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(guests.path().join("50-misbehave.wasm"), misbehave_guest()).unwrap();
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(repo().join("examples/cluster.yaml"))
+        .arg("--guests")
+        .arg(guests.path())
+        .args(["--set", "misbehave.mode=panic"]));
+    assert!(!ok);
+    assert!(stdout.is_empty(), "a partial configuration was printed");
+    assert!(stderr.contains("guest misbehave crashed"), "{stderr}");
+}
+
+#[test]
+fn a_guest_dir_replaces_disables_and_extends_the_bundled_parts_in_numeric_order() {
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(guests.path().join("30-https.conf"), "").unwrap();
+    std::fs::write(guests.path().join("10-extra.conf"), "# ten\n").unwrap();
+    std::fs::write(guests.path().join("9-extra.conf"), "# nine\n").unwrap();
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(repo().join("examples/cluster.yaml"))
+        .arg("--guests")
+        .arg(guests.path()));
+    assert!(ok, "{stderr}");
+    assert!(
+        !stdout.contains("frontend https"),
+        "an empty 30-https.conf must disable the https guest"
+    );
+    let (nine, ten, http) = (
+        stdout.find("# nine").unwrap(),
+        stdout.find("# ten").unwrap(),
+        stdout.find("frontend http").unwrap(),
+    );
+    assert!(
+        nine < ten && ten < http,
+        "order must be 9-extra, 10-extra, 20-http"
+    );
+}
+
+#[test]
+fn settings_for_an_unknown_guest_are_refused() {
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(repo().join("examples/cluster.yaml"))
+        .args(["--set", "htpp.bind=:8080"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("htpp") && stderr.contains("http, https"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flags_also_read_environment_variables() {
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .arg("render")
+        .env("WASMCONFD_CLUSTER", repo().join("examples/cluster.yaml"))
+        .env(
+            "WASMCONFD_SET",
+            "http.bind=127.0.0.1:8080;redis.bind-address=127.0.0.1",
+        ));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("bind 127.0.0.1:8080\n") && stdout.contains("bind 127.0.0.1:6379\n"),
+        "{stdout}"
+    );
+}
+
+/// 10,000 http services with 3 endpoints each render and pass `haproxy -c`.
+#[test]
+fn ten_thousand_services_render_and_pass_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..10_000 {
+        let (a, b) = (i / 250, i % 250);
+        yaml.push_str(&format!(
+            "- apiVersion: v1\n  kind: Service\n  metadata:\n    name: svc-{i}\n    namespace: bulk\n    \
+             annotations: {{wasmconfd.io/domain: svc-{i}.example.com, wasmconfd.io/proto: http}}\n  \
+             spec: {{ports: [{{name: http, port: 80}}]}}\n\
+             - apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  addressType: IPv4\n  metadata:\n    \
+             name: svc-{i}-x\n    namespace: bulk\n    labels: {{kubernetes.io/service-name: svc-{i}}}\n  \
+             ports: [{{name: http, port: 8080}}]\n  endpoints:\n  - addresses: [10.1.{a}.{b}]\n  \
+             - addresses: [10.2.{a}.{b}]\n  - addresses: [10.3.{a}.{b}]\n"
+        ));
+    }
+    let cluster = dir.path().join("cluster.yaml");
+    std::fs::write(&cluster, yaml).unwrap();
+    let target = dir.path().join("haproxy.cfg");
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["render", "--check", "--cluster"])
+        .arg(&cluster)
+        .arg("--output")
+        .arg(&target));
+    assert!(ok, "{stderr}");
+    let config = std::fs::read_to_string(&target).unwrap();
+    assert_eq!(config.matches("\nbackend http_bulk_svc-").count(), 10_000);
+    assert_eq!(config.matches("\n    server ").count(), 30_000);
+    let hosts = std::fs::read_to_string(dir.path().join("maps/http-hosts.map")).unwrap();
+    assert_eq!(hosts.lines().count(), 10_000);
+}

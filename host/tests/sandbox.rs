@@ -1,0 +1,147 @@
+//! Guests run sandboxed and limited: a guest that loops, hoards memory, panics or returns bad
+//! output ends with an error naming it, the host survives, and the next render works.
+
+mod common;
+
+use std::time::{Duration, Instant};
+use wasmconfd::assemble::{self, Output, Part, Source};
+use wasmconfd::bindings::{Cluster, Context, Fragment};
+use wasmconfd::guests::{GuestError, Limits, Runtime};
+
+fn runtime() -> Runtime {
+    let limits = Limits {
+        timeout: Duration::from_millis(500),
+        memory: 64 << 20,
+    };
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-guests");
+    Runtime::new(limits, Some(cache)).unwrap()
+}
+
+fn cluster(mode: &str) -> Cluster {
+    Cluster {
+        context: Context {
+            maps_dir: "maps".into(),
+            certs_dir: "certs".into(),
+            settings: vec![("mode".into(), mode.into())],
+        },
+        services: Vec::new(),
+    }
+}
+
+#[test]
+fn limits_stop_misbehaving_guests_and_the_next_render_works() {
+    let runtime = runtime();
+    let guest = runtime
+        .load("misbehave", common::misbehave_guest())
+        .unwrap();
+
+    let started = Instant::now();
+    let error = runtime.render(&guest, &cluster("loop")).unwrap_err();
+    assert!(matches!(error, GuestError::Timeout { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("guest misbehave ran longer than its time limit"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the time limit did not stop the loop in time"
+    );
+
+    let error = runtime.render(&guest, &cluster("alloc")).unwrap_err();
+    assert!(
+        matches!(error, GuestError::OutOfMemory { limit_mib: 64, .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("guest misbehave tried to use more than its memory limit of 64 MiB")
+    );
+
+    let error = runtime.render(&guest, &cluster("panic")).unwrap_err();
+    assert!(matches!(error, GuestError::Trap { .. }), "{error}");
+    assert!(
+        error.to_string().starts_with("guest misbehave crashed"),
+        "{error}"
+    );
+
+    let error = runtime.render(&guest, &cluster("error")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "guest misbehave could not render: misbehave was told to fail"
+    );
+
+    let fragment = runtime.render(&guest, &cluster("ok")).unwrap();
+    assert_eq!(
+        fragment.sections[0].directives[0].args,
+        ["ok", "127.0.0.1:1"]
+    );
+}
+
+fn assemble_one(fragment: &Fragment) -> Result<assemble::Assembled, assemble::AssembleError> {
+    let part = Part {
+        slot: "50-misbehave".into(),
+        origin: "test".into(),
+        source: Source::Static(String::new()),
+    };
+    assemble::assemble(&[(&part, Output::Fragment(fragment))])
+}
+
+#[test]
+fn bad_output_is_refused_with_a_clear_error() {
+    let runtime = runtime();
+    let guest = runtime
+        .load("misbehave", common::misbehave_guest())
+        .unwrap();
+
+    let fragment = runtime.render(&guest, &cluster("newline")).unwrap();
+    let error = assemble_one(&fragment).unwrap_err().to_string();
+    assert!(
+        error.starts_with(
+            "guest misbehave: section `backend misbehave`: argument 3 of `http-request`"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("control character '\\n'"), "{error}");
+
+    let fragment = runtime.render(&guest, &cluster("bad-name")).unwrap();
+    let error = assemble_one(&fragment).unwrap_err().to_string();
+    assert!(
+        error.contains("backend name \"two words\" is not valid"),
+        "{error}"
+    );
+}
+
+#[test]
+fn guests_see_no_environment_files_network_or_real_time_and_are_deterministic() {
+    let runtime = runtime();
+    let guest = runtime
+        .load("misbehave", common::misbehave_guest())
+        .unwrap();
+    // SAFETY: no other thread of this test process reads the environment concurrently.
+    unsafe { std::env::set_var("WASMCONFD_SECRET", "leak") };
+    let first = runtime.render(&guest, &cluster("probe")).unwrap();
+    let probe = &first.sections[0].directives[0].args;
+    assert_eq!(
+        &probe[..5],
+        ["env=0", "args=0", "root=false", "net=false", "now=0"]
+    );
+    let second = runtime.render(&guest, &cluster("probe")).unwrap();
+    assert_eq!(
+        first, second,
+        "the same input must give the same output, random seeds included"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused_with_the_guest_name() {
+    let error = runtime().load("junk", b"\0asm not really").err().unwrap();
+    assert!(
+        error
+            .to_string()
+            .starts_with("guest junk is not a valid wasmconfd guest component"),
+        "{error}"
+    );
+}
