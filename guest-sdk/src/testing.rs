@@ -10,9 +10,9 @@
 //! assert_eq!(cluster.services[0].ready_endpoints().count(), 1);
 //! ```
 
-use crate::wit::wasmconfd::haproxy::host::Level;
 use crate::{Cluster, Context, Endpoint, EndpointPort, Protocol, Service, ServicePort};
-use std::cell::RefCell;
+#[cfg(not(target_arch = "wasm32"))]
+use {crate::wit::wasmconfd::haproxy::host::Level, std::cell::RefCell};
 
 /// A cluster with `services`, the host's default paths and no settings.
 pub fn cluster(services: impl IntoIterator<Item = Service>) -> Cluster {

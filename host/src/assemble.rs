@@ -186,7 +186,8 @@ impl Assembled {
 
 /// Write the configuration text of `outputs`, in order.
 pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError> {
-    let mut text = String::from("# Written by wasmconfd. Changes made here are overwritten.\n");
+    let mut text = Text::default();
+    text.push("# Written by wasmconfd. Changes made here are overwritten.\n");
     let mut maps: Vec<(String, String, String)> = Vec::new();
     let mut origins = Vec::new();
     for (part, output) in outputs {
@@ -195,13 +196,13 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
             Output::Fragment(_) => "guest",
         };
         let label = format!("{kind} {} ({})", part.slot, part.origin);
-        text.push_str(&format!("\n# --- {label} ---\n"));
-        origins.push((line_count(&text) + 1, label.clone()));
+        text.push(&format!("\n# --- {label} ---\n"));
+        origins.push((text.lines + 1, label.clone()));
         match output {
             Output::Static(conf) => {
-                text.push_str(conf);
+                text.push(conf);
                 if !conf.is_empty() && !conf.ends_with('\n') {
-                    text.push('\n');
+                    text.push("\n");
                 }
             }
             Output::Fragment(fragment) => {
@@ -211,16 +212,13 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
                 };
                 for (i, section) in fragment.sections.iter().enumerate() {
                     if i > 0 {
-                        text.push('\n');
+                        text.push("\n");
                     }
                     let header =
                         section_header(section.kind, section.name.as_deref()).map_err(&invalid)?;
-                    origins.push((
-                        line_count(&text) + 1,
-                        format!("{label}, section `{header}`"),
-                    ));
-                    text.push_str(&header);
-                    text.push('\n');
+                    origins.push((text.lines + 1, format!("{label}, section `{header}`")));
+                    text.push(&header);
+                    text.push("\n");
                     for directive in &section.directives {
                         let line = directive_line(
                             &directive.keyword,
@@ -228,9 +226,9 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
                             directive.comment.as_deref(),
                         )
                         .map_err(|e| invalid(format!("section `{header}`: {e}")))?;
-                        text.push_str("    ");
-                        text.push_str(&line);
-                        text.push('\n');
+                        text.push("    ");
+                        text.push(&line);
+                        text.push("\n");
                     }
                 }
                 for map in &fragment.maps {
@@ -257,7 +255,7 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
         }
     }
     Ok(Assembled {
-        config: text,
+        config: text.buf,
         maps: maps
             .into_iter()
             .map(|(name, _, contents)| (name, contents))
@@ -266,8 +264,18 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
     })
 }
 
-fn line_count(text: &str) -> usize {
-    text.bytes().filter(|&b| b == b'\n').count()
+/// Configuration text that knows how many lines it has.
+#[derive(Default)]
+struct Text {
+    buf: String,
+    lines: usize,
+}
+
+impl Text {
+    fn push(&mut self, s: &str) {
+        self.lines += s.bytes().filter(|&b| b == b'\n').count();
+        self.buf.push_str(s);
+    }
 }
 
 /// `backend NAME`, `global`, ...
