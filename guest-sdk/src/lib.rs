@@ -27,6 +27,7 @@
 //! [`testing`] module builds clusters so guest logic is unit-tested natively with `cargo test`.
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated
 pub mod wit {
     wit_bindgen::generate!({
         path: "../wit",
