@@ -11,10 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances: the granularity of the time limit.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How much of a guest's stderr is kept to explain a crash.
+const STDERR_CAPACITY: usize = 16 << 10;
 
 /// Per-render limits of a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +204,23 @@ impl Runtime {
                     limit: self.limits.timeout,
                 })
             }
-            Err(error) => Err(GuestError::Trap {
-                guest: guest.name.clone(),
-                message: format!("{error:#}"),
-            }),
+            Err(error) => {
+                tracing::debug!(guest = guest.name, "guest crashed: {error:?}");
+                let reason = match error.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => format!("{error:#}"),
+                };
+                let stderr = store.data().stderr.contents();
+                let stderr = String::from_utf8_lossy(&stderr);
+                let message = match stderr.trim() {
+                    "" => reason,
+                    said => format!("{reason}; it wrote: {said}"),
+                };
+                Err(GuestError::Trap {
+                    guest: guest.name.clone(),
+                    message,
+                })
+            }
         }
     }
 }
@@ -226,13 +243,17 @@ struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// What the guest writes to stderr (a panic message, a traceback), to explain a crash.
+    stderr: MemoryOutputPipe,
 }
 
 impl State {
     fn new(guest: &str, memory: usize) -> Self {
-        // Deny-all: no preopened directories, environment, arguments, network or stdio, and a
-        // clock and random numbers that are the same on every run.
+        // Deny-all: no preopened directories, environment, arguments, network or stdin, and a
+        // clock and random numbers that are the same on every run. Stdout is discarded.
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
             .wall_clock(FixedClock)
             .monotonic_clock(SteppingClock::default())
             .secure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0))
@@ -247,6 +268,7 @@ impl State {
                 limit: memory,
                 exceeded: false,
             },
+            stderr,
         }
     }
 }

@@ -62,9 +62,14 @@ fn limits_stop_misbehaving_guests_and_the_next_render_works() {
 
     let error = runtime.render(&guest, &cluster("panic")).unwrap_err();
     assert!(matches!(error, GuestError::Trap { .. }), "{error}");
+    let message = error.to_string();
     assert!(
-        error.to_string().starts_with("guest misbehave crashed"),
-        "{error}"
+        message.starts_with("guest misbehave crashed: wasm trap: wasm `unreachable` instruction executed; it wrote: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("misbehave was told to panic"),
+        "the panic message is missing: {message}"
     );
 
     let error = runtime.render(&guest, &cluster("error")).unwrap_err();
