@@ -9,9 +9,14 @@
 //! guest meant. Control characters are refused, so no value can start a new line or section.
 
 use crate::bindings::{Fragment, SectionKind};
+use crate::files::write_atomically;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
+
+/// Where map files and certificates go, relative to the configuration file's directory.
+pub const MAPS_DIR: &str = "maps";
+pub const CERTS_DIR: &str = "certs";
 
 /// The bundled guests and their slots.
 pub const BUNDLED: &[(&str, &[u8])] = &[
@@ -181,6 +186,34 @@ impl Assembled {
     pub fn origin_of(&self, line: usize) -> Option<&str> {
         let index = self.origins.partition_point(|(first, _)| *first <= line);
         index.checked_sub(1).map(|i| self.origins[i].1.as_str())
+    }
+
+    /// Write the configuration to `config` and its map files into `maps/` beside it, replacing
+    /// map files from an earlier render that are no longer produced. Maps are written first, so
+    /// the configuration never refers to a map that is not there yet. Each file is replaced
+    /// atomically.
+    pub fn write(&self, config: &Path) -> std::io::Result<()> {
+        let dir = config
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let maps_dir = dir.join(MAPS_DIR);
+        std::fs::create_dir_all(&maps_dir)?;
+        for (name, contents) in &self.maps {
+            write_atomically(&maps_dir.join(name), contents.as_bytes())?;
+        }
+        for entry in std::fs::read_dir(&maps_dir)? {
+            let path = entry?.path();
+            let stale = path.extension().is_some_and(|e| e == "map")
+                && !self
+                    .maps
+                    .iter()
+                    .any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
+            if stale {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        write_atomically(config, self.config.as_bytes())
     }
 }
 

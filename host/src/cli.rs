@@ -2,7 +2,7 @@
 
 use crate::guests::Limits;
 use crate::render::{GuestConfig, Pipeline, Settings};
-use crate::{model, render, source, validate};
+use crate::{model, source, validate};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -170,11 +170,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     };
 
     if args.check {
-        let staging = tempfile::tempdir()
-            .context("cannot create a directory to check the configuration in")?;
-        let path = staging.path().join("haproxy.cfg");
-        render::write(&assembled, &path).context("cannot write the configuration to check")?;
-        let output = validate::check(&args.check_cmd, &path, &assembled)?;
+        let output = validate::check_staged(&args.check_cmd, &assembled)?;
         for line in output.lines().filter(|l| l.contains("[WARNING]")) {
             tracing::warn!("haproxy: {line}");
         }
@@ -183,7 +179,8 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
 
     match &args.output {
         Some(path) => {
-            render::write(&assembled, path)
+            assembled
+                .write(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tracing::info!(path = %path.display(), maps = assembled.maps.len(), "configuration written");
         }

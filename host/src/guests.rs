@@ -6,7 +6,7 @@
 use crate::bindings::{self, Cluster, Fragment, GuestPre, Level, RenderError};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -153,7 +153,7 @@ impl Runtime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compiled guest"
         );
-        if let Err(error) = write_atomically(&path, &bytes) {
+        if let Err(error) = crate::files::write_atomically(&path, &bytes) {
             tracing::warn!(guest = name, path = %path.display(), %error, "cannot cache the compiled guest");
         }
         // SAFETY: the bytes were just produced by this engine.
@@ -223,18 +223,6 @@ impl Runtime {
             }
         }
     }
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a partial file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path)?;
-    Ok(())
 }
 
 /// What a store holds for one render.

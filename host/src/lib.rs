@@ -8,6 +8,7 @@
 pub mod assemble;
 pub mod bindings;
 pub mod cli;
+pub mod files;
 pub mod guests;
 pub mod model;
 pub mod render;

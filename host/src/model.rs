@@ -66,19 +66,18 @@ pub fn build(objects: &Objects) -> (Vec<Service>, Vec<Problem>) {
     for service in &objects.services {
         let key = (namespace(&service.metadata), name(&service.metadata));
         let endpoints = legacy.get(&key).copied();
-        let kind = match slices.get(&key) {
+        let backing = match slices.get(&key) {
             Some(slices) => Backing::Slices(slices),
             None => Backing::Legacy(endpoints),
         };
-        let candidate = Candidate {
+        candidates.push(Candidate {
             kind: "Service",
             meta: &service.metadata,
             // python-confd annotated Endpoints objects: their keys count where the Service has none.
             extra: endpoints.map(|e| &e.metadata),
             ports: Some(service_ports(service)),
-            backing: kind,
-        };
-        candidates.push(candidate);
+            backing,
+        });
     }
     let with_service: std::collections::HashSet<_> = objects
         .services

@@ -1,15 +1,11 @@
 //! The pipeline from model to configuration: every part runs (guests in the sandbox, static
 //! files as they are), then the outputs are assembled in slot order.
 
-use crate::assemble::{self, Assembled, Output, Part, Source};
+use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output, Part, Source};
 use crate::bindings::{Cluster, Context, Fragment, Service};
 use crate::guests::{Guest, GuestError, Limits, Runtime};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-/// Where map files and certificates go, relative to the configuration file's directory.
-pub const MAPS_DIR: &str = "maps";
-pub const CERTS_DIR: &str = "certs";
+use std::path::PathBuf;
 
 /// Settings per guest name: `http` -> [(`bind`, `:8080`)].
 pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
@@ -144,31 +140,4 @@ impl Pipeline {
         let fragments: Vec<_> = fragments.into_iter().filter_map(Result::ok).collect();
         self.assemble(&fragments).map_err(|e| vec![e.into()])
     }
-}
-
-/// Write `assembled` as `dir/<file_name>` and its map files into `dir/maps/`, replacing map
-/// files from an earlier render that are no longer produced. Maps are written first, so the
-/// configuration never refers to a map that is not there yet.
-pub fn write(assembled: &Assembled, config: &Path) -> std::io::Result<()> {
-    let dir = config
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let maps_dir = dir.join(MAPS_DIR);
-    std::fs::create_dir_all(&maps_dir)?;
-    for (name, contents) in &assembled.maps {
-        crate::guests::write_atomically(&maps_dir.join(name), contents.as_bytes())?;
-    }
-    for entry in std::fs::read_dir(&maps_dir)? {
-        let path = entry?.path();
-        let ours = path.extension().is_some_and(|e| e == "map");
-        let current = assembled
-            .maps
-            .iter()
-            .any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
-        if ours && !current {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    crate::guests::write_atomically(config, assembled.config.as_bytes())
 }

@@ -14,6 +14,8 @@ pub enum CheckError {
         command: String,
         source: std::io::Error,
     },
+    #[error("cannot write the configuration to check: {0}")]
+    Stage(std::io::Error),
     #[error("the check command `{command}` is empty")]
     Empty { command: String },
     #[error("HAProxy rejected the configuration ({status}):\n{output}")]
@@ -21,6 +23,14 @@ pub enum CheckError {
         status: std::process::ExitStatus,
         output: String,
     },
+}
+
+/// Write `assembled` (with its maps) into a temporary directory and [`check`] it there.
+pub fn check_staged(command: &str, assembled: &Assembled) -> Result<String, CheckError> {
+    let staging = tempfile::tempdir().map_err(CheckError::Stage)?;
+    let config = staging.path().join("haproxy.cfg");
+    assembled.write(&config).map_err(CheckError::Stage)?;
+    check(command, &config, assembled)
 }
 
 /// Run `command` (split on whitespace) with `config` appended. On success, returns what it
