@@ -6,15 +6,20 @@ mod common;
 use std::time::{Duration, Instant};
 use wasmconfd::assemble::{self, Output, Part, Source};
 use wasmconfd::bindings::{Cluster, Context, Fragment};
-use wasmconfd::guests::{GuestError, Limits, Runtime};
+use wasmconfd::guests::{Guest, GuestError, Limits, Runtime};
 
-fn runtime() -> Runtime {
+/// The runtime with tight limits, and the misbehaving guest loaded in it.
+fn misbehave() -> (Runtime, Guest) {
     let limits = Limits {
         timeout: Duration::from_millis(500),
         memory: 64 << 20,
     };
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-guests");
-    Runtime::new(limits, Some(cache)).unwrap()
+    let runtime = Runtime::new(limits, Some(cache)).unwrap();
+    let guest = runtime
+        .load("misbehave", common::misbehave_guest())
+        .unwrap();
+    (runtime, guest)
 }
 
 fn cluster(mode: &str) -> Cluster {
@@ -30,10 +35,7 @@ fn cluster(mode: &str) -> Cluster {
 
 #[test]
 fn limits_stop_misbehaving_guests_and_the_next_render_works() {
-    let runtime = runtime();
-    let guest = runtime
-        .load("misbehave", common::misbehave_guest())
-        .unwrap();
+    let (runtime, guest) = misbehave();
 
     let started = Instant::now();
     let error = runtime.render(&guest, &cluster("loop")).unwrap_err();
@@ -96,10 +98,7 @@ fn assemble_one(fragment: &Fragment) -> Result<assemble::Assembled, assemble::As
 
 #[test]
 fn bad_output_is_refused_with_a_clear_error() {
-    let runtime = runtime();
-    let guest = runtime
-        .load("misbehave", common::misbehave_guest())
-        .unwrap();
+    let (runtime, guest) = misbehave();
 
     let fragment = runtime.render(&guest, &cluster("newline")).unwrap();
     let error = assemble_one(&fragment).unwrap_err().to_string();
@@ -121,10 +120,7 @@ fn bad_output_is_refused_with_a_clear_error() {
 
 #[test]
 fn guests_see_no_environment_files_network_or_real_time_and_are_deterministic() {
-    let runtime = runtime();
-    let guest = runtime
-        .load("misbehave", common::misbehave_guest())
-        .unwrap();
+    let (runtime, guest) = misbehave();
     // SAFETY: no other thread of this test process reads the environment concurrently.
     unsafe { std::env::set_var("WASMCONFD_SECRET", "leak") };
     let first = runtime.render(&guest, &cluster("probe")).unwrap();
@@ -142,7 +138,11 @@ fn guests_see_no_environment_files_network_or_real_time_and_are_deterministic() 
 
 #[test]
 fn a_file_that_is_not_a_component_is_refused_with_the_guest_name() {
-    let error = runtime().load("junk", b"\0asm not really").err().unwrap();
+    let error = misbehave()
+        .0
+        .load("junk", b"\0asm not really")
+        .err()
+        .unwrap();
     assert!(
         error
             .to_string()
