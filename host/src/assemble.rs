@@ -9,7 +9,7 @@
 //! guest meant. Control characters are refused, so no value can start a new line or section.
 
 use crate::bindings::{Fragment, SectionKind};
-use crate::files::write_atomically;
+use crate::files::{parent_dir, write_atomically};
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -193,11 +193,7 @@ impl Assembled {
     /// the configuration never refers to a map that is not there yet. Each file is replaced
     /// atomically.
     pub fn write(&self, config: &Path) -> std::io::Result<()> {
-        let dir = config
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let maps_dir = dir.join(MAPS_DIR);
+        let maps_dir = parent_dir(config).join(MAPS_DIR);
         std::fs::create_dir_all(&maps_dir)?;
         for (name, contents) in &self.maps {
             write_atomically(&maps_dir.join(name), contents.as_bytes())?;
