@@ -175,7 +175,7 @@ pub enum Output<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assembled {
     pub config: String,
-    /// `(file name, contents)`, written into the maps directory.
+    /// `(file name, contents)`, sorted by name, written into the maps directory.
     pub maps: Vec<(String, String)>,
     /// `(first line number, description)` of each part and section, in order.
     origins: Vec<(usize, String)>,
@@ -283,6 +283,7 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
             }
         }
     }
+    maps.sort();
     Ok(Assembled {
         config: text.buf,
         maps: maps

@@ -3,8 +3,9 @@
 //! The pipeline runs in one direction, one module per stage:
 //! [`source`] (Kubernetes objects) -> [`model`] (validated WIT records) -> [`guests`] (sandboxed
 //! components, driven by [`render`]) -> [`assemble`] (configuration text) -> [`validate`]
-//! (HAProxy's own check).
+//! (HAProxy's own check) -> [`apply`] (install atomically, reload).
 
+pub mod apply;
 pub mod assemble;
 pub mod bindings;
 pub mod cli;

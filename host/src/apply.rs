@@ -1,0 +1,274 @@
+//! Putting a configuration in place and making HAProxy use it, without ever making things worse:
+//! nothing is touched when nothing changed; a configuration HAProxy rejects never replaces the
+//! live one; the live file is replaced atomically and the previous one kept beside it.
+
+use crate::assemble::{Assembled, MAPS_DIR};
+use crate::files::{parent_dir, write_atomically};
+use crate::validate::{self, CheckError};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// python-confd's default.
+pub const DEFAULT_RELOAD_COMMAND: &str = "systemctl reload-or-restart haproxy";
+
+/// How HAProxy is told to load a new configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// A shell command (`sh -c`), e.g. `systemctl reload haproxy`.
+    Command(String),
+    /// `reload` on the master CLI socket of `haproxy -W -S <socket>`, verified with `show proc`.
+    MasterSocket(PathBuf),
+    /// A signal to the process whose pid is in a file (USR2 reloads a master-worker HAProxy).
+    Signal { pid_file: PathBuf, signal: Signal },
+}
+
+/// Signals that reload HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Signal {
+    Usr2,
+    Hup,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the new configuration was not installed: {0}")]
+    Check(#[from] CheckError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("reload failed: {0}")]
+    Reload(String),
+}
+
+/// What [`Applier::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The files on disk already hold this configuration: nothing written, checked or reloaded.
+    Unchanged,
+    /// Checked, written and reloaded.
+    Reloaded,
+}
+
+/// Installs configurations at one target path.
+#[derive(Debug, Clone)]
+pub struct Applier {
+    pub target: PathBuf,
+    pub check_command: String,
+    pub reload: Reload,
+}
+
+impl Applier {
+    /// Check `assembled` beside the target, install it atomically (keeping the previous file as
+    /// `<target>.prev`) and reload. A missing target is a first install.
+    ///
+    /// When the check fails the live configuration and its maps stay as they were. When the
+    /// reload fails, the files are in place and [`Applier::reload`] can be retried.
+    pub fn apply(&self, assembled: &Assembled) -> Result<Applied, ApplyError> {
+        let maps_dir = parent_dir(&self.target).join(MAPS_DIR);
+        let previous_maps = read_maps(&maps_dir);
+        let live = std::fs::read_to_string(&self.target).ok();
+        if live.as_deref() == Some(assembled.config.as_str()) && previous_maps == assembled.maps {
+            return Ok(Applied::Unchanged);
+        }
+
+        // The check must see the new maps where the configuration refers to them (beside it),
+        // so they go in first and are put back if HAProxy rejects the configuration.
+        let dir = parent_dir(&self.target);
+        let write_error = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ApplyError::Write { path, source }
+        };
+        replace_maps(&maps_dir, &assembled.maps).map_err(write_error(&maps_dir))?;
+        let staged = stage(dir, &assembled.config).map_err(write_error(dir))?;
+        if let Err(error) = validate::check(&self.check_command, staged.path(), assembled) {
+            if let Err(restore) = replace_maps(&maps_dir, &previous_maps) {
+                tracing::error!(%restore, dir = %maps_dir.display(), "cannot put the previous map files back");
+            }
+            return Err(error.into());
+        }
+
+        if live.is_some() {
+            keep_previous(&self.target).map_err(write_error(&self.target))?;
+        }
+        staged
+            .persist(&self.target)
+            .map_err(|e| write_error(&self.target)(e.error))?;
+        tracing::info!(path = %self.target.display(), "configuration installed");
+        self.reload()?;
+        Ok(Applied::Reloaded)
+    }
+
+    /// Tell HAProxy to load the configuration on disk.
+    pub fn reload(&self) -> Result<(), ApplyError> {
+        match &self.reload {
+            Reload::Command(command) => run_reload_command(command),
+            Reload::MasterSocket(socket) => reload_through_master(socket, Duration::from_secs(10)),
+            Reload::Signal { pid_file, signal } => send_signal(pid_file, *signal),
+        }
+        .map_err(ApplyError::Reload)?;
+        tracing::info!(method = ?self.reload, "HAProxy reloaded");
+        Ok(())
+    }
+}
+
+/// The `*.map` files of `dir`, sorted by name (empty when there is no such directory).
+fn read_maps(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut maps: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "map"))
+        .filter_map(|e| {
+            let contents = std::fs::read_to_string(e.path()).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), contents))
+        })
+        .collect();
+    maps.sort();
+    maps
+}
+
+/// Make `dir` hold exactly `maps` (as far as `*.map` files go).
+fn replace_maps(dir: &Path, maps: &[(String, String)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, contents) in maps {
+        write_atomically(&dir.join(name), contents.as_bytes())?;
+    }
+    for (name, _) in read_maps(dir) {
+        if !maps.iter().any(|(keep, _)| *keep == name) {
+            std::fs::remove_file(dir.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file in `dir` holding `config`, readable like the file it will replace.
+fn stage(dir: &Path, config: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".wasmconfd-")
+        .suffix(".cfg")
+        .tempfile_in(dir)?;
+    file.write_all(config.as_bytes())?;
+    file.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    file.as_file().sync_all()?;
+    Ok(file)
+}
+
+/// `target` -> `target.prev`, without a moment where `target` is missing: a hard link, renamed.
+fn keep_previous(target: &Path) -> std::io::Result<()> {
+    let mut prev = target.as_os_str().to_owned();
+    prev.push(".prev");
+    let link = tempfile::Builder::new()
+        .prefix(".wasmconfd-prev-")
+        .make_in(parent_dir(target), |path| std::fs::hard_link(target, path))?;
+    link.persist(PathBuf::from(prev)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn run_reload_command(command: &str) -> Result<(), String> {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&output.stderr).trim().to_string()
+        + String::from_utf8_lossy(&output.stdout).trim();
+    Err(format!("`{command}` failed ({}): {said}", output.status))
+}
+
+fn send_signal(pid_file: &Path, signal: Signal) -> Result<(), String> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("cannot read pid file {}: {e}", pid_file.display()))?;
+    // A master-worker HAProxy writes the master's pid first.
+    let pid: i32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("pid file {} holds no pid", pid_file.display()))?;
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| format!("pid file {} holds pid {pid}", pid_file.display()))?;
+    let signal = match signal {
+        Signal::Usr2 => rustix::process::Signal::USR2,
+        Signal::Hup => rustix::process::Signal::HUP,
+    };
+    rustix::process::kill_process(pid, signal)
+        .map_err(|e| format!("cannot signal pid {pid:?} from {}: {e}", pid_file.display()))
+}
+
+/// The master's reload counters from `show proc`: (reloads, failed reloads).
+pub fn master_reloads(show_proc: &str) -> Option<(u64, u64)> {
+    // `29658  master  3 [failed: 1]  0d00h00m14s  2.6.12`
+    let line = show_proc
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("master"))?;
+    let mut words = line.split_whitespace().skip(2);
+    let reloads = words.next()?.parse().ok()?;
+    let failed = match (words.next(), words.next()) {
+        (Some("[failed:"), Some(n)) => n.trim_end_matches(']').parse().ok()?,
+        _ => 0,
+    };
+    Some((reloads, failed))
+}
+
+/// One command on the master CLI; the answer up to the closing of the connection.
+pub fn master_command(socket: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}; quit\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Ask the master to reload and wait until `show proc` says it did, and that it did not fail
+/// (HAProxy 2.6 answers nothing to `reload` itself).
+fn reload_through_master(socket: &Path, timeout: Duration) -> Result<(), String> {
+    let show_proc = || {
+        master_command(socket, "show proc")
+            .ok()
+            .and_then(|answer| master_reloads(&answer))
+    };
+    let (reloads, failed) =
+        show_proc().ok_or_else(|| format!("no HAProxy master answers on {}", socket.display()))?;
+    master_command(socket, "reload")
+        .map_err(|e| format!("cannot send reload to {}: {e}", socket.display()))?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        match show_proc() {
+            Some((now, failed_now)) if now > reloads && failed_now > failed => {
+                return Err("HAProxy's master refused the configuration and kept the running one; see HAProxy's log".into());
+            }
+            Some((now, _)) if now > reloads => return Ok(()),
+            _ => {}
+        }
+    }
+    Err(format!(
+        "HAProxy's master on {} did not reload within {timeout:?}",
+        socket.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_masters_reload_counters() {
+        let show_proc = "#<PID>          <type>          <reloads>       <uptime>        <version>\n\
+                         29658           master          3 [failed: 1]   0d00h00m14s     2.6.12-1+deb12u4\n\
+                         # workers\n30120           worker          1               0d00h00m06s     2.6.12\n";
+        assert_eq!(master_reloads(show_proc), Some((3, 1)));
+        assert_eq!(master_reloads("1 master 0 0d00h00m01s 2.4\n"), Some((0, 0)));
+        assert_eq!(master_reloads("garbage"), None);
+    }
+}

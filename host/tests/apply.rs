@@ -1,0 +1,290 @@
+//! Installing and reloading with the real HAProxy in master-worker mode: what a client sees
+//! through HAProxy follows each applied configuration, an unchanged one reloads nothing, and a
+//! rejected one leaves HAProxy serving the last good configuration.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wasmconfd::apply::{
+    Applied, Applier, ApplyError, Reload, Signal, master_command, master_reloads,
+};
+use wasmconfd::assemble::{self, Assembled, Output, Part, Source};
+use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A configuration answering every request with `word`, with a map file holding `word`.
+fn config(port: u16, word: &str) -> Assembled {
+    let text = format!(
+        "global\n    default-path config\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    \
+         timeout server 5s\nfrontend f\n    bind 127.0.0.1:{port}\n    \
+         http-request return status 200 content-type text/plain lf-string %[str(word),map(maps/words.map)]\n"
+    );
+    let part = Part {
+        slot: "10-test".into(),
+        origin: "test".into(),
+        source: Source::Static(text.clone()),
+    };
+    let maps = Fragment {
+        sections: Vec::new(),
+        maps: vec![MapFile {
+            name: "words.map".into(),
+            entries: vec![MapEntry {
+                key: "word".into(),
+                value: word.into(),
+            }],
+        }],
+    };
+    let maps_part = Part {
+        slot: "20-maps".into(),
+        ..part.clone()
+    };
+    assemble::assemble(&[
+        (&part, Output::Static(&text)),
+        (&maps_part, Output::Fragment(&maps)),
+    ])
+    .unwrap()
+}
+
+fn get(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(response)
+}
+
+/// `haproxy -W -S socket` on `config`, with a pid file.
+struct Master {
+    child: Child,
+    socket: PathBuf,
+    pid_file: PathBuf,
+}
+
+impl Master {
+    fn start(dir: &Path, config: &Path, port: u16) -> Self {
+        let (socket, pid_file) = (dir.join("master.sock"), dir.join("haproxy.pid"));
+        let child = Command::new("haproxy")
+            .arg("-W")
+            .arg("-S")
+            .arg(&socket)
+            .arg("-p")
+            .arg(&pid_file)
+            .arg("-f")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err()
+            || master_command(&socket, "show proc").is_err()
+        {
+            assert!(Instant::now() < deadline, "HAProxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Master {
+            child,
+            socket,
+            pid_file,
+        }
+    }
+
+    /// (reloads, failed reloads, worker pids) from `show proc`.
+    fn state(&self) -> (u64, u64, Vec<String>) {
+        // The master re-executes itself on a reload: its socket is gone for a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            match master_command(&self.socket, "show proc") {
+                Ok(answer) => break answer,
+                Err(error) => assert!(
+                    Instant::now() < deadline,
+                    "the master does not answer: {error}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (reloads, failed) = master_reloads(&answer).unwrap();
+        let workers = answer
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("worker"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
+        (reloads, failed, workers)
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until HAProxy answers `word` (a reload takes a moment to take over the socket).
+fn wait_for(port: u16, word: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(port) != word {
+        assert!(
+            Instant::now() < deadline,
+            "HAProxy still answers {:?}, not {word:?}",
+            get(port)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn master_socket_reloads_follow_each_change_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("haproxy.cfg");
+    let port = free_port();
+    config(port, "one").write(&target).unwrap();
+    let master = Master::start(dir.path(), &target, port);
+    assert_eq!(get(port), "one");
+
+    let applier = Applier {
+        target: target.clone(),
+        check_command: "haproxy -c -f".into(),
+        reload: Reload::MasterSocket(master.socket.clone()),
+    };
+    assert_eq!(
+        applier.apply(&config(port, "one")).unwrap(),
+        Applied::Unchanged
+    );
+    assert_eq!(
+        master.state().0,
+        0,
+        "an unchanged configuration must not reload"
+    );
+
+    assert_eq!(
+        applier.apply(&config(port, "two")).unwrap(),
+        Applied::Reloaded
+    );
+    wait_for(port, "two");
+    assert_eq!(master.state().0, 1);
+    let previous = std::fs::read_to_string(dir.path().join("haproxy.cfg.prev")).unwrap();
+    assert_eq!(
+        previous,
+        config(port, "one").config,
+        "the previous configuration is kept"
+    );
+
+    // A configuration HAProxy rejects: not installed, maps put back, HAProxy keeps serving.
+    let mut broken = config(port, "three");
+    broken.config.push_str("    no-such-keyword\n");
+    let error = applier.apply(&broken).unwrap_err();
+    assert!(matches!(error, ApplyError::Check(_)), "{error}");
+    assert!(error.to_string().contains("no-such-keyword"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        config(port, "two").config
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("maps/words.map")).unwrap(),
+        "word two\n"
+    );
+    assert_eq!(get(port), "two");
+    assert_eq!(
+        master.state().0,
+        1,
+        "a rejected configuration must not reload"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".wasmconfd"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn signal_and_command_reloads_and_a_failed_reload_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("haproxy.cfg");
+    let port = free_port();
+    config(port, "one").write(&target).unwrap();
+    let master = Master::start(dir.path(), &target, port);
+    let workers = master.state().2;
+
+    let mut applier = Applier {
+        target: target.clone(),
+        check_command: "haproxy -c -f".into(),
+        reload: Reload::Signal {
+            pid_file: master.pid_file.clone(),
+            signal: Signal::Usr2,
+        },
+    };
+    applier.apply(&config(port, "two")).unwrap();
+    wait_for(port, "two");
+    assert_ne!(
+        master.state().2,
+        workers,
+        "USR2 to the master replaces the worker"
+    );
+
+    applier.reload = Reload::Command(format!("kill -USR2 $(cat {})", master.pid_file.display()));
+    applier.apply(&config(port, "three")).unwrap();
+    wait_for(port, "three");
+
+    applier.reload = Reload::Command("echo the service manager is down >&2; exit 3".into());
+    let error = applier
+        .apply(&config(port, "four"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("reload failed: `echo") && error.contains("the service manager is down"),
+        "{error}"
+    );
+    assert_eq!(
+        get(port),
+        "three",
+        "HAProxy keeps serving when a reload fails"
+    );
+    assert!(
+        std::fs::read_to_string(&target).unwrap().contains("bind"),
+        "the new file is in place for a retry"
+    );
+}
+
+#[test]
+fn a_missing_target_is_a_first_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("conf/haproxy.cfg");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let applier = Applier {
+        target: target.clone(),
+        check_command: "haproxy -c -f".into(),
+        reload: Reload::Command("true".into()),
+    };
+    assert_eq!(
+        applier.apply(&config(free_port(), "one")).unwrap(),
+        Applied::Reloaded
+    );
+    assert!(target.exists() && !dir.path().join("conf/haproxy.cfg.prev").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("conf/maps/words.map")).unwrap(),
+        "word one\n"
+    );
+}
