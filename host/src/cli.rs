@@ -2,6 +2,7 @@
 
 use crate::guests::Limits;
 use crate::render::{GuestConfig, Pipeline, Settings};
+use crate::source::kubernetes::Connection;
 use crate::{model, source, validate};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -37,6 +38,115 @@ pub enum Command {
     /// Prints the configuration, or writes it and its map files (into `maps/` beside it) with
     /// --output. Invalid objects in the snapshot are skipped with a warning that names them.
     Render(RenderArgs),
+    /// Save the objects wasmconfd reads from Kubernetes to a file that `render --cluster` reads,
+    /// so any render can be reproduced offline.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Write the snapshot to FILE (atomically) instead of printing it.
+    #[arg(long, short, env = "WASMCONFD_OUTPUT", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+}
+
+/// How to reach the Kubernetes API, and what to read from it.
+#[derive(Debug, Args)]
+pub struct KubernetesArgs {
+    /// API server URLs, tried in order, e.g. `https://10.0.0.1:6443,https://10.0.0.2:6443`.
+    /// Without them: the kubeconfig (`--kubeconfig`, `KUBECONFIG`, `~/.kube/config`), else the
+    /// in-cluster service account.
+    #[arg(
+        long,
+        env = "WASMCONFD_API_SERVERS",
+        value_delimiter = ',',
+        value_name = "URL,..."
+    )]
+    pub api_servers: Vec<String>,
+
+    /// Kubeconfig file.
+    #[arg(
+        long,
+        env = "WASMCONFD_KUBECONFIG",
+        value_name = "FILE",
+        conflicts_with = "api_servers"
+    )]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context [default: the current context].
+    #[arg(
+        long,
+        env = "WASMCONFD_CONTEXT",
+        value_name = "NAME",
+        conflicts_with = "api_servers"
+    )]
+    pub context: Option<String>,
+
+    /// CA certificates (PEM) that signed the API servers' certificates (with --api-servers).
+    #[arg(
+        long,
+        env = "WASMCONFD_SSL_CA",
+        value_name = "FILE",
+        requires = "api_servers"
+    )]
+    pub ssl_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) (with --api-servers).
+    #[arg(long, env = "WASMCONFD_SSL_CERT", value_name = "FILE", requires_all = ["api_servers", "ssl_key"])]
+    pub ssl_cert: Option<PathBuf>,
+
+    /// Client key (PEM) (with --api-servers).
+    #[arg(long, env = "WASMCONFD_SSL_KEY", value_name = "FILE", requires_all = ["api_servers", "ssl_cert"])]
+    pub ssl_key: Option<PathBuf>,
+
+    /// Bearer token (with --api-servers).
+    #[arg(
+        long,
+        env = "WASMCONFD_TOKEN",
+        value_name = "TOKEN",
+        requires = "api_servers",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Limit on connecting to an API server and on waiting for its answer.
+    #[arg(long, env = "WASMCONFD_API_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub api_timeout: Duration,
+
+    /// Read only this namespace [default: all namespaces].
+    #[arg(long, env = "WASMCONFD_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Read only objects with these labels, e.g. `exposed=true,team!=legacy`.
+    #[arg(long, env = "WASMCONFD_SELECTOR", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Also read legacy v1 Endpoints objects, for services annotated python-confd style (on
+    /// their Endpoints). Needs list/watch on endpoints.
+    #[arg(long, env = "WASMCONFD_LEGACY_ENDPOINTS")]
+    pub legacy_endpoints: bool,
+}
+
+impl KubernetesArgs {
+    /// The plain connection settings.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            api_servers: self.api_servers.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            ssl_ca: self.ssl_ca.clone(),
+            ssl_cert: self.ssl_cert.clone(),
+            ssl_key: self.ssl_key.clone(),
+            token: self.token.clone(),
+            timeout: self.api_timeout,
+            namespace: self.namespace.clone(),
+            label_selector: self.selector.clone(),
+            legacy_endpoints: self.legacy_endpoints,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +303,30 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `wasmconfd snapshot`.
+pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let objects = runtime.block_on(args.kubernetes.connection().list())?;
+    let yaml = source::to_snapshot(&objects)?;
+    match &args.output {
+        Some(path) => {
+            crate::files::write_atomically(path, yaml.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(
+                path = %path.display(),
+                services = objects.services.len(),
+                endpoint_slices = objects.endpoint_slices.len(),
+                endpoints = objects.endpoints.len(),
+                "snapshot written"
+            );
+        }
+        None => print!("{yaml}"),
     }
     Ok(())
 }

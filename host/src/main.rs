@@ -6,6 +6,7 @@ fn main() -> std::process::ExitCode {
     init_logging(&cli);
     let result = match &cli.command {
         Command::Render(args) => cli::render(args),
+        Command::Snapshot(args) => cli::snapshot(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -16,10 +17,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to stderr (stdout may carry a configuration). Compiler noise is off unless asked for.
+/// Logs go to stderr (stdout may carry a configuration). Compiler noise is off unless asked for,
+/// and so is the kube client's own error line for a failed request (wasmconfd logs it, with the
+/// server and what happens next).
 fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::builder()
-        .parse_lossy(format!("cranelift=warn,wasmtime=warn,{}", cli.log_level));
+    let filter = tracing_subscriber::EnvFilter::builder().parse_lossy(format!(
+        "cranelift=warn,wasmtime=warn,kube_client::client::builder=off,{}",
+        cli.log_level
+    ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

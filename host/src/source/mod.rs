@@ -1,6 +1,8 @@
 //! Where the Kubernetes objects come from: a snapshot file, exactly what
 //! `kubectl get services,endpointslices,endpoints -A -o yaml` prints (YAML or JSON, a `List` or
-//! a stream of documents).
+//! a stream of documents), or the API server itself ([`kubernetes`]).
+
+pub mod kubernetes;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -63,6 +65,25 @@ pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), serde_yaml:
         }
     }
     Ok((objects, problems))
+}
+
+/// The snapshot format: a v1 `List` of every object, as YAML.
+pub fn to_snapshot(objects: &Objects) -> Result<String, serde_yaml::Error> {
+    let mut items = Vec::new();
+    for service in &objects.services {
+        items.push(serde_yaml::to_value(service)?);
+    }
+    for slice in &objects.endpoint_slices {
+        items.push(serde_yaml::to_value(slice)?);
+    }
+    for endpoints in &objects.endpoints {
+        items.push(serde_yaml::to_value(endpoints)?);
+    }
+    let mut list = serde_yaml::Mapping::new();
+    list.insert("apiVersion".into(), "v1".into());
+    list.insert("kind".into(), "List".into());
+    list.insert("items".into(), items.into());
+    serde_yaml::to_string(&list)
 }
 
 impl Objects {

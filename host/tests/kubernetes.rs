@@ -1,0 +1,138 @@
+//! Reading the cluster from a (fake) Kubernetes API server with the real kube client:
+//! `wasmconfd snapshot` over HTTP and HTTPS with a client certificate, failing over between API
+//! servers, and never hanging on one that does not answer.
+
+mod common;
+
+use common::{repo, run, wasmconfd};
+use fake_apiserver::{FakeApi, Fault};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A fake API server holding every object of the example cluster.
+fn example_api(api: FakeApi) -> FakeApi {
+    let text = std::fs::read_to_string(repo().join("examples/cluster.yaml")).unwrap();
+    let list: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    api.apply_all(list);
+    api
+}
+
+/// Render `cluster` with the bundled guests.
+fn render(cluster: &std::path::Path) -> String {
+    let (ok, stdout, stderr) = run(wasmconfd().arg("render").arg("--cluster").arg(cluster));
+    assert!(ok, "{stderr}");
+    stdout
+}
+
+fn snapshot(api_servers: &str) -> Command {
+    let mut command = wasmconfd();
+    command.args([
+        "snapshot",
+        "--legacy-endpoints",
+        "--api-servers",
+        api_servers,
+    ]);
+    command
+}
+
+#[test]
+fn a_snapshot_renders_exactly_like_the_cluster_it_was_taken_from() {
+    let api = example_api(FakeApi::start());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snapshot.yaml");
+    let (ok, _, stderr) = run(snapshot(&api.url()).arg("--output").arg(&file));
+    assert!(ok, "{stderr}");
+    assert_eq!(render(&file), render(&repo().join("examples/cluster.yaml")));
+    assert_eq!(
+        api.lists(),
+        3,
+        "one list each of services, endpointslices and endpoints"
+    );
+
+    // Without --legacy-endpoints, the python-confd style services (annotated Endpoints) are not read.
+    let (ok, stdout, stderr) = run(wasmconfd().args(["snapshot", "--api-servers", &api.url()]));
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("kind: Endpoints\n"), "{stdout}");
+}
+
+#[test]
+fn namespace_and_label_filters_are_applied() {
+    let api = example_api(FakeApi::start());
+    let (ok, stdout, stderr) = run(snapshot(&api.url()).args(["--namespace", "shop"]));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("namespace: shop") && !stdout.contains("namespace: data"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = run(snapshot(&api.url()).args(["--selector", "team=payments"]));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.matches("kind: Service\n").count(), 1, "{stdout}");
+    assert!(stdout.contains("name: admin"), "{stdout}");
+}
+
+#[test]
+fn https_with_a_client_certificate() {
+    let api = example_api(FakeApi::start_tls());
+    let files = api.client_files().unwrap().clone();
+    let (ok, stdout, stderr) = run(snapshot(&api.url())
+        .arg("--ssl-ca")
+        .arg(&files.ca)
+        .arg("--ssl-cert")
+        .arg(&files.cert)
+        .arg("--ssl-key")
+        .arg(&files.key));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("name: web"), "{stdout}");
+
+    // Without a client certificate the server refuses the connection.
+    let (ok, _, stderr) = run(snapshot(&api.url()).arg("--ssl-ca").arg(&files.ca));
+    assert!(!ok);
+    assert!(
+        stderr.contains("no API server could be read") && stderr.contains(&api.url()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_dead_or_silent_first_api_server_fails_over_to_the_next() {
+    let api = example_api(FakeApi::start());
+    let mut dead = FakeApi::start();
+    dead.stop();
+    let silent = FakeApi::start();
+    silent.set_fault(Fault::Hang);
+
+    let servers = format!("{},{},{}", dead.url(), silent.url(), api.url());
+    let started = Instant::now();
+    let (ok, stdout, stderr) = run(snapshot(&servers).args(["--api-timeout", "1s"]));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("name: web"));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(&dead.url()) && stderr.contains(&silent.url()),
+        "each failure is logged:\n{stderr}"
+    );
+}
+
+#[test]
+fn no_answering_api_server_is_a_clear_error() {
+    let garbage = FakeApi::start();
+    garbage.set_fault(Fault::Garbage);
+    let failing = FakeApi::start();
+    failing.set_fault(Fault::Status500);
+    let (ok, stdout, stderr) = run(
+        snapshot(&format!("{},{}", garbage.url(), failing.url())).args(["--api-timeout", "2s"])
+    );
+    assert!(!ok);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("no API server could be read")
+            && stderr.contains(&garbage.url())
+            && stderr.contains(&failing.url()),
+        "{stderr}"
+    );
+}
