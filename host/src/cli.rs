@@ -1,5 +1,7 @@
 //! The command line. Every flag also reads a `WASMCONFD_*` environment variable; flags win.
 
+use crate::apply::{self, Applier, Reload};
+use crate::daemon::DaemonConfig;
 use crate::guests::Limits;
 use crate::render::{GuestConfig, Pipeline, Settings};
 use crate::source::kubernetes::Connection;
@@ -41,6 +43,107 @@ pub enum Command {
     /// Save the objects wasmconfd reads from Kubernetes to a file that `render --cluster` reads,
     /// so any render can be reproduced offline.
     Snapshot(SnapshotArgs),
+    /// Keep HAProxy in step with the cluster: watch, render on each change, check, install
+    /// atomically and reload. Unchanged output writes and reloads nothing; a configuration
+    /// HAProxy rejects never replaces the running one.
+    Run(Box<RunArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file HAProxy runs; map files go into `maps/` beside it.
+    #[arg(
+        long,
+        env = "WASMCONFD_HAPROXY_CONF",
+        default_value = "/etc/haproxy/haproxy.cfg",
+        value_name = "FILE"
+    )]
+    pub haproxy_conf: PathBuf,
+
+    /// Check command; the path of the file to check is appended.
+    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = validate::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
+    pub check_cmd: String,
+
+    /// How to reload HAProxy.
+    #[arg(long, env = "WASMCONFD_RELOAD_METHOD", value_enum, default_value_t = ReloadMethod::Command)]
+    pub reload_method: ReloadMethod,
+
+    /// Reload command (run by `sh -c`), for `--reload-method command`.
+    #[arg(long, env = "WASMCONFD_RELOAD_CMD", default_value = apply::DEFAULT_RELOAD_COMMAND, value_name = "COMMAND")]
+    pub reload_cmd: String,
+
+    /// HAProxy's master CLI socket (`haproxy -W -S PATH`), for `--reload-method master-socket`.
+    #[arg(
+        long,
+        env = "WASMCONFD_MASTER_SOCKET",
+        value_name = "PATH",
+        required_if_eq("reload_method", "master-socket")
+    )]
+    pub master_socket: Option<PathBuf>,
+
+    /// HAProxy's pid file (`haproxy -p PATH`), for `--reload-method signal`.
+    #[arg(
+        long,
+        env = "WASMCONFD_PID_FILE",
+        value_name = "PATH",
+        required_if_eq("reload_method", "signal")
+    )]
+    pub pid_file: Option<PathBuf>,
+
+    /// Signal that reloads HAProxy, for `--reload-method signal` (USR2 for master-worker).
+    #[arg(long, env = "WASMCONFD_RELOAD_SIGNAL", value_enum, default_value_t = apply::Signal::Usr2)]
+    pub reload_signal: apply::Signal,
+
+    /// Quiet time after a change before rendering, so a burst of changes renders once.
+    #[arg(long, env = "WASMCONFD_DEBOUNCE", default_value = "200ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub debounce: Duration,
+
+    /// Longest time a render waits in a continuous burst of changes.
+    #[arg(long, env = "WASMCONFD_MAX_DELAY", default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub max_delay: Duration,
+
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+
+    #[command(flatten)]
+    pub guests: GuestArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReloadMethod {
+    /// Run --reload-cmd.
+    Command,
+    /// `reload` on --master-socket, verified with `show proc`.
+    MasterSocket,
+    /// Send --reload-signal to the pid in --pid-file.
+    Signal,
+}
+
+impl RunArgs {
+    /// The plain daemon configuration.
+    pub fn config(&self) -> DaemonConfig {
+        let reload = match self.reload_method {
+            ReloadMethod::Command => Reload::Command(self.reload_cmd.clone()),
+            ReloadMethod::MasterSocket => {
+                Reload::MasterSocket(self.master_socket.clone().unwrap_or_default())
+            }
+            ReloadMethod::Signal => Reload::Signal {
+                pid_file: self.pid_file.clone().unwrap_or_default(),
+                signal: self.reload_signal,
+            },
+        };
+        DaemonConfig {
+            connection: self.kubernetes.connection(),
+            guests: self.guests.config(),
+            applier: Applier {
+                target: self.haproxy_conf.clone(),
+                check_command: self.check_cmd.clone(),
+                reload,
+            },
+            debounce: self.debounce,
+            max_delay: self.max_delay,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -329,4 +432,12 @@ pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
         None => print!("{yaml}"),
     }
     Ok(())
+}
+
+/// `wasmconfd run`.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::daemon::run(args.config()))
 }

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod assemble;
 pub mod bindings;
 pub mod cli;
+pub mod daemon;
 pub mod files;
 pub mod guests;
 pub mod model;

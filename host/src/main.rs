@@ -7,6 +7,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Render(args) => cli::render(args),
         Command::Snapshot(args) => cli::snapshot(args),
+        Command::Run(args) => cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
