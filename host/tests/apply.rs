@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use common::free_port;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,14 +14,6 @@ use wasmconfd::apply::{
 };
 use wasmconfd::assemble::{self, Assembled, Output, Part, Source};
 use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A configuration answering every request with `word`, with a map file holding `word`.
 fn config(port: u16, word: &str) -> Assembled {
@@ -57,18 +49,7 @@ fn config(port: u16, word: &str) -> Assembled {
 }
 
 fn get(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or(response)
+    common::http_get(port, "x").1
 }
 
 /// `haproxy -W -S socket` on `config`, with a pid file.

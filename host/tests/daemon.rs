@@ -3,65 +3,22 @@
 
 mod common;
 
-use common::wasmconfd;
+use common::{Killed, backend, free_port, http_get, wasmconfd};
 use fake_apiserver::FakeApi;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A backend answering every request with its name.
-fn backend(name: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let _ = (&stream).write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                        name.len()
-                    )
-                    .as_bytes(),
-                );
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The body answered for `Host: host`, or the error.
+/// The first line of the body answered for `Host: host`: the backend's name, HAProxy's own
+/// message, or the error.
 fn get(port: u16, host: &str) -> String {
-    let attempt = || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(
-            stream,
-            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or(response))
-    };
-    attempt().unwrap_or_else(|e| format!("error: {e}"))
+    http_get(port, host)
+        .1
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn wait_for(port: u16, host: &str, body: &str) {
@@ -73,15 +30,6 @@ fn wait_for(port: u16, host: &str, body: &str) {
             get(port, host)
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -3,78 +3,10 @@
 
 mod common;
 
-use common::{run, wasmconfd};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use common::{Killed, backend, free_port, http_get as get, run, wasmconfd};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A backend that answers every request with its name and the request's headers.
-fn backend(name: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(&stream);
-                let mut head = String::new();
-                while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
-                if head.is_empty() {
-                    return; // a health check
-                }
-                let body = format!("{name}\n{}", head.to_ascii_lowercase());
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = (&stream).write_all(response.as_bytes());
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// (status code, body) of `GET /` with `Host: host`.
-fn get(port: u16, host: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn http_requests_reach_the_service_their_host_names() {
@@ -108,7 +40,7 @@ fn http_requests_reach_the_service_their_host_names() {
         .args(["--set", "base.log=none"]));
     assert!(ok, "{stderr}");
 
-    let _haproxy = Haproxy(
+    let _haproxy = Killed(
         Command::new("haproxy")
             .arg("-db")
             .arg("-f")

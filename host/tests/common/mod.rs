@@ -82,3 +82,81 @@ pub fn misbehave_guest() -> &'static [u8] {
             .unwrap()
     })
 }
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A backend on 127.0.0.1 that answers every request with its name and, on the following lines,
+/// the request's headers in lower case. Returns its port.
+pub fn backend(name: &'static str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(&stream);
+                let mut head = String::new();
+                while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+                if head.is_empty() {
+                    return; // a health check
+                }
+                let body = format!("{name}\n{}", head.to_ascii_lowercase());
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = (&stream).write_all(response.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+/// (status code, body) of `GET /` with `Host: host` on 127.0.0.1:`port`; status 0 and the
+/// error as the body when the request fails.
+pub fn http_get(port: u16, host: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let attempt = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    };
+    match attempt() {
+        Ok(response) => {
+            let status = response
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let body = response
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            (status, body)
+        }
+        Err(error) => (0, format!("error: {error}")),
+    }
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
