@@ -67,13 +67,22 @@ impl Applier {
     /// `<target>.prev`) and reload. A missing target is a first install.
     ///
     /// When the check fails the live configuration and its maps stay as they were. When the
-    /// reload fails, the files are in place and [`Applier::reload`] can be retried.
+    /// reload fails, the files are in place and [`Applier::reload`] can be retried; until one
+    /// succeeds, applying the same configuration reloads again instead of reporting it unchanged,
+    /// even from a new process.
     pub fn apply(&self, assembled: &Assembled) -> Result<Applied, ApplyError> {
         let maps_dir = parent_dir(&self.target).join(MAPS_DIR);
         let previous_maps = read_maps(&maps_dir);
         let live = std::fs::read_to_string(&self.target).ok();
         if live.as_deref() == Some(assembled.config.as_str()) && previous_maps == assembled.maps {
-            return Ok(Applied::Unchanged);
+            if !self.pending_marker().exists() {
+                return Ok(Applied::Unchanged);
+            }
+            // Installed earlier, but HAProxy never confirmed a reload (it failed, or the
+            // process stopped first): the running configuration may be older than the file.
+            tracing::info!(path = %self.target.display(), "the installed configuration was never reloaded");
+            self.reload()?;
+            return Ok(Applied::Reloaded);
         }
 
         // The check must see the new maps where the configuration refers to them (beside it),
@@ -95,6 +104,8 @@ impl Applier {
         if live.is_some() {
             keep_previous(&self.target).map_err(write_error(&self.target))?;
         }
+        // Until a reload succeeds, the file on disk is ahead of the running HAProxy.
+        std::fs::write(self.pending_marker(), b"").map_err(write_error(&self.pending_marker()))?;
         staged
             .persist(&self.target)
             .map_err(|e| write_error(&self.target)(e.error))?;
@@ -111,8 +122,17 @@ impl Applier {
             Reload::Signal { pid_file, signal } => send_signal(pid_file, *signal),
         }
         .map_err(ApplyError::Reload)?;
+        let _ = std::fs::remove_file(self.pending_marker());
         tracing::info!(method = ?self.reload, "HAProxy reloaded");
         Ok(())
+    }
+
+    /// `<target>.reload-pending`: present from installing a file until HAProxy reloaded it, so
+    /// a restarted wasmconfd knows to reload a file that is already in place.
+    pub fn pending_marker(&self) -> PathBuf {
+        let mut path = self.target.as_os_str().to_owned();
+        path.push(".reload-pending");
+        PathBuf::from(path)
     }
 }
 

@@ -247,6 +247,21 @@ fn signal_and_command_reloads_and_a_failed_reload_is_an_error() {
         std::fs::read_to_string(&target).unwrap().contains("bind"),
         "the new file is in place for a retry"
     );
+
+    // A new applier (a restarted wasmconfd) with the same configuration still owes the reload.
+    let restarted = Applier {
+        reload: Reload::Command(format!("kill -USR2 $(cat {})", master.pid_file.display())),
+        ..applier
+    };
+    assert_eq!(
+        restarted.apply(&config(port, "four")).unwrap(),
+        Applied::Reloaded
+    );
+    wait_for(port, "four");
+    assert_eq!(
+        restarted.apply(&config(port, "four")).unwrap(),
+        Applied::Unchanged
+    );
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! - `newline`: returns an argument with a newline; `bad-name`: a section name with a space;
 //! - `error`: returns a render error; `probe`: reports what it can see of the outside world;
 //! - anything else: a small valid backend.
+//!
+//! A service annotated `misbehave.wasmconfd.io/do: panic` makes it panic, and `invalid` makes it
+//! return a directive HAProxy rejects, whatever the mode: a guest that breaks on live input.
 
 use wasmconfd_guest::{Cluster, Fragment, Guest, RenderError, Section};
 
@@ -13,7 +16,12 @@ struct Misbehave;
 impl Guest for Misbehave {
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let mut backend = Section::backend("misbehave");
-        match cluster.setting_or("mode", "ok") {
+        let told = cluster
+            .services
+            .iter()
+            .find_map(|s| s.annotation("misbehave.wasmconfd.io/do"));
+        let mode = told.unwrap_or(cluster.setting_or("mode", "ok"));
+        match mode {
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
@@ -31,6 +39,7 @@ impl Guest for Misbehave {
             "newline" => backend.push("http-request", ["set-header", "X-Evil", "a\nfrontend evil"]),
             "bad-name" => backend.name = Some("two words".into()),
             "error" => return Err(RenderError::Other("misbehave was told to fail".into())),
+            "invalid" => backend.push("no-such-keyword", ["here"]),
             "probe" => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
