@@ -17,9 +17,10 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Everything `run` needs.
 pub struct DaemonConfig {
@@ -102,28 +103,44 @@ impl Caches {
     }
 }
 
-/// Run until the process is stopped.
+/// Run until the process is stopped. Watching is async; rendering runs on a thread of its own,
+/// outside the async runtime, because WASI calls of a guest (writing to stderr, say) block on a
+/// runtime of their own.
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let pipeline = Pipeline::new(&config.guests)?;
     let servers = config.connection.configs().await?;
     let caches = Arc::new(Mutex::new(Caches::default()));
-    let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+    let (changed_tx, changed) = mpsc::sync_channel::<()>(1);
     tokio::spawn(watch_all(
         config.connection.clone(),
         servers,
         caches.clone(),
         changed_tx,
     ));
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("render".into())
+        .spawn(move || {
+            let _ = done_tx.send(render_loop(&config, &pipeline, &caches, &changed));
+        })?;
+    done.await?
+}
 
-    // The first render waits for the first complete list of everything.
+/// Render after the first complete list, then after every burst of changes; retry a failed
+/// reload with backoff until it succeeds.
+fn render_loop(
+    config: &DaemonConfig,
+    pipeline: &Pipeline,
+    caches: &Mutex<Caches>,
+    changed: &mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    let stopped = || anyhow::anyhow!("the watchers stopped");
     while !caches
         .lock()
         .unwrap()
         .ready(config.connection.legacy_endpoints)
     {
-        if changed.recv().await.is_none() {
-            anyhow::bail!("the watchers stopped");
-        }
+        changed.recv().map_err(|_| stopped())?;
     }
     tracing::info!("initial sync done");
 
@@ -133,7 +150,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     loop {
         let objects = caches.lock().unwrap().objects();
         render_and_apply(
-            &pipeline,
+            pipeline,
             &objects,
             &config.applier,
             &mut last_good,
@@ -141,23 +158,22 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         );
         if reload_pending {
             reload_failures += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(backoff(reload_failures)) => {
-                    if tokio::task::block_in_place(|| config.applier.reload()).is_ok() {
+            match changed.recv_timeout(backoff(reload_failures)) {
+                Ok(()) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if config.applier.reload().is_ok() {
                         reload_pending = false;
                         reload_failures = 0;
                     }
                     continue;
                 }
-                Some(()) = changed.recv() => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
             }
         } else {
             reload_failures = 0;
-            if changed.recv().await.is_none() {
-                anyhow::bail!("the watchers stopped");
-            }
+            changed.recv().map_err(|_| stopped())?;
         }
-        coalesce(&mut changed, config.debounce, config.max_delay).await;
+        coalesce(changed, config.debounce, config.max_delay);
     }
 }
 
@@ -167,7 +183,7 @@ async fn watch_all(
     connection: Connection,
     servers: Vec<kube::Config>,
     caches: Arc<Mutex<Caches>>,
-    changed: tokio::sync::mpsc::Sender<()>,
+    changed: mpsc::SyncSender<()>,
 ) {
     let timeout = connection.timeout.as_secs().saturating_sub(1).clamp(1, 290) as u32;
     let mut watch_config = watcher::Config::default().timeout(timeout);
@@ -185,7 +201,7 @@ async fn watch_all(
             }
         };
         tracing::info!(server = %url, "watching");
-        let mut streams: Vec<BoxStream<Result<(), watcher::Error>>> = vec![
+        let mut streams: Vec<BoxStream<Result<bool, watcher::Error>>> = vec![
             watch(&connection, &client, &watch_config, &caches, |c, e| {
                 c.services.apply(e)
             }),
@@ -206,9 +222,11 @@ async fn watch_all(
         let mut errors = 0;
         while let Some(event) = events.next().await {
             match event {
-                Ok(()) => {
-                    errors = 0;
-                    let _ = changed.try_send(());
+                Ok(answered) => {
+                    if answered {
+                        errors = 0;
+                        let _ = changed.try_send(());
+                    }
                 }
                 Err(error) => {
                     errors += 1;
@@ -227,14 +245,15 @@ async fn watch_all(
     }
 }
 
-/// One watcher, its events applied to the caches with `apply`; yields `Ok(())` per event.
+/// One watcher, its events applied to the caches with `apply`. Yields whether the server
+/// answered: `Init` starts every list attempt, even against a server that is down.
 fn watch<K>(
     connection: &Connection,
     client: &kube::Client,
     config: &watcher::Config,
     caches: &Arc<Mutex<Caches>>,
     apply: fn(&mut Caches, watcher::Event<K>),
-) -> BoxStream<'static, Result<(), watcher::Error>>
+) -> BoxStream<'static, Result<bool, watcher::Error>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -252,24 +271,19 @@ where
     watcher(api, config.clone())
         .map(move |event| {
             let event = event?.modify(|object| strip(object.meta_mut()));
+            let answered = !matches!(event, watcher::Event::Init);
             apply(&mut caches.lock().unwrap(), event);
-            Ok(())
+            Ok(answered)
         })
         .boxed()
 }
 
 /// Wait until no change came for `debounce`, or `max_delay` passed.
-async fn coalesce(
-    changed: &mut tokio::sync::mpsc::Receiver<()>,
-    debounce: Duration,
-    max_delay: Duration,
-) {
+fn coalesce(changed: &mpsc::Receiver<()>, debounce: Duration, max_delay: Duration) {
     let deadline = Instant::now() + max_delay;
-    loop {
-        let quiet = (Instant::now() + debounce).min(deadline);
-        tokio::select! {
-            _ = tokio::time::sleep_until(quiet) => return,
-            Some(()) = changed.recv() => {}
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if changed.recv_timeout(debounce.min(left)).is_err() {
+            return;
         }
     }
 }
@@ -308,7 +322,7 @@ fn render_and_apply(
             return;
         }
     };
-    match tokio::task::block_in_place(|| applier.apply(&assembled)) {
+    match applier.apply(&assembled) {
         Ok(Applied::Unchanged) => tracing::debug!("configuration unchanged"),
         Ok(Applied::Reloaded) => *reload_pending = false,
         Err(crate::apply::ApplyError::Reload(error)) => {

@@ -1,12 +1,14 @@
 //! `wasmconfd run` end to end: the fake API server, the real daemon, the real HAProxy in
-//! master-worker mode, and HTTP traffic through it to backends on loopback.
+//! master-worker mode, and HTTP traffic through it to backends on loopback. Each test asserts
+//! what a client sees through HAProxy.
 
 mod common;
 
-use common::{Killed, backend, free_port, http_get, wasmconfd};
-use fake_apiserver::FakeApi;
-use serde_json::json;
-use std::path::Path;
+use common::{Killed, backend, backend_on, free_port, http_get, misbehave_guest, wasmconfd};
+use fake_apiserver::{FakeApi, Fault, Kind};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ fn get(port: u16, host: &str) -> String {
 }
 
 fn wait_for(port: u16, host: &str, body: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while get(port, host) != body {
         assert!(
             Instant::now() < deadline,
@@ -33,42 +35,100 @@ fn wait_for(port: u16, host: &str, body: &str) {
     }
 }
 
-fn service(name: &str, domain: &str) -> serde_json::Value {
+fn service(name: &str, domain: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": name, "namespace": "e2e", "creationTimestamp": "2025-01-01T00:00:00Z",
                         "annotations": {"wasmconfd.io/domain": domain, "wasmconfd.io/proto": "http"}},
            "spec": {"ports": [{"name": "http", "port": 80}]}})
 }
 
-fn slice(service: &str, ports: &[u16]) -> serde_json::Value {
-    // Every backend listens on 127.0.0.1; endpoints differ by port, so each needs its own slice.
-    let port = ports.first().copied().unwrap_or(1);
+/// The EndpointSlice of `service`: every address in `ips` serving `port`.
+fn slice(service: &str, ips: &[&str], port: u16) -> Value {
+    let endpoints: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
            "metadata": {"name": format!("{service}-1"), "namespace": "e2e",
                         "labels": {"kubernetes.io/service-name": service}},
-           "ports": [{"name": "http", "port": port}],
-           "endpoints": if ports.is_empty() { json!([]) } else { json!([{"addresses": ["127.0.0.1"]}]) }})
+           "ports": [{"name": "http", "port": port}], "endpoints": endpoints})
 }
 
-fn start_haproxy(dir: &Path, http: u16) -> (Killed, std::path::PathBuf) {
-    let config = dir.join("haproxy.cfg");
-    std::fs::write(&config, format!(
-        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
-         frontend boot\n    bind 127.0.0.1:{http}\n    http-request return status 503 content-type text/plain string booting\n"
-    )).unwrap();
-    let socket = dir.join("master.sock");
-    let child = Command::new("haproxy")
-        .arg("-W")
-        .arg("-S")
-        .arg(&socket)
-        .arg("-f")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does");
-    wait_for(http, "any", "booting");
-    (Killed(child), socket)
+/// HAProxy (master-worker, answering 503 `booting` until configured) and `wasmconfd run`.
+struct Scene {
+    dir: tempfile::TempDir,
+    http: u16,
+    _haproxy: Killed,
+    _daemon: Killed,
+}
+
+impl Scene {
+    fn start(api_servers: &str, extra: &[&str]) -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let (http, https) = (free_port(), free_port());
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(&config, format!(
+            "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+             frontend boot\n    bind 127.0.0.1:{http}\n    http-request return status 503 content-type text/plain string booting\n"
+        )).unwrap();
+        let socket = dir.path().join("master.sock");
+        let haproxy = Killed(
+            Command::new("haproxy")
+                .arg("-W")
+                .arg("-S")
+                .arg(&socket)
+                .arg("-f")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "haproxy is not installed: install it (apt-get install haproxy); .ci/run does",
+                ),
+        );
+        wait_for(http, "any", "booting");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let daemon = Killed(
+            wasmconfd()
+                .arg("run")
+                .arg("--haproxy-conf")
+                .arg(&config)
+                .args(["--reload-method", "master-socket", "--master-socket"])
+                .arg(&socket)
+                .args(["--api-servers", api_servers])
+                .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
+                .args(["--set", &format!("https.bind=127.0.0.1:{https}")])
+                .args(["--set", "base.log=none"])
+                .args(extra)
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        Scene {
+            dir,
+            http,
+            _haproxy: haproxy,
+            _daemon: daemon,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn config(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("haproxy.cfg")).unwrap()
+    }
+
+    fn wait_for(&self, host: &str, body: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(self.http, host) != body {
+            assert!(
+                Instant::now() < deadline,
+                "{host} still answers {:?}, not {body:?}; the daemon said:\n{}",
+                get(self.http, host),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 #[test]
@@ -76,71 +136,215 @@ fn traffic_follows_the_cluster_and_survives_the_api_going_away() {
     let (a, b) = (backend("a"), backend("b"));
     let mut api = FakeApi::start();
     api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &[a]));
+    api.apply(slice("shop", &["127.0.0.1"], a));
+    let scene = Scene::start(&api.url(), &["--api-timeout", "5s"]);
 
-    let dir = tempfile::tempdir().unwrap();
-    let (http, https) = (free_port(), free_port());
-    let (_haproxy, socket) = start_haproxy(dir.path(), http);
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let _daemon = Killed(
-        wasmconfd()
-            .arg("run")
-            .arg("--haproxy-conf")
-            .arg(dir.path().join("haproxy.cfg"))
-            .args(["--reload-method", "master-socket", "--master-socket"])
-            .arg(&socket)
-            .args(["--api-servers", &api.url(), "--api-timeout", "5s"])
-            .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
-            .args(["--set", &format!("https.bind=127.0.0.1:{https}")])
-            .args(["--set", "base.log=none"])
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let daemon_log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-
-    wait_for(http, "shop.test", "a");
+    scene.wait_for("shop.test", "a");
     let lists_after_sync = api.lists();
     assert_eq!(
         lists_after_sync,
         2,
         "one list of services and one of endpointslices:\n{}",
-        daemon_log()
+        scene.log()
     );
 
     // Endpoints move, a service is added: traffic follows.
-    api.apply(slice("shop", &[b]));
-    wait_for(http, "shop.test", "b");
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    scene.wait_for("shop.test", "b");
     api.apply(service("blog", "blog.test"));
-    api.apply(slice("blog", &[a]));
-    wait_for(http, "blog.test", "a");
+    api.apply(slice("blog", &["127.0.0.1"], a));
+    scene.wait_for("blog.test", "a");
     // A service is deleted: its host is unknown again.
-    api.delete(fake_apiserver::Kind::Service, "e2e", "blog");
-    wait_for(http, "blog.test", "no service for this host");
+    api.delete(Kind::Service, "e2e", "blog");
+    scene.wait_for("blog.test", "no service for this host");
 
-    // No change: no list and no reload.
-    let config = std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap();
+    // No change: no list, nothing written.
+    let config = scene.config();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         api.lists(),
         lists_after_sync,
         "no list request without a change:\n{}",
-        daemon_log()
+        scene.log()
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap(),
-        config
-    );
+    assert_eq!(scene.config(), config);
 
     // The API goes away: HAProxy keeps serving what it had.
     api.stop();
     for _ in 0..10 {
-        assert_eq!(get(http, "shop.test"), "b");
+        assert_eq!(get(scene.http, "shop.test"), "b");
         std::thread::sleep(Duration::from_millis(200));
     }
     // It comes back, with a change made meanwhile: the daemon catches up.
-    api.apply(slice("shop", &[a]));
+    api.apply(slice("shop", &["127.0.0.1"], a));
     api.restart();
-    wait_for(http, "shop.test", "a");
-    assert!(daemon_log().contains("watch failed"), "{}", daemon_log());
+    scene.wait_for("shop.test", "a");
+    assert!(scene.log().contains("watch failed"), "{}", scene.log());
+}
+
+#[test]
+fn scaling_spreads_traffic_over_every_ready_endpoint() {
+    let port = free_port();
+    let ips: Vec<String> = (11..=20).map(|n| format!("127.0.0.{n}")).collect();
+    for ip in &ips {
+        backend_on(ip, port, ip.clone());
+    }
+    let api = FakeApi::start();
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &[&ips[0]], port));
+    let scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "127.0.0.11");
+
+    let all: Vec<&str> = ips.iter().map(String::as_str).collect();
+    api.apply(slice("shop", &all, port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = BTreeSet::new();
+    while seen.len() < ips.len() {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} answered:\n{}",
+            scene.log()
+        );
+        seen.insert(get(scene.http, "shop.test"));
+    }
+
+    api.apply(slice("shop", &[&ips[9]], port));
+    scene.wait_for("shop.test", "127.0.0.20");
+    for _ in 0..20 {
+        assert_eq!(
+            get(scene.http, "shop.test"),
+            "127.0.0.20",
+            "scaled back to one endpoint"
+        );
+    }
+}
+
+#[test]
+fn a_broken_guest_keeps_its_last_good_output_and_a_rejected_configuration_is_retried() {
+    let (a, b) = (backend("a"), backend("b"));
+    let api = FakeApi::start();
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &["127.0.0.1"], a));
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(guests.path().join("50-misbehave.wasm"), misbehave_guest()).unwrap();
+    let guests_dir = guests.path().to_str().unwrap().to_string();
+    let scene = Scene::start(&api.url(), &["--guests", &guests_dir]);
+    scene.wait_for("shop.test", "a");
+
+    // The misbehaving guest crashes on a new service: it keeps its last output, the http guest
+    // goes on, and the new service is routed.
+    let mut blog = service("blog", "blog.test");
+    blog["metadata"]["annotations"]["misbehave.wasmconfd.io/do"] = json!("panic");
+    api.apply(blog.clone());
+    api.apply(slice("blog", &["127.0.0.1"], b));
+    scene.wait_for("blog.test", "b");
+    assert!(
+        scene.log().contains("guest misbehave crashed"),
+        "{}",
+        scene.log()
+    );
+    assert!(
+        scene.log().contains("keeping its last good output"),
+        "{}",
+        scene.log()
+    );
+
+    // Now it returns a line HAProxy rejects: nothing is installed, HAProxy serves on.
+    blog["metadata"]["annotations"]["misbehave.wasmconfd.io/do"] = json!("invalid");
+    api.apply(blog.clone());
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !scene.log().contains("HAProxy rejected the configuration") {
+        assert!(Instant::now() < deadline, "{}", scene.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        scene.log().contains("written by guest 50-misbehave"),
+        "{}",
+        scene.log()
+    );
+    assert_eq!(
+        get(scene.http, "shop.test"),
+        "a",
+        "the rejected configuration must not take effect"
+    );
+
+    // Fixed: the next change installs everything.
+    blog["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("misbehave.wasmconfd.io/do");
+    api.apply(blog);
+    scene.wait_for("shop.test", "b");
+}
+
+#[test]
+fn a_watch_resumed_after_compaction_gets_410_relists_and_catches_up() {
+    let (a, b) = (backend("a"), backend("b"));
+    let api = FakeApi::start();
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &["127.0.0.1"], a));
+    let scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "a");
+    let lists = api.lists();
+
+    api.compact();
+    api.drop_connections();
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    scene.wait_for("shop.test", "b");
+    assert!(
+        api.lists() > lists,
+        "a 410 must lead to a new list:\n{}",
+        scene.log()
+    );
+}
+
+#[test]
+fn a_dead_first_api_server_fails_over_to_the_second_within_its_timeout() {
+    let a = backend("a");
+    let api = FakeApi::start();
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &["127.0.0.1"], a));
+    let mut dead = FakeApi::start();
+    dead.stop();
+
+    let started = Instant::now();
+    let scene = Scene::start(
+        &format!("{},{}", dead.url(), api.url()),
+        &["--api-timeout", "2s"],
+    );
+    scene.wait_for("shop.test", "a");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "synced after {:?}:\n{}",
+        started.elapsed(),
+        scene.log()
+    );
+}
+
+#[test]
+fn a_silent_api_server_is_left_for_the_next_one_over_https() {
+    let a = backend("a");
+    let api = FakeApi::start_tls();
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &["127.0.0.1"], a));
+    let silent = FakeApi::start_tls();
+    silent.set_fault(Fault::Hang);
+    let files = api.client_files().unwrap();
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let scene = Scene::start(
+        &format!("{},{}", silent.url(), api.url()),
+        &[
+            "--api-timeout",
+            "2s",
+            "--ssl-ca",
+            &path(&files.ca),
+            "--ssl-cert",
+            &path(&files.cert),
+            "--ssl-key",
+            &path(&files.key),
+        ],
+    );
+    scene.wait_for("shop.test", "a");
+    assert!(Path::new(&files.ca).exists());
 }

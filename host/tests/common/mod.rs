@@ -95,11 +95,22 @@ pub fn free_port() -> u16 {
 /// A backend on 127.0.0.1 that answers every request with its name and, on the following lines,
 /// the request's headers in lower case. Returns its port.
 pub fn backend(name: &'static str) -> u16 {
-    use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    serve(listener, name.to_string());
+    port
+}
+
+/// Like [`backend`], on `ip:port`.
+pub fn backend_on(ip: &str, port: u16, name: String) {
+    serve(std::net::TcpListener::bind((ip, port)).unwrap(), name);
+}
+
+fn serve(listener: std::net::TcpListener, name: String) {
+    use std::io::{BufRead, BufReader, Write};
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            let name = name.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(&stream);
                 let mut head = String::new();
@@ -116,7 +127,6 @@ pub fn backend(name: &'static str) -> u16 {
             });
         }
     });
-    port
 }
 
 /// (status code, body) of `GET /` with `Host: host` on 127.0.0.1:`port`; status 0 and the
