@@ -61,6 +61,21 @@ struct Scene {
 
 impl Scene {
     fn start(api_servers: &str, extra: &[&str]) -> Scene {
+        Self::start_reloading_with(
+            api_servers,
+            &[
+                "--reload-method",
+                "master-socket",
+                "--master-socket",
+                "{dir}/master.sock",
+            ],
+            extra,
+        )
+    }
+
+    /// With reload flags of the test's own; `{dir}` in them is the scene's directory, where
+    /// HAProxy's pid file and master socket are.
+    fn start_reloading_with(api_servers: &str, reload: &[&str], extra: &[&str]) -> Scene {
         let dir = tempfile::tempdir().unwrap();
         let (http, https) = (free_port(), free_port());
         let config = dir.path().join("haproxy.cfg");
@@ -74,6 +89,8 @@ impl Scene {
                 .arg("-W")
                 .arg("-S")
                 .arg(&socket)
+                .arg("-p")
+                .arg(dir.path().join("haproxy.pid"))
                 .arg("-f")
                 .arg(&config)
                 .stdout(Stdio::null())
@@ -90,8 +107,11 @@ impl Scene {
                 .arg("run")
                 .arg("--haproxy-conf")
                 .arg(&config)
-                .args(["--reload-method", "master-socket", "--master-socket"])
-                .arg(&socket)
+                .args(
+                    reload
+                        .iter()
+                        .map(|arg| arg.replace("{dir}", dir.path().to_str().unwrap())),
+                )
                 .args(["--api-servers", api_servers])
                 .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
                 .args(["--set", &format!("https.bind=127.0.0.1:{https}")])
@@ -347,4 +367,82 @@ fn a_silent_api_server_is_left_for_the_next_one_over_https() {
     );
     scene.wait_for("shop.test", "a");
     assert!(Path::new(&files.ca).exists());
+}
+
+/// The master's reload count.
+fn reloads(scene: &Scene) -> u64 {
+    let answer =
+        wasmconfd::apply::master_command(&scene.dir.path().join("master.sock"), "show proc")
+            .unwrap();
+    wasmconfd::apply::master_reloads(&answer).unwrap().0
+}
+
+#[test]
+fn a_burst_of_changes_is_applied_with_one_reload() {
+    let port = free_port();
+    let ips: Vec<String> = (31..=40).map(|n| format!("127.0.0.{n}")).collect();
+    for ip in &ips {
+        backend_on(ip, port, ip.clone());
+    }
+    let api = FakeApi::start();
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &[&ips[0]], port));
+    let scene = Scene::start(&api.url(), &["--debounce", "300ms", "--max-delay", "3s"]);
+    scene.wait_for("shop.test", "127.0.0.31");
+    let before = reloads(&scene);
+
+    // Ten changes in quick succession, as a rollout makes them.
+    for n in 1..ips.len() {
+        let ready: Vec<&str> = ips[..=n].iter().map(String::as_str).collect();
+        api.apply(slice("shop", &ready, port));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !scene.config().contains("127.0.0.40:") {
+        assert!(Instant::now() < deadline, "{}", scene.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        reloads(&scene) - before,
+        1,
+        "the burst must be coalesced:\n{}",
+        scene.log()
+    );
+}
+
+#[test]
+fn a_failed_reload_is_retried_until_it_succeeds() {
+    let a = backend("a");
+    let api = FakeApi::start();
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &["127.0.0.1"], a));
+    let gate = tempfile::tempdir().unwrap();
+    let open = gate.path().join("open");
+    // A reload command that fails while the gate is closed, like a service manager that is down.
+    let command = format!(
+        "test -f {} || {{ echo the gate is closed >&2; exit 1; }}; kill -USR2 \"$(cat {{dir}}/haproxy.pid)\"",
+        open.display()
+    );
+    let scene = Scene::start_reloading_with(
+        &api.url(),
+        &["--reload-method", "command", "--reload-cmd", &command],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !scene.log().contains("the gate is closed") {
+        assert!(Instant::now() < deadline, "{}", scene.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        get(scene.http, "shop.test"),
+        "booting",
+        "HAProxy runs what it had"
+    );
+    assert!(scene.dir.path().join("haproxy.cfg.reload-pending").exists());
+
+    // The gate opens; nothing changes in the cluster; a retry reloads.
+    std::fs::write(&open, "").unwrap();
+    scene.wait_for("shop.test", "a");
+    assert!(!scene.dir.path().join("haproxy.cfg.reload-pending").exists());
 }
