@@ -33,7 +33,7 @@ pub struct DaemonConfig {
     pub max_delay: Duration,
 }
 
-/// Consecutive watch errors on one API server before moving to the next.
+/// Consecutive watch errors on an API server that has answered before moving to the next.
 const ERRORS_BEFORE_FAILOVER: u32 = 3;
 
 /// What the watchers have seen: one map per resource, replaced whole when a re-list completes.
@@ -219,19 +219,20 @@ async fn watch_all(
             ));
         }
         let mut events = futures::stream::select_all(streams);
-        let mut errors = 0;
+        let (mut errors, mut answered_once) = (0, false);
         while let Some(event) = events.next().await {
             match event {
                 Ok(answered) => {
                     if answered {
-                        errors = 0;
+                        (errors, answered_once) = (0, true);
                         let _ = changed.try_send(());
                     }
                 }
                 Err(error) => {
                     errors += 1;
                     tracing::warn!(server = %url, %error, errors, "watch failed; the running configuration stays");
-                    if errors >= ERRORS_BEFORE_FAILOVER && servers.len() > 1 {
+                    // A server that never answered is left at once; one that did gets a few tries.
+                    if (!answered_once || errors >= ERRORS_BEFORE_FAILOVER) && servers.len() > 1 {
                         break;
                     }
                     tokio::time::sleep(backoff(errors)).await;

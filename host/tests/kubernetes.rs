@@ -136,3 +136,31 @@ fn no_answering_api_server_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// `deploy/rbac.yaml` parses as the Kubernetes objects it claims to be, and grants exactly
+/// get/list/watch on what wasmconfd reads.
+#[test]
+fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches() {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(repo().join("deploy/rbac.yaml")).unwrap();
+    let role = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).unwrap())
+        .find(|doc| doc["kind"] == "ClusterRole")
+        .unwrap();
+    let role: ClusterRole = serde_json::from_value(role).unwrap();
+    let mut granted = Vec::new();
+    for rule in role.rules.unwrap() {
+        assert_eq!(rule.verbs, ["get", "list", "watch"], "read-only");
+        for group in rule.api_groups.unwrap() {
+            for resource in rule.resources.clone().unwrap() {
+                granted.push(format!("{group}/{resource}"));
+            }
+        }
+    }
+    granted.sort();
+    assert_eq!(
+        granted,
+        ["/endpoints", "/services", "discovery.k8s.io/endpointslices"]
+    );
+}
