@@ -164,3 +164,51 @@ fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches() {
         ["/endpoints", "/services", "discovery.k8s.io/endpointslices"]
     );
 }
+
+#[test]
+fn a_bearer_token_is_sent_and_a_missing_one_is_refused() {
+    let api = example_api(FakeApi::start());
+    api.require_token("s3cret");
+    let (ok, stdout, stderr) = run(snapshot(&api.url()).args(["--token", "s3cret"]));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("name: web"));
+    let (ok, _, stderr) = run(&mut snapshot(&api.url()));
+    assert!(!ok);
+    assert!(
+        stderr.contains("Unauthorized") || stderr.contains("401"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kubeconfig_and_its_context_are_used() {
+    let api = example_api(FakeApi::start());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: wrong\n\
+             clusters:\n- name: fake\n  cluster: {{server: '{}'}}\n- name: nowhere\n  cluster: {{server: 'http://127.0.0.1:1'}}\n\
+             contexts:\n- name: right\n  context: {{cluster: fake, user: me}}\n- name: wrong\n  context: {{cluster: nowhere, user: me}}\n\
+             users:\n- name: me\n  user: {{token: s3cret}}\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    api.require_token("s3cret");
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .arg("snapshot")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--context", "right"]));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("name: web"));
+    // The same file through KUBECONFIG, with its current (wrong) context: a clear failure.
+    let (ok, _, stderr) = run(wasmconfd()
+        .arg("snapshot")
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["--api-timeout", "2s"]));
+    assert!(!ok);
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}

@@ -111,6 +111,8 @@ struct State {
     /// Watches from before this resource version get 410 Gone.
     oldest: u64,
     fault: Fault,
+    /// When set, requests must carry `Authorization: Bearer <token>`.
+    token: Option<String>,
     lists: usize,
     watches: usize,
 }
@@ -173,6 +175,7 @@ impl FakeApi {
                 history: Vec::new(),
                 oldest: 0,
                 fault: Fault::None,
+                token: None,
                 lists: 0,
                 watches: 0,
             }),
@@ -297,6 +300,11 @@ impl FakeApi {
         self.shared.state.lock().unwrap().fault = fault;
     }
 
+    /// Answer 401 to requests without `Authorization: Bearer <token>`.
+    pub fn require_token(&self, token: &str) {
+        self.shared.state.lock().unwrap().token = Some(token.to_string());
+    }
+
     /// How many list requests were answered.
     pub fn lists(&self) -> usize {
         self.shared.state.lock().unwrap().lists
@@ -380,7 +388,20 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 }
 
 async fn handle(request: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Response<Body> {
-    let fault = shared.state.lock().unwrap().fault;
+    let (fault, token) = {
+        let state = shared.state.lock().unwrap();
+        (state.fault, state.token.clone())
+    };
+    if let Some(token) = token {
+        let sent = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if sent != Some(format!("Bearer {token}").as_str()) {
+            let body = status(401, "Unauthorized", "Unauthorized");
+            return full(StatusCode::UNAUTHORIZED, body.to_string());
+        }
+    }
     match fault {
         Fault::None => {}
         Fault::Status500 => {
