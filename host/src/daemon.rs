@@ -1,7 +1,8 @@
 //! `wasmconfd run`: keep HAProxy in step with the cluster.
 //!
-//! Watchers with reflectors keep a copy of the services, endpointslices (and legacy endpoints)
-//! in memory; a burst of changes is coalesced (debounce, with a maximum delay); then the
+//! Watchers keep a copy of the services, endpointslices (and legacy endpoints) in memory, in
+//! caches of our own rather than kube's reflector stores, so that the copy survives moving to
+//! another API server; a burst of changes is coalesced (debounce, with a maximum delay); then the
 //! pipeline renders, and the applier checks, installs and reloads. Nothing is written when the
 //! output is unchanged. When the API is unreachable the last configuration keeps serving while
 //! the watchers reconnect, moving to the next API server after repeated failures.
