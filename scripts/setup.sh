@@ -9,4 +9,4 @@ if ! command -v haproxy >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends haproxy
 fi
 rustup target add wasm32-wasip2 >/dev/null
-haproxy -v | head -n 1
+haproxy -v | sed -n 1p  # sed reads it all: `head` could end the pipe early (SIGPIPE)
