@@ -51,6 +51,13 @@ fn slice(service: &str, ips: &[&str], port: u16) -> Value {
            "ports": [{"name": "http", "port": port}], "endpoints": endpoints})
 }
 
+/// `api` with service `e2e/shop` (`shop.test`) served by `ip:port`.
+fn with_shop(api: FakeApi, ip: &str, port: u16) -> FakeApi {
+    api.apply(service("shop", "shop.test"));
+    api.apply(slice("shop", &[ip], port));
+    api
+}
+
 /// HAProxy (master-worker, answering 503 `booting` until configured) and `wasmconfd run`.
 struct Scene {
     dir: tempfile::TempDir,
@@ -154,9 +161,7 @@ impl Scene {
 #[test]
 fn traffic_follows_the_cluster_and_survives_the_api_going_away() {
     let (a, b) = (backend("a"), backend("b"));
-    let mut api = FakeApi::start();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &["127.0.0.1"], a));
+    let mut api = with_shop(FakeApi::start(), "127.0.0.1", a);
     let scene = Scene::start(&api.url(), &["--api-timeout", "5s"]);
 
     scene.wait_for("shop.test", "a");
@@ -209,9 +214,7 @@ fn scaling_spreads_traffic_over_every_ready_endpoint() {
     for ip in &ips {
         backend_on(ip, port, ip.clone());
     }
-    let api = FakeApi::start();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &[&ips[0]], port));
+    let api = with_shop(FakeApi::start(), &ips[0], port);
     let scene = Scene::start(&api.url(), &[]);
     scene.wait_for("shop.test", "127.0.0.11");
 
@@ -242,9 +245,7 @@ fn scaling_spreads_traffic_over_every_ready_endpoint() {
 #[test]
 fn a_broken_guest_keeps_its_last_good_output_and_a_rejected_configuration_is_retried() {
     let (a, b) = (backend("a"), backend("b"));
-    let api = FakeApi::start();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &["127.0.0.1"], a));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
     let guests = tempfile::tempdir().unwrap();
     std::fs::write(guests.path().join("50-misbehave.wasm"), misbehave_guest()).unwrap();
     let guests_dir = guests.path().to_str().unwrap().to_string();
@@ -301,9 +302,7 @@ fn a_broken_guest_keeps_its_last_good_output_and_a_rejected_configuration_is_ret
 #[test]
 fn a_watch_resumed_after_compaction_gets_410_relists_and_catches_up() {
     let (a, b) = (backend("a"), backend("b"));
-    let api = FakeApi::start();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &["127.0.0.1"], a));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
     let scene = Scene::start(&api.url(), &[]);
     scene.wait_for("shop.test", "a");
     let lists = api.lists();
@@ -322,9 +321,7 @@ fn a_watch_resumed_after_compaction_gets_410_relists_and_catches_up() {
 #[test]
 fn a_dead_first_api_server_fails_over_to_the_second_within_its_timeout() {
     let a = backend("a");
-    let api = FakeApi::start();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &["127.0.0.1"], a));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
     let mut dead = FakeApi::start();
     dead.stop();
 
@@ -356,9 +353,7 @@ fn a_dead_first_api_server_fails_over_to_the_second_within_its_timeout() {
 #[test]
 fn a_silent_api_server_is_left_for_the_next_one_over_https() {
     let a = backend("a");
-    let api = FakeApi::start_tls();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &["127.0.0.1"], a));
+    let api = with_shop(FakeApi::start_tls(), "127.0.0.1", a);
     let silent = FakeApi::start_tls();
     silent.set_fault(Fault::Hang);
     let files = api.client_files().unwrap();
@@ -395,9 +390,7 @@ fn a_burst_of_changes_is_applied_with_one_reload() {
     for ip in &ips {
         backend_on(ip, port, ip.clone());
     }
-    let api = FakeApi::start();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &[&ips[0]], port));
+    let api = with_shop(FakeApi::start(), &ips[0], port);
     let scene = Scene::start(&api.url(), &["--debounce", "300ms", "--max-delay", "3s"]);
     scene.wait_for("shop.test", "127.0.0.31");
     let before = reloads(&scene);
@@ -425,9 +418,7 @@ fn a_burst_of_changes_is_applied_with_one_reload() {
 #[test]
 fn a_failed_reload_is_retried_until_it_succeeds() {
     let a = backend("a");
-    let api = FakeApi::start();
-    api.apply(service("shop", "shop.test"));
-    api.apply(slice("shop", &["127.0.0.1"], a));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
     let gate = tempfile::tempdir().unwrap();
     let open = gate.path().join("open");
     // A reload command that fails while the gate is closed, like a service manager that is down.
