@@ -308,9 +308,9 @@ impl Text {
     }
 }
 
-/// `backend NAME`, `global`, ...
-fn section_header(kind: SectionKind, name: Option<&str>) -> Result<String, String> {
-    let keyword = match kind {
+/// The keyword that starts a section of `kind`.
+pub fn section_keyword(kind: SectionKind) -> &'static str {
+    match kind {
         SectionKind::Global => "global",
         SectionKind::Defaults => "defaults",
         SectionKind::Frontend => "frontend",
@@ -324,7 +324,12 @@ fn section_header(kind: SectionKind, name: Option<&str>) -> Result<String, Strin
         SectionKind::Cache => "cache",
         SectionKind::Mailers => "mailers",
         SectionKind::Program => "program",
-    };
+    }
+}
+
+/// `backend NAME`, `global`, ...
+fn section_header(kind: SectionKind, name: Option<&str>) -> Result<String, String> {
+    let keyword = section_keyword(kind);
     match (kind, name) {
         (SectionKind::Global, Some(name)) => {
             Err(format!("a global section has no name, got {name:?}"))

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod assemble;
 pub mod bindings;
+pub mod changes;
 pub mod cli;
 pub mod daemon;
 pub mod files;

@@ -1,0 +1,552 @@
+//! What changed between two renders, from their structure (never by parsing text), and whether
+//! HAProxy's Runtime API can apply it without a reload. Pure functions, no I/O.
+//!
+//! Hitless: only `server` lines of existing backends (added, removed, new address or port, new
+//! weight) and entries of existing map files. Anything else needs a reload, and [`Plan::Reload`]
+//! says which sections changed.
+
+use crate::bindings::{Directive, Fragment, MapFile, Section, SectionKind};
+use std::collections::BTreeMap;
+
+/// How to get from the running configuration to the new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Unchanged,
+    /// Runtime API commands, in order.
+    Runtime(Vec<Op>),
+    /// Why a reload is needed, one reason per changed section or map.
+    Reload(Vec<String>),
+}
+
+/// One Runtime API change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `add server backend/server args...` (then enabled, with its health check).
+    AddServer {
+        backend: String,
+        server: String,
+        args: Vec<String>,
+    },
+    /// Drain and `del server backend/server`.
+    DelServer { backend: String, server: String },
+    /// `set server backend/server addr ADDRESS port PORT`.
+    SetAddr {
+        backend: String,
+        server: String,
+        address: String,
+        port: u16,
+    },
+    /// `set server backend/server weight WEIGHT`.
+    SetWeight {
+        backend: String,
+        server: String,
+        weight: String,
+    },
+    /// `add map FILE KEY VALUE`.
+    AddMap {
+        file: String,
+        key: String,
+        value: String,
+    },
+    /// `set map FILE KEY VALUE`.
+    SetMap {
+        file: String,
+        key: String,
+        value: String,
+    },
+    /// `del map FILE KEY`.
+    DelMap { file: String, key: String },
+}
+
+/// Converters whose lookup does not depend on the order of the map's entries.
+const ORDER_FREE: [&str; 4] = ["map(", "map_str(", "map_int(", "map_ip("];
+
+/// Compare the fragments HAProxy runs (`old`, one per guest, in order) with new ones. Map files
+/// are referenced as `<maps_dir>/<name>`.
+pub fn plan(old: &[Fragment], new: &[Fragment], maps_dir: &str) -> Plan {
+    if old == new {
+        return Plan::Unchanged;
+    }
+    if old.len() != new.len() {
+        return Plan::Reload(vec!["the set of guests changed".into()]);
+    }
+    let mut ops = Vec::new();
+    let mut reasons = Vec::new();
+    for (old, new) in old.iter().zip(new) {
+        sections(&old.sections, &new.sections, &mut ops, &mut reasons);
+        maps(old, new, maps_dir, &mut ops, &mut reasons);
+    }
+    if reasons.is_empty() {
+        Plan::Runtime(ops)
+    } else {
+        Plan::Reload(reasons)
+    }
+}
+
+fn header(section: &Section) -> String {
+    let kind = crate::assemble::section_keyword(section.kind);
+    match &section.name {
+        Some(name) => format!("{kind} {name}"),
+        None => kind.to_string(),
+    }
+}
+
+fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut Vec<String>) {
+    let names = |sections: &[Section]| sections.iter().map(header).collect::<Vec<_>>();
+    if names(old) != names(new) {
+        reasons.push(format!(
+            "sections changed: {:?} -> {:?}",
+            names(old),
+            names(new)
+        ));
+        return;
+    }
+    for (old, new) in old.iter().zip(new) {
+        let other = |s: &Section| {
+            s.directives
+                .iter()
+                .filter(|d| d.keyword != "server")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        if other(old) != other(new) {
+            reasons.push(format!("section `{}` changed", header(new)));
+            continue;
+        }
+        let has_servers = matches!(new.kind, SectionKind::Backend | SectionKind::Listen);
+        if has_servers {
+            servers(
+                new.name.as_deref().unwrap_or_default(),
+                old,
+                new,
+                ops,
+                reasons,
+            );
+        } else if old != new {
+            reasons.push(format!("section `{}` changed", header(new)));
+        }
+    }
+}
+
+/// `server` lines by name: name -> (address, the other arguments).
+fn server_lines(section: &Section) -> Option<BTreeMap<&str, (&str, &[String])>> {
+    let mut servers = BTreeMap::new();
+    for Directive { keyword, args, .. } in &section.directives {
+        if keyword == "server" {
+            let [name, address, rest @ ..] = args.as_slice() else {
+                return None;
+            };
+            if servers
+                .insert(name.as_str(), (address.as_str(), rest))
+                .is_some()
+            {
+                return None;
+            }
+        }
+    }
+    Some(servers)
+}
+
+fn servers(
+    backend: &str,
+    old: &Section,
+    new: &Section,
+    ops: &mut Vec<Op>,
+    reasons: &mut Vec<String>,
+) {
+    let (Some(before), Some(after)) = (server_lines(old), server_lines(new)) else {
+        reasons.push(format!(
+            "backend {backend}: server lines without a name and address, or a name twice"
+        ));
+        return;
+    };
+    let id = |server: &str| (backend.to_string(), server.to_string());
+    for server in before.keys().filter(|s| !after.contains_key(*s)) {
+        let (backend, server) = id(server);
+        ops.push(Op::DelServer { backend, server });
+    }
+    for (server, (address, rest)) in &after {
+        let Some((old_address, old_rest)) = before.get(server) else {
+            let (backend, server) = id(server);
+            let args = std::iter::once(address.to_string())
+                .chain(rest.iter().cloned())
+                .collect();
+            ops.push(Op::AddServer {
+                backend,
+                server,
+                args,
+            });
+            continue;
+        };
+        if address != old_address {
+            match split_address(address) {
+                Some((ip, port)) => {
+                    let (backend, server) = id(server);
+                    ops.push(Op::SetAddr {
+                        backend,
+                        server,
+                        address: ip.to_string(),
+                        port,
+                    });
+                }
+                None => reasons.push(format!("backend {backend}: server {server} has an address the Runtime API cannot set: {address}")),
+            }
+        }
+        if rest != old_rest {
+            let (weight, others) = split_weight(rest);
+            let (old_weight, old_others) = split_weight(old_rest);
+            if others != old_others {
+                reasons.push(format!(
+                    "backend {backend}: server {server} changed options"
+                ));
+            } else if weight != old_weight {
+                let (backend, server) = id(server);
+                let weight = weight.unwrap_or("1").to_string();
+                ops.push(Op::SetWeight {
+                    backend,
+                    server,
+                    weight,
+                });
+            }
+        }
+    }
+}
+
+/// `10.0.0.1:80` or `[fd00::1]:80` -> (address, port).
+fn split_address(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse::<std::net::IpAddr>().ok()?;
+    Some((host, port.parse().ok()?))
+}
+
+/// The `weight N` of server options, and the other options.
+fn split_weight(args: &[String]) -> (Option<&str>, Vec<&String>) {
+    let mut weight = None;
+    let mut others = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == "weight" {
+            weight = words.next().map(String::as_str);
+        } else {
+            others.push(word);
+        }
+    }
+    (weight, others)
+}
+
+fn maps(
+    old: &Fragment,
+    new: &Fragment,
+    maps_dir: &str,
+    ops: &mut Vec<Op>,
+    reasons: &mut Vec<String>,
+) {
+    let names = |f: &Fragment| f.maps.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+    if names(old) != names(new) {
+        reasons.push(format!(
+            "map files changed: {:?} -> {:?}",
+            names(old),
+            names(new)
+        ));
+        return;
+    }
+    for (old_map, new_map) in old.maps.iter().zip(&new.maps) {
+        if old_map == new_map {
+            continue;
+        }
+        let file = format!("{maps_dir}/{}", new_map.name);
+        let (old_keys, new_keys) = (keys(old_map), keys(new_map));
+        let unique = |keys: &[&str]| {
+            keys.iter().collect::<std::collections::BTreeSet<_>>().len() == keys.len()
+        };
+        if !unique(&old_keys) || !unique(&new_keys) {
+            reasons.push(format!("map {file}: a key appears twice"));
+            continue;
+        }
+        // Entries added at runtime go to the end; where the order of entries decides the match,
+        // that is only the same map if the new entries are at the end.
+        if !order_free(new, &file) {
+            let kept_old: Vec<_> = old_keys.iter().filter(|k| new_keys.contains(k)).collect();
+            let kept_new: Vec<_> = new_keys.iter().take(kept_old.len()).collect();
+            if kept_old != kept_new {
+                reasons.push(format!(
+                    "map {file}: entries changed order, and its lookups take the first match"
+                ));
+                continue;
+            }
+        }
+        let before: BTreeMap<_, _> = old_map
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        let after: BTreeMap<_, _> = new_map
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        for key in old_keys.iter().filter(|k| !after.contains_key(*k)) {
+            ops.push(Op::DelMap {
+                file: file.clone(),
+                key: key.to_string(),
+            });
+        }
+        for entry in &new_map.entries {
+            let (file, key, value) = (file.clone(), entry.key.clone(), entry.value.clone());
+            match before.get(entry.key.as_str()) {
+                None => ops.push(Op::AddMap { file, key, value }),
+                Some(old_value) if *old_value != entry.value => {
+                    ops.push(Op::SetMap { file, key, value })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// The keys of a map file, in order.
+fn keys(map: &MapFile) -> Vec<&str> {
+    map.entries.iter().map(|e| e.key.as_str()).collect()
+}
+
+/// Whether every use of `file` in `fragment` is a lookup that ignores the order of entries.
+fn order_free(fragment: &Fragment, file: &str) -> bool {
+    let uses = fragment
+        .sections
+        .iter()
+        .flat_map(|s| &s.directives)
+        .flat_map(|d| &d.args)
+        .flat_map(|arg| arg.match_indices(file).map(move |(at, _)| &arg[..at]));
+    uses.into_iter().all(|before| {
+        ORDER_FREE
+            .iter()
+            .any(|converter| before.ends_with(converter))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::MapEntry;
+
+    fn backend(name: &str, servers: &[(&str, &str)], extra: &[&str]) -> Section {
+        let mut directives = vec![Directive {
+            keyword: "mode".into(),
+            args: vec!["http".into()],
+            comment: None,
+        }];
+        for (server, address) in servers {
+            let mut args = vec![server.to_string(), address.to_string(), "check".into()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            directives.push(Directive {
+                keyword: "server".into(),
+                args,
+                comment: None,
+            });
+        }
+        Section {
+            kind: SectionKind::Backend,
+            name: Some(name.into()),
+            directives,
+        }
+    }
+
+    fn fragment(sections: Vec<Section>, map: &[(&str, &str)], converter: &str) -> Fragment {
+        let mut frontend = Section {
+            kind: SectionKind::Frontend,
+            name: Some("f".into()),
+            directives: Vec::new(),
+        };
+        frontend.directives.push(Directive {
+            keyword: "use_backend".into(),
+            args: vec![format!("%[req.hdr(host),{converter}(maps/hosts.map)]")],
+            comment: None,
+        });
+        let entries = map
+            .iter()
+            .map(|(k, v)| MapEntry {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
+        Fragment {
+            sections: [vec![frontend], sections].concat(),
+            maps: vec![MapFile {
+                name: "hosts.map".into(),
+                entries,
+            }],
+        }
+    }
+
+    /// The plan for one guest going from `old` to `new`.
+    fn one(old: &Fragment, new: &Fragment) -> Plan {
+        plan(std::slice::from_ref(old), std::slice::from_ref(new), "maps")
+    }
+
+    fn id(s: &str) -> String {
+        s.to_string()
+    }
+
+    #[test]
+    fn scaling_and_moving_servers_is_runtime() {
+        let old = fragment(
+            vec![backend(
+                "web",
+                &[("a", "10.0.0.1:80"), ("b", "10.0.0.2:80")],
+                &[],
+            )],
+            &[],
+            "map_str",
+        );
+        let new = fragment(
+            vec![backend(
+                "web",
+                &[("b", "10.0.0.9:8080"), ("c", "10.0.0.3:80")],
+                &[],
+            )],
+            &[],
+            "map_str",
+        );
+        assert_eq!(
+            one(&old, &new),
+            Plan::Runtime(vec![
+                Op::DelServer {
+                    backend: id("web"),
+                    server: id("a")
+                },
+                Op::SetAddr {
+                    backend: id("web"),
+                    server: id("b"),
+                    address: id("10.0.0.9"),
+                    port: 8080
+                },
+                Op::AddServer {
+                    backend: id("web"),
+                    server: id("c"),
+                    args: vec![id("10.0.0.3:80"), id("check")]
+                },
+            ])
+        );
+        assert_eq!(one(&old, &old), Plan::Unchanged);
+    }
+
+    #[test]
+    fn weights_are_runtime_other_server_options_are_not() {
+        let old = fragment(
+            vec![backend("web", &[("a", "10.0.0.1:80")], &["weight", "10"])],
+            &[],
+            "map_str",
+        );
+        let weighted = fragment(
+            vec![backend("web", &[("a", "10.0.0.1:80")], &["weight", "20"])],
+            &[],
+            "map_str",
+        );
+        assert_eq!(
+            one(&old, &weighted),
+            Plan::Runtime(vec![Op::SetWeight {
+                backend: id("web"),
+                server: id("a"),
+                weight: id("20")
+            }])
+        );
+        let backup = fragment(
+            vec![backend(
+                "web",
+                &[("a", "10.0.0.1:80")],
+                &["weight", "10", "backup"],
+            )],
+            &[],
+            "map_str",
+        );
+        assert!(
+            matches!(one(&old, &backup), Plan::Reload(r) if r[0].contains("server a changed options"))
+        );
+    }
+
+    #[test]
+    fn any_other_change_reloads_and_says_which_section() {
+        let old = fragment(
+            vec![backend("web", &[("a", "10.0.0.1:80")], &[])],
+            &[],
+            "map_str",
+        );
+        let mut changed = old.clone();
+        changed.sections[1].directives[0].args = vec![id("tcp")];
+        assert_eq!(
+            one(&old, &changed),
+            Plan::Reload(vec![id("section `backend web` changed")])
+        );
+        let added = fragment(
+            vec![backend("web", &[], &[]), backend("api", &[], &[])],
+            &[],
+            "map_str",
+        );
+        assert!(
+            matches!(one(&old, &added), Plan::Reload(r) if r[0].starts_with("sections changed"))
+        );
+        assert!(matches!(
+            plan(
+                std::slice::from_ref(&old),
+                &[old.clone(), old.clone()],
+                "maps"
+            ),
+            Plan::Reload(_)
+        ));
+    }
+
+    #[test]
+    fn exact_maps_change_entries_at_runtime_in_any_order() {
+        let web = || vec![backend("web", &[], &[])];
+        let old = fragment(web(), &[("a.test", "web"), ("c.test", "web")], "map_str");
+        let new = fragment(web(), &[("a.test", "api"), ("b.test", "web")], "map_str");
+        assert_eq!(
+            one(&old, &new),
+            Plan::Runtime(vec![
+                Op::DelMap {
+                    file: id("maps/hosts.map"),
+                    key: id("c.test")
+                },
+                Op::SetMap {
+                    file: id("maps/hosts.map"),
+                    key: id("a.test"),
+                    value: id("api")
+                },
+                Op::AddMap {
+                    file: id("maps/hosts.map"),
+                    key: id("b.test"),
+                    value: id("web")
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn first_match_maps_take_runtime_additions_only_at_the_end() {
+        let web = || vec![backend("web", &[], &[])];
+        let old = fragment(web(), &[(".a.test", "web"), (".b.test", "web")], "map_end");
+        let appended = fragment(
+            web(),
+            &[(".a.test", "web"), (".b.test", "web"), (".c.test", "web")],
+            "map_end",
+        );
+        assert!(matches!(one(&old, &appended), Plan::Runtime(ops) if ops.len() == 1));
+        let inserted = fragment(
+            web(),
+            &[(".c.test", "web"), (".a.test", "web"), (".b.test", "web")],
+            "map_end",
+        );
+        assert!(matches!(one(&old, &inserted), Plan::Reload(r) if r[0].contains("first match")));
+    }
+
+    #[test]
+    fn addresses_split_for_the_runtime_api() {
+        assert_eq!(split_address("10.0.0.1:80"), Some(("10.0.0.1", 80)));
+        assert_eq!(split_address("[fd00::1]:443"), Some(("fd00::1", 443)));
+        assert_eq!(split_address("db.example.com:5432"), None);
+    }
+}
