@@ -5,8 +5,7 @@
 use crate::assemble::{Assembled, MAPS_DIR};
 use crate::files::{parent_dir, write_atomically};
 use crate::validate::{self, CheckError};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -239,27 +238,17 @@ pub fn master_reloads(show_proc: &str) -> Option<(u64, u64)> {
     Some((reloads, failed))
 }
 
-/// One command on the master CLI; the answer up to the closing of the connection.
-pub fn master_command(socket: &Path, command: &str) -> std::io::Result<String> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(format!("{command}; quit\n").as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer)
-}
-
 /// Ask the master to reload and wait until `show proc` says it did, and that it did not fail
 /// (HAProxy 2.6 answers nothing to `reload` itself).
 fn reload_through_master(socket: &Path, timeout: Duration) -> Result<(), String> {
     let show_proc = || {
-        master_command(socket, "show proc")
+        crate::runtime_api::command(socket, "show proc")
             .ok()
             .and_then(|answer| master_reloads(&answer))
     };
     let (reloads, failed) =
         show_proc().ok_or_else(|| format!("no HAProxy master answers on {}", socket.display()))?;
-    master_command(socket, "reload")
+    crate::runtime_api::command(socket, "reload")
         .map_err(|e| format!("cannot send reload to {}: {e}", socket.display()))?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

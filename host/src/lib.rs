@@ -15,5 +15,6 @@ pub mod files;
 pub mod guests;
 pub mod model;
 pub mod render;
+pub mod runtime_api;
 pub mod source;
 pub mod validate;

@@ -9,11 +9,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wasmconfd::apply::{
-    Applied, Applier, ApplyError, Reload, Signal, master_command, master_reloads,
-};
+use wasmconfd::apply::{Applied, Applier, ApplyError, Reload, Signal, master_reloads};
 use wasmconfd::assemble::{self, Assembled, Output, Part, Source};
 use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
+use wasmconfd::runtime_api::command;
 
 /// A configuration answering every request with `word`, with a map file holding `word`.
 fn config(port: u16, word: &str) -> Assembled {
@@ -76,7 +75,7 @@ impl Master {
             .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || master_command(&socket, "show proc").is_err()
+            || command(&socket, "show proc").is_err()
         {
             assert!(Instant::now() < deadline, "HAProxy did not start");
             std::thread::sleep(Duration::from_millis(50));
@@ -93,7 +92,7 @@ impl Master {
         // The master re-executes itself on a reload: its socket is gone for a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         let answer = loop {
-            match master_command(&self.socket, "show proc") {
+            match command(&self.socket, "show proc") {
                 Ok(answer) => break answer,
                 Err(error) => assert!(
                     Instant::now() < deadline,

@@ -378,7 +378,7 @@ fn a_silent_api_server_is_left_for_the_next_one_over_https() {
 /// The master's reload count.
 fn reloads(scene: &Scene) -> u64 {
     let answer =
-        wasmconfd::apply::master_command(&scene.dir.path().join("master.sock"), "show proc")
+        wasmconfd::runtime_api::command(&scene.dir.path().join("master.sock"), "show proc")
             .unwrap();
     wasmconfd::apply::master_reloads(&answer).unwrap().0
 }

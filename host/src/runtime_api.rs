@@ -1,0 +1,235 @@
+//! HAProxy's Runtime API: applying [`Op`]s on the admin socket and reading back what HAProxy
+//! holds, to check that it is what was meant.
+
+use crate::bindings::{Fragment, SectionKind};
+use crate::changes::Op;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot talk to HAProxy on {socket}: {source}")]
+    Io {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error("HAProxy refused `{command}`: {answer}")]
+    Refused { command: String, answer: String },
+    #[error("cannot send {0:?} through the Runtime API: it holds whitespace, `;` or `\\`")]
+    Unsendable(String),
+    #[error("HAProxy does not hold what was applied: {0}")]
+    Mismatch(String),
+}
+
+/// One command on an HAProxy CLI socket (admin or master); its answer, up to the closing of the
+/// connection.
+pub fn command(socket: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}; quit\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Send `command`; the answer must contain `expected` (empty: any answer).
+fn send(socket: &Path, command_line: &str, expected: &str) -> Result<String, RuntimeError> {
+    let answer = command(socket, command_line).map_err(|source| RuntimeError::Io {
+        socket: socket.display().to_string(),
+        source,
+    })?;
+    if answer.contains(expected) {
+        Ok(answer)
+    } else {
+        Err(RuntimeError::Refused {
+            command: command_line.to_string(),
+            answer: answer.trim().to_string(),
+        })
+    }
+}
+
+/// A word the CLI reads back as it is.
+fn word(text: &str) -> Result<&str, RuntimeError> {
+    let plain = !text.is_empty()
+        && !text.contains(|c: char| c.is_whitespace() || c == ';' || c == '\\' || c.is_control());
+    if plain {
+        Ok(text)
+    } else {
+        Err(RuntimeError::Unsendable(text.to_string()))
+    }
+}
+
+/// Apply `ops` in order, stopping at the first that HAProxy refuses.
+pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
+    for op in ops {
+        match op {
+            Op::AddServer {
+                backend,
+                server,
+                args,
+            } => {
+                let args = args
+                    .iter()
+                    .map(|a| word(a))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(" ");
+                let id = format!("{}/{}", word(backend)?, word(server)?);
+                send(
+                    socket,
+                    &format!("add server {id} {args}"),
+                    "New server registered",
+                )?;
+                send(socket, &format!("enable server {id}"), "")?;
+                if args.split(' ').any(|a| a == "check") {
+                    send(socket, &format!("enable health {id}"), "")?;
+                }
+            }
+            Op::DelServer { backend, server } => {
+                let id = format!("{}/{}", word(backend)?, word(server)?);
+                send(socket, &format!("disable server {id}"), "")?;
+                // A server still busy with a request cannot go yet: give it a moment.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    match send(socket, &format!("del server {id}"), "Server deleted") {
+                        Ok(_) => break,
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            Op::SetAddr {
+                backend,
+                server,
+                address,
+                port,
+            } => {
+                let id = format!("{}/{}", word(backend)?, word(server)?);
+                send(
+                    socket,
+                    &format!("set server {id} addr {} port {port}", word(address)?),
+                    "",
+                )?;
+            }
+            Op::SetWeight {
+                backend,
+                server,
+                weight,
+            } => {
+                let id = format!("{}/{}", word(backend)?, word(server)?);
+                send(
+                    socket,
+                    &format!("set server {id} weight {}", word(weight)?),
+                    "",
+                )?;
+            }
+            Op::AddMap { file, key, value } => {
+                send(
+                    socket,
+                    &format!("add map {} {} {}", word(file)?, word(key)?, word(value)?),
+                    "",
+                )?;
+            }
+            Op::SetMap { file, key, value } => {
+                send(
+                    socket,
+                    &format!("set map {} {} {}", word(file)?, word(key)?, word(value)?),
+                    "",
+                )?;
+            }
+            Op::DelMap { file, key } => {
+                send(
+                    socket,
+                    &format!("del map {} {}", word(file)?, word(key)?),
+                    "",
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The servers HAProxy holds in `backend`, as `name -> address:port`.
+pub fn servers(socket: &Path, backend: &str) -> Result<BTreeMap<String, String>, RuntimeError> {
+    let answer = send(
+        socket,
+        &format!("show servers state {}", word(backend)?),
+        "",
+    )?;
+    // `be_id be_name srv_id srv_name srv_addr ... srv_port (19th)`
+    let servers = answer
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|words| words.len() > 18 && words[1] == backend)
+        .map(|words| {
+            let address = if words[4].contains(':') {
+                format!("[{}]", words[4])
+            } else {
+                words[4].to_string()
+            };
+            (words[3].to_string(), format!("{address}:{}", words[18]))
+        })
+        .collect();
+    Ok(servers)
+}
+
+/// The entries HAProxy holds in map `file`, as `(key, value)` in its order.
+pub fn map_entries(socket: &Path, file: &str) -> Result<Vec<(String, String)>, RuntimeError> {
+    let answer = send(socket, &format!("show map {}", word(file)?), "")?;
+    // `0x55d0c7b0 key value`
+    let entries = answer
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.splitn(3, ' ');
+            let (_, key, value) = (words.next()?, words.next()?, words.next()?);
+            Some((key.to_string(), value.to_string()))
+        })
+        .collect();
+    Ok(entries)
+}
+
+/// Check that HAProxy holds the servers and map entries of `fragments`: every server of every
+/// backend at its address, and every map's entries (as a set).
+pub fn verify(socket: &Path, fragments: &[Fragment], maps_dir: &str) -> Result<(), RuntimeError> {
+    for fragment in fragments {
+        for section in &fragment.sections {
+            let (Some(backend), SectionKind::Backend | SectionKind::Listen) =
+                (&section.name, section.kind)
+            else {
+                continue;
+            };
+            let expected: BTreeMap<String, String> = section
+                .directives
+                .iter()
+                .filter(|d| d.keyword == "server" && d.args.len() >= 2)
+                .map(|d| (d.args[0].clone(), d.args[1].clone()))
+                .collect();
+            let held = servers(socket, backend)?;
+            if held != expected {
+                return Err(RuntimeError::Mismatch(format!(
+                    "backend {backend}: holds {held:?}, meant {expected:?}"
+                )));
+            }
+        }
+        for map in &fragment.maps {
+            let file = format!("{maps_dir}/{}", map.name);
+            let expected: BTreeSet<_> = map
+                .entries
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect();
+            let held: BTreeSet<_> = map_entries(socket, &file)?.into_iter().collect();
+            if held != expected {
+                return Err(RuntimeError::Mismatch(format!(
+                    "map {file}: holds {held:?}, meant {expected:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
