@@ -5,9 +5,9 @@
 mod common;
 
 use common::free_port;
+use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use wasmconfd::apply::{Applied, Applier, ApplyError, Reload, Signal, master_reloads};
 use wasmconfd::assemble::{self, Assembled, Output, Part, Source};
@@ -53,7 +53,7 @@ fn get(port: u16) -> String {
 
 /// `haproxy -W -S socket` on `config`, with a pid file.
 struct Master {
-    child: Child,
+    _haproxy: common::Killed,
     socket: PathBuf,
     pid_file: PathBuf,
 }
@@ -61,18 +61,17 @@ struct Master {
 impl Master {
     fn start(dir: &Path, config: &Path, port: u16) -> Self {
         let (socket, pid_file) = (dir.join("master.sock"), dir.join("haproxy.pid"));
-        let child = Command::new("haproxy")
-            .arg("-W")
-            .arg("-S")
-            .arg(&socket)
-            .arg("-p")
-            .arg(&pid_file)
-            .arg("-f")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does");
+        let args = [
+            OsStr::new("-W"),
+            OsStr::new("-S"),
+            socket.as_os_str(),
+            OsStr::new("-p"),
+            pid_file.as_os_str(),
+        ];
+        let haproxy = common::start_haproxy(
+            &[&args[..], &[OsStr::new("-f"), config.as_os_str()]].concat(),
+            &dir.join("haproxy.log"),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err()
             || command(&socket, "show proc").is_err()
@@ -81,7 +80,7 @@ impl Master {
             std::thread::sleep(Duration::from_millis(50));
         }
         Master {
-            child,
+            _haproxy: haproxy,
             socket,
             pid_file,
         }
@@ -108,13 +107,6 @@ impl Master {
             .map(|l| l.split_whitespace().next().unwrap().to_string())
             .collect();
         (reloads, failed, workers)
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

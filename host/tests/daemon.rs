@@ -4,12 +4,14 @@
 
 mod common;
 
-use common::{Killed, backend, backend_on, free_port, http_get, misbehave_guest, wasmconfd};
+use common::{
+    Killed, backend, backend_on, free_port, http_get, misbehave_guest, start_haproxy, wasmconfd,
+};
 use fake_apiserver::{FakeApi, Fault, Kind};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The first line of the body answered for `Host: host`: the backend's name, HAProxy's own
@@ -91,21 +93,21 @@ impl Scene {
              frontend boot\n    bind 127.0.0.1:{http}\n    http-request return status 503 content-type text/plain string booting\n"
         )).unwrap();
         let socket = dir.path().join("master.sock");
-        let haproxy = Killed(
-            Command::new("haproxy")
-                .arg("-W")
-                .arg("-S")
-                .arg(&socket)
-                .arg("-p")
-                .arg(dir.path().join("haproxy.pid"))
-                .arg("-f")
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect(
-                    "haproxy is not installed: install it (apt-get install haproxy); .ci/run does",
-                ),
+        let haproxy = start_haproxy(
+            &[
+                OsStr::new("-W"),
+                OsStr::new("-S"),
+                socket.as_os_str(),
+                OsStr::new("-p"),
+            ]
+            .into_iter()
+            .chain([
+                dir.path().join("haproxy.pid").as_os_str(),
+                OsStr::new("-f"),
+                config.as_os_str(),
+            ])
+            .collect::<Vec<_>>(),
+            &dir.path().join("haproxy.log"),
         );
         wait_for(http, "any", "booting");
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();

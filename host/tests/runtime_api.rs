@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Killed, backend, free_port, http_get};
-use std::process::{Command, Stdio};
+use common::{backend, free_port, http_get, start_haproxy};
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 use wasmconfd::assemble::{self, Output, Part, Source};
 use wasmconfd::bindings::{Directive, Fragment, MapEntry, MapFile, Section, SectionKind};
@@ -98,15 +98,9 @@ fn a_hitless_change_is_applied_read_back_and_followed_by_traffic() {
     .unwrap();
     let config = dir.path().join("haproxy.cfg");
     assembled.write(&config).unwrap();
-    let _haproxy = Killed(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("haproxy.log")).unwrap())
-            .spawn()
-            .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does"),
+    let _haproxy = start_haproxy(
+        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
+        &dir.path().join("haproxy.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !http_get(http, "one.test").1.starts_with("a\n") {

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{Killed, backend, free_port, http_get as get, run, wasmconfd};
+use common::{backend, free_port, http_get as get, run, start_haproxy, wasmconfd};
+use std::ffi::OsStr;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -40,15 +40,9 @@ fn http_requests_reach_the_service_their_host_names() {
         .args(["--set", "base.log=none"]));
     assert!(ok, "{stderr}");
 
-    let _haproxy = Killed(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does"),
+    let _haproxy = start_haproxy(
+        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
+        &dir.path().join("haproxy.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", http)).is_err() {

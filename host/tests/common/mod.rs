@@ -170,3 +170,16 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// Start `haproxy ARGS...` with its output in `log`; killed when dropped. Panics when HAProxy is
+/// missing: a test that needs it must fail, never pass without it.
+pub fn start_haproxy<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Killed {
+    Killed(
+        Command::new("haproxy")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does"),
+    )
+}
