@@ -2,8 +2,8 @@
 //! nothing is touched when nothing changed; a configuration HAProxy rejects never replaces the
 //! live one; the live file is replaced atomically and the previous one kept beside it.
 
-use crate::assemble::{Assembled, MAPS_DIR};
-use crate::files::{parent_dir, write_atomically};
+use crate::assemble::{Assembled, MAPS_DIR, read_maps, replace_maps};
+use crate::files::{parent_dir, with_suffix};
 use crate::validate::{self, CheckError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -129,41 +129,8 @@ impl Applier {
     /// `<target>.reload-pending`: present from installing a file until HAProxy reloaded it, so
     /// a restarted wasmconfd knows to reload a file that is already in place.
     pub fn pending_marker(&self) -> PathBuf {
-        let mut path = self.target.as_os_str().to_owned();
-        path.push(".reload-pending");
-        PathBuf::from(path)
+        with_suffix(&self.target, ".reload-pending")
     }
-}
-
-/// The `*.map` files of `dir`, sorted by name (empty when there is no such directory).
-fn read_maps(dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut maps: Vec<_> = entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "map"))
-        .filter_map(|e| {
-            let contents = std::fs::read_to_string(e.path()).ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), contents))
-        })
-        .collect();
-    maps.sort();
-    maps
-}
-
-/// Make `dir` hold exactly `maps` (as far as `*.map` files go).
-fn replace_maps(dir: &Path, maps: &[(String, String)]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, contents) in maps {
-        write_atomically(&dir.join(name), contents.as_bytes())?;
-    }
-    for (name, _) in read_maps(dir) {
-        if !maps.iter().any(|(keep, _)| *keep == name) {
-            std::fs::remove_file(dir.join(name))?;
-        }
-    }
-    Ok(())
 }
 
 /// A temporary file in `dir` holding `config`, readable like the file it will replace.
@@ -181,12 +148,11 @@ fn stage(dir: &Path, config: &str) -> std::io::Result<tempfile::NamedTempFile> {
 
 /// `target` -> `target.prev`, without a moment where `target` is missing: a hard link, renamed.
 fn keep_previous(target: &Path) -> std::io::Result<()> {
-    let mut prev = target.as_os_str().to_owned();
-    prev.push(".prev");
     let link = tempfile::Builder::new()
         .prefix(".wasmconfd-prev-")
         .make_in(parent_dir(target), |path| std::fs::hard_link(target, path))?;
-    link.persist(PathBuf::from(prev)).map_err(|e| e.error)?;
+    link.persist(with_suffix(target, ".prev"))
+        .map_err(|e| e.error)?;
     Ok(())
 }
 

@@ -165,6 +165,37 @@ fn digit_run(s: &str) -> (bool, &str, &str) {
     (digits, &s[..end], &s[end..])
 }
 
+/// The `*.map` files of `dir`, sorted by name (empty when there is no such directory).
+pub fn read_maps(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut maps: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "map"))
+        .filter_map(|e| {
+            let contents = std::fs::read_to_string(e.path()).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), contents))
+        })
+        .collect();
+    maps.sort();
+    maps
+}
+
+/// Make `dir` hold exactly `maps` (as far as `*.map` files go).
+pub fn replace_maps(dir: &Path, maps: &[(String, String)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, contents) in maps {
+        write_atomically(&dir.join(name), contents.as_bytes())?;
+    }
+    for (name, _) in read_maps(dir) {
+        if !maps.iter().any(|(keep, _)| *keep == name) {
+            std::fs::remove_file(dir.join(name))?;
+        }
+    }
+    Ok(())
+}
+
 /// What one part produced.
 pub enum Output<'a> {
     Static(&'a str),
@@ -193,22 +224,7 @@ impl Assembled {
     /// the configuration never refers to a map that is not there yet. Each file is replaced
     /// atomically.
     pub fn write(&self, config: &Path) -> std::io::Result<()> {
-        let maps_dir = parent_dir(config).join(MAPS_DIR);
-        std::fs::create_dir_all(&maps_dir)?;
-        for (name, contents) in &self.maps {
-            write_atomically(&maps_dir.join(name), contents.as_bytes())?;
-        }
-        for entry in std::fs::read_dir(&maps_dir)? {
-            let path = entry?.path();
-            let stale = path.extension().is_some_and(|e| e == "map")
-                && !self
-                    .maps
-                    .iter()
-                    .any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
-            if stale {
-                std::fs::remove_file(&path)?;
-            }
-        }
+        replace_maps(&parent_dir(config).join(MAPS_DIR), &self.maps)?;
         write_atomically(config, self.config.as_bytes())
     }
 }

@@ -1,12 +1,19 @@
 //! Writing files so that a reader never sees half of one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The directory `path` is in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
+}
+
+/// `path` with `suffix` appended to its file name: `haproxy.cfg` -> `haproxy.cfg.prev`.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a

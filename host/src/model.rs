@@ -19,7 +19,7 @@ pub const PORT: &str = "wasmconfd.io/port";
 pub const LISTEN_PORT: &str = "wasmconfd.io/listen-port";
 
 /// Dropped from the annotations guests see: large, and a copy of the object itself.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// An object that was left out of the model, and why.

@@ -62,6 +62,11 @@ fn word(text: &str) -> Result<&str, RuntimeError> {
     }
 }
 
+/// `backend/server`, both checked as CLI words.
+fn server_id(backend: &str, server: &str) -> Result<String, RuntimeError> {
+    Ok(format!("{}/{}", word(backend)?, word(server)?))
+}
+
 /// Apply `ops` in order, stopping at the first that HAProxy refuses.
 pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
     for op in ops {
@@ -76,7 +81,7 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
                     .map(|a| word(a))
                     .collect::<Result<Vec<_>, _>>()?
                     .join(" ");
-                let id = format!("{}/{}", word(backend)?, word(server)?);
+                let id = server_id(backend, server)?;
                 send(
                     socket,
                     &format!("add server {id} {args}"),
@@ -88,7 +93,7 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
                 }
             }
             Op::DelServer { backend, server } => {
-                let id = format!("{}/{}", word(backend)?, word(server)?);
+                let id = server_id(backend, server)?;
                 send(socket, &format!("disable server {id}"), "")?;
                 // A server still busy with a request cannot go yet: give it a moment.
                 let deadline = Instant::now() + Duration::from_secs(5);
@@ -108,7 +113,7 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
                 address,
                 port,
             } => {
-                let id = format!("{}/{}", word(backend)?, word(server)?);
+                let id = server_id(backend, server)?;
                 send(
                     socket,
                     &format!("set server {id} addr {} port {port}", word(address)?),
@@ -120,7 +125,7 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
                 server,
                 weight,
             } => {
-                let id = format!("{}/{}", word(backend)?, word(server)?);
+                let id = server_id(backend, server)?;
                 send(
                     socket,
                     &format!("set server {id} weight {}", word(weight)?),

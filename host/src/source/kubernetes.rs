@@ -2,6 +2,7 @@
 //! list of API servers tried in order), and reading the objects the model is built from.
 
 use super::Objects;
+use crate::model::LAST_APPLIED;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -9,9 +10,6 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Dropped from every object: the server's bookkeeping and kubectl's copy of the object.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// How to reach the API and what to read from it.
 #[derive(Debug, Clone, Default)]
