@@ -76,11 +76,34 @@ pub fn plan(old: &[Fragment], new: &[Fragment], maps_dir: &str) -> Plan {
         sections(&old.sections, &new.sections, &mut ops, &mut reasons);
         maps(old, new, maps_dir, &mut ops, &mut reasons);
     }
-    if reasons.is_empty() {
-        Plan::Runtime(ops)
-    } else {
-        Plan::Reload(reasons)
+    let adds_servers = ops.iter().any(|op| matches!(op, Op::AddServer { .. }));
+    if adds_servers && defaults_set_server_options(new) {
+        reasons.push(
+            "servers were added, and a `defaults` section has `default-server` options, \
+             which HAProxy does not give to servers added at runtime"
+                .into(),
+        );
     }
+    if !reasons.is_empty() {
+        return Plan::Reload(reasons);
+    }
+    // New servers take traffic before old ones leave, so a backend whose endpoints all moved
+    // is never empty.
+    ops.sort_by_key(|op| match op {
+        Op::AddServer { .. } => 0,
+        Op::DelServer { .. } => 2,
+        _ => 1,
+    });
+    Plan::Runtime(ops)
+}
+
+fn defaults_set_server_options(fragments: &[Fragment]) -> bool {
+    fragments
+        .iter()
+        .flat_map(|f| &f.sections)
+        .filter(|s| s.kind == SectionKind::Defaults)
+        .flat_map(|s| &s.directives)
+        .any(|d| d.keyword == "default-server")
 }
 
 fn header(section: &Section) -> String {
@@ -161,6 +184,13 @@ fn servers(
         return;
     };
     let id = |server: &str| (backend.to_string(), server.to_string());
+    // HAProxy gives a server added at runtime none of the backend's `default-server` options.
+    let defaults: Vec<String> = new
+        .directives
+        .iter()
+        .filter(|d| d.keyword == "default-server")
+        .flat_map(|d| d.args.iter().cloned())
+        .collect();
     for server in before.keys().filter(|s| !after.contains_key(*s)) {
         let (backend, server) = id(server);
         ops.push(Op::DelServer { backend, server });
@@ -169,6 +199,7 @@ fn servers(
         let Some((old_address, old_rest)) = before.get(server) else {
             let (backend, server) = id(server);
             let args = std::iter::once(address.to_string())
+                .chain(defaults.iter().cloned())
                 .chain(rest.iter().cloned())
                 .collect();
             ops.push(Op::AddServer {
@@ -414,9 +445,10 @@ mod tests {
         assert_eq!(
             one(&old, &new),
             Plan::Runtime(vec![
-                Op::DelServer {
+                Op::AddServer {
                     backend: id("web"),
-                    server: id("a")
+                    server: id("c"),
+                    args: vec![id("10.0.0.3:80"), id("check")]
                 },
                 Op::SetAddr {
                     backend: id("web"),
@@ -424,14 +456,58 @@ mod tests {
                     address: id("10.0.0.9"),
                     port: 8080
                 },
-                Op::AddServer {
+                Op::DelServer {
                     backend: id("web"),
-                    server: id("c"),
-                    args: vec![id("10.0.0.3:80"), id("check")]
+                    server: id("a")
                 },
             ])
         );
         assert_eq!(one(&old, &old), Plan::Unchanged);
+    }
+
+    #[test]
+    fn added_servers_carry_the_backends_default_server_options() {
+        let with_defaults = |servers: &[(&str, &str)]| {
+            let mut web = backend("web", servers, &[]);
+            web.directives.insert(
+                1,
+                Directive {
+                    keyword: "default-server".into(),
+                    args: vec![id("inter"), id("2s")],
+                    comment: None,
+                },
+            );
+            fragment(vec![web], &[], "map_str")
+        };
+        let old = with_defaults(&[]);
+        let new = with_defaults(&[("a", "10.0.0.1:80")]);
+        assert_eq!(
+            one(&old, &new),
+            Plan::Runtime(vec![Op::AddServer {
+                backend: id("web"),
+                server: id("a"),
+                args: vec![id("10.0.0.1:80"), id("inter"), id("2s"), id("check")]
+            }])
+        );
+
+        // Options from a `defaults` section cannot be told apart per backend: reload.
+        let defaults = Section {
+            kind: SectionKind::Defaults,
+            name: None,
+            directives: vec![Directive {
+                keyword: "default-server".into(),
+                args: vec![id("maxconn"), id("10")],
+                comment: None,
+            }],
+        };
+        let base = Fragment {
+            sections: vec![defaults],
+            maps: Vec::new(),
+        };
+        assert!(matches!(
+            plan(&[base.clone(), old], &[base, new], "maps"),
+            Plan::Reload(r) if r[0].contains("default-server")
+        ));
     }
 
     #[test]

@@ -125,6 +125,8 @@ impl Scene {
                 .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
                 .args(["--set", &format!("https.bind=127.0.0.1:{https}")])
                 .args(["--set", "base.log=none"])
+                .arg("--set")
+                .arg(format!("base.admin-socket={}", dir.path().join("admin.sock").display()))
                 .args(extra)
                 .stderr(log)
                 .spawn()

@@ -37,7 +37,8 @@ fn http_requests_reach_the_service_their_host_names() {
         .arg(&config)
         .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
         .args(["--set", &format!("https.bind=127.0.0.1:{https}")])
-        .args(["--set", "base.log=none"]));
+        .args(["--set", "base.log=none"])
+        .args(["--set", "base.admin-socket=none"]));
     assert!(ok, "{stderr}");
 
     let _haproxy = start_haproxy(

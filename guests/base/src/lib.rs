@@ -1,8 +1,11 @@
 //! The bundled `global` and `defaults` sections.
 //!
-//! Settings: `log` (HAProxy `log` arguments, whitespace-separated, default
-//! `stdout format raw local0`; `none` for no logging), `maxconn` (default 4096),
-//! `timeout-connect` (5s), `timeout-client` (60s), `timeout-server` (60s).
+//! Settings: `admin-socket` (the path of HAProxy's admin socket, through which wasmconfd changes
+//! servers and map entries without a reload; default `/run/haproxy/admin.sock`, as in Debian's
+//! configuration; `none` for no socket, so that every change reloads), `log` (HAProxy `log`
+//! arguments, whitespace-separated, default `stdout format raw local0`; `none` for no logging),
+//! `maxconn` (default 4096), `timeout-connect` (5s), `timeout-client` (60s), `timeout-server`
+//! (60s).
 
 use wasmconfd_guest::{Cluster, Fragment, Guest, RenderError, Section};
 
@@ -12,12 +15,19 @@ impl Guest for Base {
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let maxconn: u32 = cluster.parsed_setting("maxconn", 4096)?;
         let log = cluster.setting_or("log", "stdout format raw local0");
+        let admin_socket = cluster.setting_or("admin-socket", "/run/haproxy/admin.sock");
 
         let mut global = Section::global()
             // Relative paths (maps, certificates) resolve against the configuration file's
             // directory, so a configuration checks and runs wherever it is written.
             .with("default-path", ["config"])
             .with("maxconn", [maxconn.to_string()]);
+        if admin_socket != "none" {
+            global.push(
+                "stats",
+                ["socket", admin_socket, "mode", "660", "level", "admin"],
+            );
+        }
         if log != "none" {
             global.push("log", log.split_whitespace());
         }
@@ -26,6 +36,9 @@ impl Guest for Base {
             .with("mode", ["http"])
             .with("log", ["global"])
             .with("option", ["dontlognull"])
+            // A request whose server refuses it (an endpoint that just went away) is retried on
+            // another server.
+            .with("option", ["redispatch"])
             .with(
                 "timeout",
                 ["connect", cluster.setting_or("timeout-connect", "5s")],
@@ -61,6 +74,30 @@ mod tests {
                 .directives
                 .iter()
                 .all(|d| d.keyword != "log")
+        );
+    }
+
+    #[test]
+    fn the_admin_socket_is_on_unless_set_to_none() {
+        let stats = |cluster| {
+            let out = Base::render(cluster).unwrap();
+            out.sections[0]
+                .directives
+                .iter()
+                .find(|d| d.keyword == "stats")
+                .map(|d| d.args.clone())
+        };
+        assert_eq!(
+            stats(cluster([])).unwrap()[..2],
+            ["socket", "/run/haproxy/admin.sock"]
+        );
+        assert_eq!(
+            stats(with_setting(cluster([]), "admin-socket", "/tmp/a.sock")).unwrap()[1],
+            "/tmp/a.sock"
+        );
+        assert_eq!(
+            stats(with_setting(cluster([]), "admin-socket", "none")),
+            None
         );
     }
 
