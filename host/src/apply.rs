@@ -4,6 +4,7 @@
 
 use crate::assemble::{Assembled, MAPS_DIR, read_maps, replace_maps};
 use crate::files::{parent_dir, with_suffix};
+use crate::runtime_api::RuntimeError;
 use crate::validate::{self, CheckError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub enum ApplyError {
 pub enum Applied {
     /// The files on disk already hold this configuration: nothing written, checked or reloaded.
     Unchanged,
+    /// Checked, changed in the running HAProxy through its Runtime API, and written; no reload.
+    Runtime,
     /// Checked, written and reloaded.
     Reloaded,
 }
@@ -70,6 +73,26 @@ impl Applier {
     /// succeeds, applying the same configuration reloads again instead of reporting it unchanged,
     /// even from a new process.
     pub fn apply(&self, assembled: &Assembled) -> Result<Applied, ApplyError> {
+        self.install(assembled, None)
+    }
+
+    /// Like [`Applier::apply`], but the running HAProxy is changed by `runtime` (Runtime API
+    /// commands, read back) instead of a reload, after the check passed and before the files
+    /// are replaced. If `runtime` fails, or HAProxy may not be running the installed files (a
+    /// reload is pending), it reloads instead.
+    pub fn apply_hitless(
+        &self,
+        assembled: &Assembled,
+        runtime: &dyn Fn() -> Result<(), RuntimeError>,
+    ) -> Result<Applied, ApplyError> {
+        self.install(assembled, Some(runtime))
+    }
+
+    fn install(
+        &self,
+        assembled: &Assembled,
+        runtime: Option<&dyn Fn() -> Result<(), RuntimeError>>,
+    ) -> Result<Applied, ApplyError> {
         let maps_dir = parent_dir(&self.target).join(MAPS_DIR);
         let previous_maps = read_maps(&maps_dir);
         let live = std::fs::read_to_string(&self.target).ok();
@@ -100,15 +123,36 @@ impl Applier {
             return Err(error.into());
         }
 
+        let hitless = match runtime {
+            Some(_) if self.pending_marker().exists() => {
+                tracing::info!("a reload is pending, so the change is made by reloading");
+                false
+            }
+            Some(runtime) => match runtime() {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "the Runtime API did not make the change; reloading instead");
+                    false
+                }
+            },
+            None => false,
+        };
+
         if live.is_some() {
             keep_previous(&self.target).map_err(write_error(&self.target))?;
         }
-        // Until a reload succeeds, the file on disk is ahead of the running HAProxy.
-        std::fs::write(self.pending_marker(), b"").map_err(write_error(&self.pending_marker()))?;
+        if !hitless {
+            // Until a reload succeeds, the file on disk is ahead of the running HAProxy.
+            std::fs::write(self.pending_marker(), b"")
+                .map_err(write_error(&self.pending_marker()))?;
+        }
         staged
             .persist(&self.target)
             .map_err(|e| write_error(&self.target)(e.error))?;
         tracing::info!(path = %self.target.display(), "configuration installed");
+        if hitless {
+            return Ok(Applied::Runtime);
+        }
         self.reload()?;
         Ok(Applied::Reloaded)
     }

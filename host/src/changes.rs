@@ -6,7 +6,7 @@
 //! says which sections changed.
 
 use crate::bindings::{Directive, Fragment, MapFile, Section, SectionKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How to get from the running configuration to the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,64 @@ pub enum Op {
     },
     /// `del map FILE KEY`.
     DelMap { file: String, key: String },
+}
+
+impl Op {
+    /// Every word of the op's commands, each of which must reach HAProxy's CLI as it is.
+    pub fn words(&self) -> Vec<&str> {
+        match self {
+            Op::AddServer {
+                backend,
+                server,
+                args,
+            } => [backend, server].into_iter().chain(args).map(String::as_str).collect(),
+            Op::DelServer { backend, server } => vec![backend, server],
+            Op::SetAddr {
+                backend,
+                server,
+                address,
+                ..
+            } => vec![backend, server, address],
+            Op::SetWeight {
+                backend,
+                server,
+                weight,
+            } => vec![backend, server, weight],
+            Op::AddMap { file, key, value } | Op::SetMap { file, key, value } => {
+                vec![file, key, value]
+            }
+            Op::DelMap { file, key } => vec![file, key],
+        }
+    }
+}
+
+/// The Runtime API command that makes the change (adding a server also enables it; deleting
+/// one first puts it in maintenance).
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::AddServer {
+                backend,
+                server,
+                args,
+            } => write!(f, "add server {backend}/{server} {}", args.join(" ")),
+            Op::DelServer { backend, server } => write!(f, "del server {backend}/{server}"),
+            Op::SetAddr {
+                backend,
+                server,
+                address,
+                port,
+            } => write!(f, "set server {backend}/{server} addr {address} port {port}"),
+            Op::SetWeight {
+                backend,
+                server,
+                weight,
+            } => write!(f, "set server {backend}/{server} weight {weight}"),
+            Op::AddMap { file, key, value } => write!(f, "add map {file} {key} {value}"),
+            Op::SetMap { file, key, value } => write!(f, "set map {file} {key} {value}"),
+            Op::DelMap { file, key } => write!(f, "del map {file} {key}"),
+        }
+    }
 }
 
 /// Converters whose lookup does not depend on the order of the map's entries.
@@ -116,12 +174,27 @@ fn header(section: &Section) -> String {
 
 fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut Vec<String>) {
     let names = |sections: &[Section]| sections.iter().map(header).collect::<Vec<_>>();
-    if names(old) != names(new) {
-        reasons.push(format!(
-            "sections changed: {:?} -> {:?}",
-            names(old),
-            names(new)
-        ));
+    let (before, after) = (names(old), names(new));
+    if before != after {
+        let listed = |names: Vec<&String>| {
+            let names: Vec<_> = names.iter().map(|n| format!("`{n}`")).collect();
+            names.join(", ")
+        };
+        let set = |names: &[String]| names.iter().cloned().collect::<BTreeSet<_>>();
+        let (before_set, after_set) = (set(&before), set(&after));
+        let added: Vec<_> = after.iter().filter(|n| !before_set.contains(*n)).collect();
+        let removed: Vec<_> = before.iter().filter(|n| !after_set.contains(*n)).collect();
+        let mut what = Vec::new();
+        if !added.is_empty() {
+            what.push(format!("added {}", listed(added)));
+        }
+        if !removed.is_empty() {
+            what.push(format!("removed {}", listed(removed)));
+        }
+        if what.is_empty() {
+            what.push("reordered".into());
+        }
+        reasons.push(format!("sections {}", what.join("; ")));
         return;
     }
     for (old, new) in old.iter().zip(new) {
@@ -292,7 +365,7 @@ fn maps(
         let file = format!("{maps_dir}/{}", new_map.name);
         let (old_keys, new_keys) = (keys(old_map), keys(new_map));
         let unique = |keys: &[&str]| {
-            keys.iter().collect::<std::collections::BTreeSet<_>>().len() == keys.len()
+            keys.iter().collect::<BTreeSet<_>>().len() == keys.len()
         };
         if !unique(&old_keys) || !unique(&new_keys) {
             reasons.push(format!("map {file}: a key appears twice"));
@@ -563,7 +636,7 @@ mod tests {
             "map_str",
         );
         assert!(
-            matches!(one(&old, &added), Plan::Reload(r) if r[0].starts_with("sections changed"))
+            matches!(one(&old, &added), Plan::Reload(r) if r[0] == "sections added `backend api`")
         );
         assert!(matches!(
             plan(

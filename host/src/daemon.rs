@@ -8,8 +8,10 @@
 //! the watchers reconnect, moving to the next API server after repeated failures.
 
 use crate::apply::{Applied, Applier};
-use crate::bindings::Fragment;
-use crate::model;
+use crate::assemble::MAPS_DIR;
+use crate::bindings::{Fragment, SectionKind};
+use crate::changes::{self, Op, Plan};
+use crate::{model, runtime_api};
 use crate::render::{GuestConfig, Pipeline};
 use crate::source::Objects;
 use crate::source::kubernetes::{Connection, strip};
@@ -19,6 +21,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
 use std::sync::mpsc;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
@@ -145,25 +148,18 @@ fn render_loop(
     }
     tracing::info!("initial sync done");
 
-    let mut last_good: Vec<Option<Fragment>> = Vec::new();
-    let mut reload_pending = false;
+    let mut state = State::default();
     let mut reload_failures = 0;
     loop {
         let objects = caches.lock().unwrap().objects();
-        render_and_apply(
-            pipeline,
-            &objects,
-            &config.applier,
-            &mut last_good,
-            &mut reload_pending,
-        );
-        if reload_pending {
+        state.render_and_apply(pipeline, &objects, &config.applier);
+        if state.reload_pending {
             reload_failures += 1;
             match changed.recv_timeout(backoff(reload_failures)) {
                 Ok(()) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if config.applier.reload().is_ok() {
-                        reload_pending = false;
+                        state.reload_pending = false;
                         reload_failures = 0;
                     }
                     continue;
@@ -294,45 +290,116 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500 * 2u64.pow(failures.min(6))).min(Duration::from_secs(30))
 }
 
-fn render_and_apply(
-    pipeline: &Pipeline,
-    objects: &Objects,
-    applier: &Applier,
-    last_good: &mut Vec<Option<Fragment>>,
-    reload_pending: &mut bool,
-) {
-    let (services, problems) = model::build(objects);
-    for problem in &problems {
-        tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
-    }
-    let results = pipeline.run(services);
-    last_good.resize(results.len(), None);
-    for (result, last) in results.into_iter().zip(last_good.iter_mut()) {
-        match result {
-            Ok(fragment) => *last = Some(fragment),
-            Err(error) => tracing::error!("{error}; keeping its last good output"),
+/// What the render loop keeps between renders.
+#[derive(Default)]
+struct State {
+    /// Each guest's last successful output.
+    last_good: Vec<Option<Fragment>>,
+    /// The fragments of the configuration on disk, once this process installed or found it.
+    installed: Option<Vec<Fragment>>,
+    reload_pending: bool,
+    counts: Counts,
+}
+
+/// How many changes took each way, since the start.
+#[derive(Default, Debug)]
+struct Counts {
+    runtime: u64,
+    reloads: u64,
+    /// Changes meant for the Runtime API that needed a reload after all.
+    runtime_fallbacks: u64,
+}
+
+impl State {
+    fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, applier: &Applier) {
+        let (services, problems) = model::build(objects);
+        for problem in &problems {
+            tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
         }
-    }
-    let Some(fragments) = last_good.iter().cloned().collect::<Option<Vec<_>>>() else {
-        tracing::error!("a guest has never rendered successfully: nothing to apply yet");
-        return;
-    };
-    let assembled = match pipeline.assemble(&fragments) {
-        Ok(assembled) => assembled,
-        Err(error) => {
-            tracing::error!("{error}; the running configuration stays");
+        let results = pipeline.run(services);
+        self.last_good.resize(results.len(), None);
+        for (result, last) in results.into_iter().zip(self.last_good.iter_mut()) {
+            match result {
+                Ok(fragment) => *last = Some(fragment),
+                Err(error) => tracing::error!("{error}; keeping its last good output"),
+            }
+        }
+        let Some(fragments) = self.last_good.iter().cloned().collect::<Option<Vec<_>>>() else {
+            tracing::error!("a guest has never rendered successfully: nothing to apply yet");
             return;
+        };
+        let assembled = match pipeline.assemble(&fragments) {
+            Ok(assembled) => assembled,
+            Err(error) => {
+                tracing::error!("{error}; the running configuration stays");
+                return;
+            }
+        };
+
+        let plan = match &self.installed {
+            Some(installed) => changes::plan(installed, &fragments, MAPS_DIR),
+            None => Plan::Reload(vec!["first configuration from this process".into()]),
+        };
+        let socket = admin_socket(&fragments);
+        let result = match (&plan, &socket) {
+            (Plan::Runtime(ops), Some(socket)) => applier.apply_hitless(&assembled, &|| {
+                runtime_api::apply(socket, ops)?;
+                runtime_api::verify(socket, &fragments, MAPS_DIR)
+            }),
+            _ => applier.apply(&assembled),
+        };
+        let counts = &mut self.counts;
+        match result {
+            Ok(Applied::Unchanged) => tracing::debug!("configuration unchanged"),
+            Ok(Applied::Runtime) => {
+                counts.runtime += 1;
+                let changes = match &plan {
+                    Plan::Runtime(ops) => ops.iter().map(Op::to_string).collect(),
+                    _ => Vec::new(),
+                };
+                tracing::info!(class = "runtime", ?changes, ?counts, "applied through the Runtime API, without a reload");
+            }
+            Ok(Applied::Reloaded) => {
+                counts.reloads += 1;
+                let reasons = match (&plan, &socket) {
+                    (Plan::Reload(reasons), _) => reasons.clone(),
+                    (Plan::Runtime(_), None) => vec!["the configuration has no admin socket (`stats socket PATH level admin` in `global`)".into()],
+                    (Plan::Runtime(_), Some(_)) => {
+                        counts.runtime_fallbacks += 1;
+                        vec!["the Runtime API could not make the change".into()]
+                    }
+                    (Plan::Unchanged, _) => vec!["the installed configuration was never reloaded".into()],
+                };
+                tracing::info!(class = "reload", ?reasons, ?counts, "applied by a reload");
+                self.reload_pending = false;
+            }
+            Err(crate::apply::ApplyError::Reload(error)) => {
+                counts.reloads += 1;
+                tracing::error!(%error, "reload failed; retrying with backoff");
+                self.reload_pending = true;
+            }
+            Err(error) => {
+                tracing::error!(
+                    "{error}; the running configuration stays, retried on the next change"
+                );
+                return;
+            }
         }
-    };
-    match applier.apply(&assembled) {
-        Ok(Applied::Unchanged) => tracing::debug!("configuration unchanged"),
-        Ok(Applied::Reloaded) => *reload_pending = false,
-        Err(crate::apply::ApplyError::Reload(error)) => {
-            tracing::error!(%error, "reload failed; retrying with backoff");
-            *reload_pending = true;
-        }
-        Err(error) => {
-            tracing::error!("{error}; the running configuration stays, retried on the next change")
-        }
+        self.installed = Some(fragments);
     }
+}
+
+/// The admin socket the configuration opens: `stats socket PATH ...` in `global`, with an
+/// absolute path.
+fn admin_socket(fragments: &[Fragment]) -> Option<PathBuf> {
+    fragments
+        .iter()
+        .flat_map(|f| &f.sections)
+        .filter(|s| s.kind == SectionKind::Global)
+        .flat_map(|s| &s.directives)
+        .filter(|d| d.keyword == "stats" && d.args.first().is_some_and(|a| a == "socket"))
+        .filter_map(|d| d.args.get(1))
+        .map(|path| path.strip_prefix("unix@").unwrap_or(path))
+        .find(|path| path.starts_with('/'))
+        .map(PathBuf::from)
 }

@@ -62,43 +62,32 @@ fn word(text: &str) -> Result<&str, RuntimeError> {
     }
 }
 
-/// `backend/server`, both checked as CLI words.
-fn server_id(backend: &str, server: &str) -> Result<String, RuntimeError> {
-    Ok(format!("{}/{}", word(backend)?, word(server)?))
-}
-
 /// Apply `ops` in order, stopping at the first that HAProxy refuses.
 pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
     for op in ops {
+        for text in op.words() {
+            word(text)?;
+        }
+        let command = op.to_string();
         match op {
             Op::AddServer {
                 backend,
                 server,
                 args,
             } => {
-                let args = args
-                    .iter()
-                    .map(|a| word(a))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .join(" ");
-                let id = server_id(backend, server)?;
-                send(
-                    socket,
-                    &format!("add server {id} {args}"),
-                    "New server registered",
-                )?;
-                send(socket, &format!("enable server {id}"), "")?;
-                if args.split(' ').any(|a| a == "check") {
-                    send(socket, &format!("enable health {id}"), "")?;
+                // A new server starts in maintenance, its health check off.
+                send(socket, &command, "New server registered")?;
+                send(socket, &format!("enable server {backend}/{server}"), "")?;
+                if args.iter().any(|a| a == "check") {
+                    send(socket, &format!("enable health {backend}/{server}"), "")?;
                 }
             }
             Op::DelServer { backend, server } => {
-                let id = server_id(backend, server)?;
-                send(socket, &format!("disable server {id}"), "")?;
+                send(socket, &format!("disable server {backend}/{server}"), "")?;
                 // A server still busy with a request cannot go yet: give it a moment.
                 let deadline = Instant::now() + Duration::from_secs(5);
                 loop {
-                    match send(socket, &format!("del server {id}"), "Server deleted") {
+                    match send(socket, &command, "Server deleted") {
                         Ok(_) => break,
                         Err(_) if Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(50))
@@ -107,51 +96,8 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
                     }
                 }
             }
-            Op::SetAddr {
-                backend,
-                server,
-                address,
-                port,
-            } => {
-                let id = server_id(backend, server)?;
-                send(
-                    socket,
-                    &format!("set server {id} addr {} port {port}", word(address)?),
-                    "",
-                )?;
-            }
-            Op::SetWeight {
-                backend,
-                server,
-                weight,
-            } => {
-                let id = server_id(backend, server)?;
-                send(
-                    socket,
-                    &format!("set server {id} weight {}", word(weight)?),
-                    "",
-                )?;
-            }
-            Op::AddMap { file, key, value } => {
-                send(
-                    socket,
-                    &format!("add map {} {} {}", word(file)?, word(key)?, word(value)?),
-                    "",
-                )?;
-            }
-            Op::SetMap { file, key, value } => {
-                send(
-                    socket,
-                    &format!("set map {} {} {}", word(file)?, word(key)?, word(value)?),
-                    "",
-                )?;
-            }
-            Op::DelMap { file, key } => {
-                send(
-                    socket,
-                    &format!("del map {} {}", word(file)?, word(key)?),
-                    "",
-                )?;
+            _ => {
+                send(socket, &command, "")?;
             }
         }
     }
