@@ -66,7 +66,11 @@ impl Op {
                 backend,
                 server,
                 args,
-            } => [backend, server].into_iter().chain(args).map(String::as_str).collect(),
+            } => [backend, server]
+                .into_iter()
+                .chain(args)
+                .map(String::as_str)
+                .collect(),
             Op::DelServer { backend, server } => vec![backend, server],
             Op::SetAddr {
                 backend,
@@ -103,7 +107,10 @@ impl std::fmt::Display for Op {
                 server,
                 address,
                 port,
-            } => write!(f, "set server {backend}/{server} addr {address} port {port}"),
+            } => write!(
+                f,
+                "set server {backend}/{server} addr {address} port {port}"
+            ),
             Op::SetWeight {
                 backend,
                 server,
@@ -364,9 +371,7 @@ fn maps(
         }
         let file = format!("{maps_dir}/{}", new_map.name);
         let (old_keys, new_keys) = (keys(old_map), keys(new_map));
-        let unique = |keys: &[&str]| {
-            keys.iter().collect::<BTreeSet<_>>().len() == keys.len()
-        };
+        let unique = |keys: &[&str]| keys.iter().collect::<BTreeSet<_>>().len() == keys.len();
         if !unique(&old_keys) || !unique(&new_keys) {
             reasons.push(format!("map {file}: a key appears twice"));
             continue;

@@ -11,17 +11,17 @@ use crate::apply::{Applied, Applier};
 use crate::assemble::MAPS_DIR;
 use crate::bindings::{Fragment, SectionKind};
 use crate::changes::{self, Op, Plan};
-use crate::{model, runtime_api};
 use crate::render::{GuestConfig, Pipeline};
 use crate::source::Objects;
 use crate::source::kubernetes::{Connection, strip};
+use crate::{model, runtime_api};
 use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
@@ -357,7 +357,12 @@ impl State {
                     Plan::Runtime(ops) => ops.iter().map(Op::to_string).collect(),
                     _ => Vec::new(),
                 };
-                tracing::info!(class = "runtime", ?changes, ?counts, "applied through the Runtime API, without a reload");
+                tracing::info!(
+                    class = "runtime",
+                    ?changes,
+                    ?counts,
+                    "applied through the Runtime API, without a reload"
+                );
             }
             Ok(Applied::Reloaded) => {
                 counts.reloads += 1;

@@ -9,15 +9,21 @@ use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use wasmconfd::apply::{Applied, Applier, ApplyError, Reload, Signal, master_reloads};
+use wasmconfd::apply::{Applied, Applier, ApplyError, Reload, Signal};
 use wasmconfd::assemble::{self, Assembled, Output, Part, Source};
 use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
-use wasmconfd::runtime_api::command;
+use wasmconfd::changes::Op;
+use wasmconfd::runtime_api::{self, RuntimeError, command};
 
 /// A configuration answering every request with `word`, with a map file holding `word`.
 fn config(port: u16, word: &str) -> Assembled {
+    config_with_global(port, word, "")
+}
+
+/// [`config`] with more `global` lines.
+fn config_with_global(port: u16, word: &str, global: &str) -> Assembled {
     let text = format!(
-        "global\n    default-path config\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    \
+        "global\n    default-path config\n{global}defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    \
          timeout server 5s\nfrontend f\n    bind 127.0.0.1:{port}\n    \
          http-request return status 200 content-type text/plain lf-string %[str(word),map(maps/words.map)]\n"
     );
@@ -88,25 +94,7 @@ impl Master {
 
     /// (reloads, failed reloads, worker pids) from `show proc`.
     fn state(&self) -> (u64, u64, Vec<String>) {
-        // The master re-executes itself on a reload: its socket is gone for a moment.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let answer = loop {
-            match command(&self.socket, "show proc") {
-                Ok(answer) => break answer,
-                Err(error) => assert!(
-                    Instant::now() < deadline,
-                    "the master does not answer: {error}"
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let (reloads, failed) = master_reloads(&answer).unwrap();
-        let workers = answer
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some("worker"))
-            .map(|l| l.split_whitespace().next().unwrap().to_string())
-            .collect();
-        (reloads, failed, workers)
+        common::show_proc(&self.socket)
     }
 }
 
@@ -189,6 +177,65 @@ fn master_socket_reloads_follow_each_change_and_nothing_else() {
         leftovers.is_empty(),
         "temporary files left behind: {leftovers:?}"
     );
+}
+
+#[test]
+fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("haproxy.cfg");
+    let admin = dir.path().join("admin.sock");
+    let port = free_port();
+    let config = |word| {
+        let socket = format!("    stats socket {} level admin\n", admin.display());
+        config_with_global(port, word, &socket)
+    };
+    config("one").write(&target).unwrap();
+    let master = Master::start(dir.path(), &target, port);
+    let (_, _, workers) = master.state();
+    let applier = Applier {
+        target: target.clone(),
+        check_command: "haproxy -c -f".into(),
+        reload: Reload::MasterSocket(master.socket.clone()),
+    };
+
+    // The map entry changes in the running HAProxy, and on disk for the next reload.
+    let set_map = || {
+        let op = Op::SetMap {
+            file: "maps/words.map".into(),
+            key: "word".into(),
+            value: "two".into(),
+        };
+        runtime_api::apply(&admin, &[op])
+    };
+    assert_eq!(
+        applier.apply_hitless(&config("two"), &set_map).unwrap(),
+        Applied::Runtime
+    );
+    assert_eq!(get(port), "two");
+    assert_eq!(master.state(), (0, 0, workers.clone()), "no reload");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("maps/words.map")).unwrap(),
+        "word two\n"
+    );
+    assert!(!applier.pending_marker().exists());
+
+    // The Runtime API fails: the change is made by a reload.
+    let fails = || Err(RuntimeError::Mismatch("as the test says".into()));
+    assert_eq!(
+        applier.apply_hitless(&config("three"), &fails).unwrap(),
+        Applied::Reloaded
+    );
+    wait_for(port, "three");
+    assert_eq!(master.state().0, 1);
+
+    // With a reload pending, HAProxy may not run the files on disk: reload, do not patch.
+    std::fs::write(applier.pending_marker(), "").unwrap();
+    let untouched = || panic!("the Runtime API must not be used while a reload is pending");
+    assert_eq!(
+        applier.apply_hitless(&config("four"), &untouched).unwrap(),
+        Applied::Reloaded
+    );
+    wait_for(port, "four");
 }
 
 #[test]

@@ -183,3 +183,26 @@ pub fn start_haproxy<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Kille
             .expect("haproxy is not installed: install it (apt-get install haproxy); .ci/run does"),
     )
 }
+
+/// (reloads, failed reloads, worker pids) from `show proc` on a master socket. The master
+/// re-executes itself on a reload, so its socket may be gone for a moment.
+pub fn show_proc(socket: &Path) -> (u64, u64, Vec<String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let answer = loop {
+        match wasmconfd::runtime_api::command(socket, "show proc") {
+            Ok(answer) => break answer,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "the master does not answer: {error}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (reloads, failed) = wasmconfd::apply::master_reloads(&answer).unwrap();
+    let workers = answer
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("worker"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    (reloads, failed, workers)
+}
