@@ -267,4 +267,12 @@ impl MapFile {
             value: value.into(),
         });
     }
+
+    /// Put longer keys first (equal lengths by key). Lookups such as `map_end` and `map_beg`
+    /// take the first entry that matches, so `.shop.example.com` must come before
+    /// `.example.com` for the more specific one to win.
+    pub fn sort_longest_first(&mut self) {
+        self.entries
+            .sort_by(|a, b| b.key.len().cmp(&a.key.len()).then(a.key.cmp(&b.key)));
+    }
 }

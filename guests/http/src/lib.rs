@@ -86,6 +86,7 @@ impl Guest for Http {
             sections.push(section);
         }
 
+        wildcards.sort_longest_first();
         Ok(Fragment {
             sections,
             maps: vec![hosts, wildcards],
@@ -137,6 +138,19 @@ mod tests {
             .collect();
         assert_eq!(servers.len(), 1, "only the ready endpoint is a server");
         assert_eq!(servers[0].args, ["10.0.0.1:8080", "10.0.0.1:8080", "check"]);
+    }
+
+    #[test]
+    fn the_most_specific_wildcard_wins() {
+        let wide = service("a", "everything", "http")
+            .domain("*.example.com")
+            .build();
+        let narrow = service("b", "shop", "http")
+            .domain("*.shop.example.com")
+            .build();
+        let out = Http::render(cluster([wide, narrow])).unwrap();
+        let keys: Vec<_> = out.maps[1].entries.iter().map(|e| &e.key).collect();
+        assert_eq!(keys, [".shop.example.com", ".example.com"]);
     }
 
     #[test]

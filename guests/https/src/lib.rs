@@ -89,6 +89,7 @@ impl Guest for Https {
             sections.push(section);
         }
 
+        wildcards.sort_longest_first();
         Ok(Fragment {
             sections,
             maps: vec![names, wildcards],
