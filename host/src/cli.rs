@@ -102,6 +102,12 @@ pub struct RunArgs {
     #[arg(long, env = "WASMCONFD_MAX_DELAY", default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub max_delay: Duration,
 
+    /// Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz on
+    /// this address (e.g. 0.0.0.0:9180). Ready: synced with the API, the configuration loaded,
+    /// and the API answering.
+    #[arg(long, env = "WASMCONFD_STATUS_ADDRESS", value_name = "ADDRESS:PORT")]
+    pub status_address: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
 
@@ -142,6 +148,7 @@ impl RunArgs {
             },
             debounce: self.debounce,
             max_delay: self.max_delay,
+            status_address: self.status_address,
         }
     }
 }

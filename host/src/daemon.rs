@@ -14,13 +14,16 @@ use crate::changes::{self, Op, Plan};
 use crate::render::{GuestConfig, Pipeline};
 use crate::source::Objects;
 use crate::source::kubernetes::{Connection, strip};
+use crate::status::Status;
 use crate::{model, runtime_api};
+use anyhow::Context;
 use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +38,8 @@ pub struct DaemonConfig {
     pub debounce: Duration,
     /// Longest wait after the first change of a burst.
     pub max_delay: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`.
+    pub status_address: Option<std::net::SocketAddr>,
 }
 
 /// Consecutive watch errors on an API server that has answered before moving to the next.
@@ -114,18 +119,25 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let pipeline = Pipeline::new(&config.guests)?;
     let servers = config.connection.configs().await?;
     let caches = Arc::new(Mutex::new(Caches::default()));
+    let status = Arc::new(Status::default());
+    if let Some(address) = config.status_address {
+        crate::status::serve(address, status.clone())
+            .await
+            .with_context(|| format!("cannot serve status on {address}"))?;
+    }
     let (changed_tx, changed) = mpsc::sync_channel::<()>(1);
     tokio::spawn(watch_all(
         config.connection.clone(),
         servers,
         caches.clone(),
         changed_tx,
+        status.clone(),
     ));
     let (done_tx, done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("render".into())
         .spawn(move || {
-            let _ = done_tx.send(render_loop(&config, &pipeline, &caches, &changed));
+            let _ = done_tx.send(render_loop(&config, &pipeline, &caches, &changed, status));
         })?;
     done.await?
 }
@@ -137,6 +149,7 @@ fn render_loop(
     pipeline: &Pipeline,
     caches: &Mutex<Caches>,
     changed: &mpsc::Receiver<()>,
+    status: Arc<Status>,
 ) -> anyhow::Result<()> {
     let stopped = || anyhow::anyhow!("the watchers stopped");
     while !caches
@@ -148,7 +161,13 @@ fn render_loop(
     }
     tracing::info!("initial sync done");
 
-    let mut state = State::default();
+    status.synced.store(true, Ordering::Relaxed);
+    let mut state = State {
+        last_good: Vec::new(),
+        installed: None,
+        reload_pending: false,
+        status,
+    };
     let mut reload_failures = 0;
     loop {
         let objects = caches.lock().unwrap().objects();
@@ -158,8 +177,8 @@ fn render_loop(
             match changed.recv_timeout(backoff(reload_failures)) {
                 Ok(()) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if config.applier.reload().is_ok() {
-                        state.reload_pending = false;
+                    state.retry_reload(&config.applier);
+                    if !state.reload_pending {
                         reload_failures = 0;
                     }
                     continue;
@@ -181,6 +200,7 @@ async fn watch_all(
     servers: Vec<kube::Config>,
     caches: Arc<Mutex<Caches>>,
     changed: mpsc::SyncSender<()>,
+    status: Arc<Status>,
 ) {
     let timeout = connection.timeout.as_secs().saturating_sub(1).clamp(1, 290) as u32;
     let mut watch_config = watcher::Config::default().timeout(timeout);
@@ -222,11 +242,14 @@ async fn watch_all(
                 Ok(answered) => {
                     if answered {
                         (errors, answered_once) = (0, true);
+                        status.api_failing.store(false, Ordering::Relaxed);
                         let _ = changed.try_send(());
                     }
                 }
                 Err(error) => {
                     errors += 1;
+                    status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                    status.api_failing.store(true, Ordering::Relaxed);
                     tracing::warn!(server = %url, %error, errors, "watch failed; the running configuration stays");
                     // A server that never answered is left at once; one that did gets a few tries.
                     if (!answered_once || errors >= ERRORS_BEFORE_FAILOVER) && servers.len() > 1 {
@@ -291,27 +314,18 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// What the render loop keeps between renders.
-#[derive(Default)]
 struct State {
     /// Each guest's last successful output.
     last_good: Vec<Option<Fragment>>,
     /// The fragments of the configuration on disk, once this process installed or found it.
     installed: Option<Vec<Fragment>>,
     reload_pending: bool,
-    counts: Counts,
-}
-
-/// How many changes took each way, since the start.
-#[derive(Default, Debug)]
-struct Counts {
-    runtime: u64,
-    reloads: u64,
-    /// Changes meant for the Runtime API that needed a reload after all.
-    runtime_fallbacks: u64,
+    status: Arc<Status>,
 }
 
 impl State {
     fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, applier: &Applier) {
+        let status = &self.status;
         let (services, problems) = model::build(objects);
         for problem in &problems {
             tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
@@ -321,7 +335,10 @@ impl State {
         for (result, last) in results.into_iter().zip(self.last_good.iter_mut()) {
             match result {
                 Ok(fragment) => *last = Some(fragment),
-                Err(error) => tracing::error!("{error}; keeping its last good output"),
+                Err(error) => {
+                    status.guest_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("{error}; keeping its last good output")
+                }
             }
         }
         let Some(fragments) = self.last_good.iter().cloned().collect::<Option<Vec<_>>>() else {
@@ -337,6 +354,9 @@ impl State {
         };
 
         let plan = match &self.installed {
+            _ if self.reload_pending => {
+                Plan::Reload(vec!["the last reload has not succeeded yet".into()])
+            }
             Some(installed) => changes::plan(installed, &fragments, MAPS_DIR),
             None => Plan::Reload(vec!["first configuration from this process".into()]),
         };
@@ -348,49 +368,78 @@ impl State {
             }),
             _ => applier.apply(&assembled),
         };
-        let counts = &mut self.counts;
+        let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let reload_failed = matches!(result, Err(crate::apply::ApplyError::Reload(_)));
         match result {
             Ok(Applied::Unchanged) => tracing::debug!("configuration unchanged"),
             Ok(Applied::Runtime) => {
-                counts.runtime += 1;
-                let changes = match &plan {
+                let changes: Vec<_> = match &plan {
                     Plan::Runtime(ops) => ops.iter().map(Op::to_string).collect(),
                     _ => Vec::new(),
                 };
+                let total = count(&status.runtime_applies);
                 tracing::info!(
                     class = "runtime",
                     ?changes,
-                    ?counts,
+                    total,
                     "applied through the Runtime API, without a reload"
                 );
             }
             Ok(Applied::Reloaded) => {
-                counts.reloads += 1;
                 let reasons = match (&plan, &socket) {
                     (Plan::Reload(reasons), _) => reasons.clone(),
-                    (Plan::Runtime(_), None) => vec!["the configuration has no admin socket (`stats socket PATH level admin` in `global`)".into()],
+                    (Plan::Runtime(_), None) => vec![
+                        "the configuration has no admin socket (`stats socket PATH` in `global`)"
+                            .into(),
+                    ],
                     (Plan::Runtime(_), Some(_)) => {
-                        counts.runtime_fallbacks += 1;
+                        count(&status.runtime_fallbacks);
                         vec!["the Runtime API could not make the change".into()]
                     }
-                    (Plan::Unchanged, _) => vec!["the installed configuration was never reloaded".into()],
+                    (Plan::Unchanged, _) => {
+                        vec!["the installed configuration was never reloaded".into()]
+                    }
                 };
-                tracing::info!(class = "reload", ?reasons, ?counts, "applied by a reload");
-                self.reload_pending = false;
+                let total = count(&status.reloads);
+                tracing::info!(class = "reload", ?reasons, total, "applied by a reload");
             }
             Err(crate::apply::ApplyError::Reload(error)) => {
-                counts.reloads += 1;
+                count(&status.failed_reloads);
                 tracing::error!(%error, "reload failed; retrying with backoff");
-                self.reload_pending = true;
             }
             Err(error) => {
+                if matches!(error, crate::apply::ApplyError::Check(_)) {
+                    count(&status.rejected_configurations);
+                }
                 tracing::error!(
                     "{error}; the running configuration stays, retried on the next change"
                 );
                 return;
             }
         }
+        self.reload_pending = reload_failed;
+        self.status
+            .reload_pending
+            .store(self.reload_pending, Ordering::Relaxed);
+        if !self.reload_pending {
+            self.status.in_step();
+        }
         self.installed = Some(fragments);
+    }
+
+    /// Retry the pending reload.
+    fn retry_reload(&mut self, applier: &Applier) {
+        match applier.reload() {
+            Ok(()) => {
+                self.reload_pending = false;
+                self.status.reload_pending.store(false, Ordering::Relaxed);
+                self.status.in_step();
+            }
+            Err(error) => {
+                self.status.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "reload failed; retrying with backoff");
+            }
+        }
     }
 }
 

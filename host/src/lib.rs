@@ -3,7 +3,9 @@
 //! The pipeline runs in one direction, one module per stage:
 //! [`source`] (Kubernetes objects) -> [`model`] (validated WIT records) -> [`guests`] (sandboxed
 //! components, driven by [`render`]) -> [`assemble`] (configuration text) -> [`validate`]
-//! (HAProxy's own check) -> [`apply`] (install atomically, reload).
+//! (HAProxy's own check) -> [`apply`] (install atomically, reload), or [`changes`] and
+//! [`runtime_api`] (servers and map entries changed in the running HAProxy, no reload).
+//! [`daemon`] runs it all on every change in the cluster and reports through [`status`].
 
 pub mod apply;
 pub mod assemble;
@@ -17,4 +19,5 @@ pub mod model;
 pub mod render;
 pub mod runtime_api;
 pub mod source;
+pub mod status;
 pub mod validate;

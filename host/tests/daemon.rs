@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    Killed, backend, backend_on, free_port, http_get, misbehave_guest, show_proc, start_haproxy,
-    wasmconfd,
+    Killed, backend, backend_on, free_port, http_get, http_get_path, misbehave_guest, show_proc,
+    start_haproxy, wasmconfd,
 };
 use fake_apiserver::{FakeApi, Fault, Kind};
 use serde_json::{Value, json};
@@ -67,6 +67,8 @@ fn with_shop(api: FakeApi, ip: &str, port: u16) -> FakeApi {
 struct Scene {
     dir: tempfile::TempDir,
     http: u16,
+    /// wasmconfd's `--status-address` port.
+    status: u16,
     _haproxy: Killed,
     _daemon: Killed,
 }
@@ -89,7 +91,7 @@ impl Scene {
     /// HAProxy's pid file and master socket are.
     fn start_reloading_with(api_servers: &str, reload: &[&str], extra: &[&str]) -> Scene {
         let dir = tempfile::tempdir().unwrap();
-        let (http, https) = (free_port(), free_port());
+        let (http, https, status) = (free_port(), free_port(), free_port());
         let config = dir.path().join("haproxy.cfg");
         std::fs::write(&config, format!(
             "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
@@ -128,6 +130,7 @@ impl Scene {
                 .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
                 .args(["--set", &format!("https.bind=127.0.0.1:{https}")])
                 .args(["--set", "base.log=none"])
+                .args(["--status-address", &format!("127.0.0.1:{status}")])
                 .arg("--set")
                 .arg(format!(
                     "base.admin-socket={}",
@@ -141,8 +144,31 @@ impl Scene {
         Scene {
             dir,
             http,
+            status,
             _haproxy: haproxy,
             _daemon: daemon,
+        }
+    }
+
+    /// (status code, body) of wasmconfd's own `path`: `/metrics`, `/readyz`.
+    fn get_status(&self, path: &str) -> (u16, String) {
+        http_get_path(self.status, "wasmconfd", path)
+    }
+
+    /// Wait until `/readyz` answers `code`; its body.
+    fn wait_for_readiness(&self, code: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (now, body) = self.get_status("/readyz");
+            if now == code {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz still answers {now} {body:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -222,16 +248,26 @@ fn traffic_follows_the_cluster_and_survives_the_api_going_away() {
     );
     assert_eq!(scene.config(), config);
 
-    // The API goes away: HAProxy keeps serving what it had.
+    // The API goes away: HAProxy keeps serving what it had, and readiness says it may be stale.
+    assert_eq!(scene.wait_for_readiness(200), "ready\n");
     api.stop();
     for _ in 0..10 {
         assert_eq!(get(scene.http, "shop.test"), "b");
         std::thread::sleep(Duration::from_millis(200));
     }
+    let why = scene.wait_for_readiness(503);
+    assert!(why.contains("may be stale"), "{why}");
+    assert!(
+        scene
+            .get_status("/metrics")
+            .1
+            .contains("wasmconfd_api_reachable 0")
+    );
     // It comes back, with a change made meanwhile: the daemon catches up.
     api.apply(slice("shop", &["127.0.0.1"], a));
     api.restart();
     scene.wait_for("shop.test", "a");
+    scene.wait_for_readiness(200);
     assert!(scene.log().contains("watch failed"), "{}", scene.log());
 }
 
@@ -345,6 +381,11 @@ fn scaling_moving_and_a_new_domain_apply_without_a_reload_or_a_failed_request() 
         4,
         "one Runtime API apply per change:\n{log}"
     );
+    let metrics = scene.get_status("/metrics").1;
+    assert!(
+        metrics.contains("wasmconfd_applies_total{class=\"runtime\"} 4\n"),
+        "{metrics}"
+    );
     for (change, took) in &followed {
         eprintln!("traffic followed {change} after {} ms", took.as_millis());
     }
@@ -354,6 +395,11 @@ fn scaling_moving_and_a_new_domain_apply_without_a_reload_or_a_failed_request() 
     api.apply(slice("blog", &[&ips[0]], port));
     scene.wait_for("blog.test", "127.0.0.11");
     assert_eq!(reloads(&scene), reloads_before + 1);
+    let metrics = scene.get_status("/metrics").1;
+    assert!(
+        metrics.contains("wasmconfd_applies_total{class=\"reload\"} 2\n"),
+        "the first configuration and this one:\n{metrics}"
+    );
     assert!(
         scene
             .log()

@@ -132,13 +132,18 @@ fn serve(listener: std::net::TcpListener, name: String) {
 /// (status code, body) of `GET /` with `Host: host` on 127.0.0.1:`port`; status 0 and the
 /// error as the body when the request fails.
 pub fn http_get(port: u16, host: &str) -> (u16, String) {
+    http_get_path(port, host, "/")
+}
+
+/// Like [`http_get`], for `path`.
+pub fn http_get_path(port: u16, host: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let attempt = || -> std::io::Result<String> {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
         write!(
             stream,
-            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;

@@ -1,0 +1,181 @@
+//! What `wasmconfd run` tells the outside over HTTP (`--status-address`): Prometheus metrics at
+//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`.
+//!
+//! Ready means: the first complete list from the Kubernetes API is in, the configuration rendered
+//! from it is installed and loaded by HAProxy, and the API answers. When the API stops answering
+//! HAProxy keeps serving, but what it serves may be stale, and readiness says so.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Counters and states, shared by the watchers, the render loop and the HTTP server.
+#[derive(Default)]
+pub struct Status {
+    pub runtime_applies: AtomicU64,
+    pub reloads: AtomicU64,
+    pub runtime_fallbacks: AtomicU64,
+    pub rejected_configurations: AtomicU64,
+    pub failed_reloads: AtomicU64,
+    pub guest_errors: AtomicU64,
+    pub watch_errors: AtomicU64,
+    /// The first complete list is in.
+    pub synced: AtomicBool,
+    /// The last watch request failed and none has succeeded since.
+    pub api_failing: AtomicBool,
+    /// Installed, but HAProxy has not loaded it yet.
+    pub reload_pending: AtomicBool,
+    /// Unix time (seconds) when HAProxy last held what the cluster asks for; 0 before.
+    pub in_step_since: AtomicU64,
+}
+
+impl Status {
+    /// HAProxy now holds the configuration rendered from the cluster.
+    pub fn in_step(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.in_step_since.store(now, Ordering::Relaxed);
+    }
+
+    /// Why the daemon is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.synced.load(Ordering::Relaxed) {
+            Some("waiting for the first complete list from the Kubernetes API")
+        } else if self.in_step_since.load(Ordering::Relaxed) == 0 {
+            Some("no configuration installed yet")
+        } else if self.reload_pending.load(Ordering::Relaxed) {
+            Some("a configuration is installed but HAProxy has not reloaded it yet")
+        } else if self.api_failing.load(Ordering::Relaxed) {
+            Some(
+                "the Kubernetes API does not answer: HAProxy serves the last configuration, which may be stale",
+            )
+        } else {
+            None
+        }
+    }
+
+    /// The Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        metric(
+            "wasmconfd_applies_total",
+            "counter",
+            "Configuration changes applied, by how: through the Runtime API or by a reload.",
+            &[
+                (r#"{class="runtime"}"#, get(&self.runtime_applies)),
+                (r#"{class="reload"}"#, get(&self.reloads)),
+            ],
+        );
+        metric(
+            "wasmconfd_runtime_fallbacks_total",
+            "counter",
+            "Changes meant for the Runtime API that were applied by a reload after all.",
+            &[("", get(&self.runtime_fallbacks))],
+        );
+        metric(
+            "wasmconfd_rejected_configurations_total",
+            "counter",
+            "Rendered configurations that the check command rejected; none was installed.",
+            &[("", get(&self.rejected_configurations))],
+        );
+        metric(
+            "wasmconfd_failed_reloads_total",
+            "counter",
+            "Reload attempts that failed.",
+            &[("", get(&self.failed_reloads))],
+        );
+        metric(
+            "wasmconfd_guest_errors_total",
+            "counter",
+            "Guest renders that failed; the guest's last good output was used.",
+            &[("", get(&self.guest_errors))],
+        );
+        metric(
+            "wasmconfd_watch_errors_total",
+            "counter",
+            "Failed list or watch requests to the Kubernetes API.",
+            &[("", get(&self.watch_errors))],
+        );
+        metric(
+            "wasmconfd_api_reachable",
+            "gauge",
+            "1 when the last request to the Kubernetes API succeeded.",
+            &[("", 1 - flag(&self.api_failing))],
+        );
+        metric(
+            "wasmconfd_reload_pending",
+            "gauge",
+            "1 when the installed configuration still waits for a successful reload.",
+            &[("", flag(&self.reload_pending))],
+        );
+        metric(
+            "wasmconfd_in_step_timestamp_seconds",
+            "gauge",
+            "When HAProxy last held the configuration rendered from the cluster (Unix time).",
+            &[("", get(&self.in_step_since))],
+        );
+        out
+    }
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` on `address` until the process ends.
+pub async fn serve(address: std::net::SocketAddr, status: Arc<Status>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let status = status.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let response = answer(&status, request.uri().path());
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+fn answer(status: &Status, path: &str) -> Response<Full<Bytes>> {
+    let (code, body) = match path {
+        "/metrics" => (StatusCode::OK, status.metrics()),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" => match status.not_ready() {
+            None => (StatusCode::OK, "ready\n".to_string()),
+            Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".to_string(),
+        ),
+    };
+    let content_type = match path {
+        "/metrics" => "text/plain; version=0.0.4",
+        _ => "text/plain",
+    };
+    Response::builder()
+        .status(code)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
