@@ -421,9 +421,7 @@ impl State {
         self.status
             .reload_pending
             .store(self.reload_pending, Ordering::Relaxed);
-        if !self.reload_pending {
-            self.status.in_step();
-        }
+        self.status.installed.store(true, Ordering::Relaxed);
         self.installed = Some(fragments);
     }
 
@@ -433,7 +431,6 @@ impl State {
             Ok(()) => {
                 self.reload_pending = false;
                 self.status.reload_pending.store(false, Ordering::Relaxed);
-                self.status.in_step();
             }
             Err(error) => {
                 self.status.failed_reloads.fetch_add(1, Ordering::Relaxed);

@@ -12,7 +12,6 @@ use hyper_util::rt::TokioIo;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Counters and states, shared by the watchers, the render loop and the HTTP server.
 #[derive(Default)]
@@ -30,24 +29,18 @@ pub struct Status {
     pub api_failing: AtomicBool,
     /// Installed, but HAProxy has not loaded it yet.
     pub reload_pending: AtomicBool,
-    /// Unix time (seconds) when HAProxy last held what the cluster asks for; 0 before.
-    pub in_step_since: AtomicU64,
+    /// A configuration rendered from the cluster has been installed (and loaded, unless a
+    /// reload is pending).
+    pub installed: AtomicBool,
 }
 
 impl Status {
-    /// HAProxy now holds the configuration rendered from the cluster.
-    pub fn in_step(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.in_step_since.store(now, Ordering::Relaxed);
-    }
 
     /// Why the daemon is not ready, if it is not.
     pub fn not_ready(&self) -> Option<&'static str> {
         if !self.synced.load(Ordering::Relaxed) {
             Some("waiting for the first complete list from the Kubernetes API")
-        } else if self.in_step_since.load(Ordering::Relaxed) == 0 {
+        } else if !self.installed.load(Ordering::Relaxed) {
             Some("no configuration installed yet")
         } else if self.reload_pending.load(Ordering::Relaxed) {
             Some("a configuration is installed but HAProxy has not reloaded it yet")
@@ -121,12 +114,6 @@ impl Status {
             "gauge",
             "1 when the installed configuration still waits for a successful reload.",
             &[("", flag(&self.reload_pending))],
-        );
-        metric(
-            "wasmconfd_in_step_timestamp_seconds",
-            "gauge",
-            "When HAProxy last held the configuration rendered from the cluster (Unix time).",
-            &[("", get(&self.in_step_since))],
         );
         out
     }
