@@ -104,29 +104,28 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The servers HAProxy holds in `backend`, as `name -> address:port`.
-pub fn servers(socket: &Path, backend: &str) -> Result<BTreeMap<String, String>, RuntimeError> {
-    let answer = send(
-        socket,
-        &format!("show servers state {}", word(backend)?),
-        "",
-    )?;
+/// The servers HAProxy holds, as `backend -> server -> address:port`, from one
+/// `show servers state`.
+pub fn servers(socket: &Path) -> Result<BTreeMap<String, BTreeMap<String, String>>, RuntimeError> {
+    let answer = send(socket, "show servers state", "")?;
     // `be_id be_name srv_id srv_name srv_addr ... srv_port (19th)`
-    let servers = answer
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|words| words.len() > 18 && words[1] == backend)
-        .map(|words| {
-            let address = if words[4].contains(':') {
-                format!("[{}]", words[4])
-            } else {
-                words[4].to_string()
-            };
-            (words[3].to_string(), format!("{address}:{}", words[18]))
-        })
-        .collect();
-    Ok(servers)
+    let mut backends: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for line in answer.lines().filter(|line| !line.starts_with('#')) {
+        let words: Vec<_> = line.split_whitespace().collect();
+        if words.len() <= 18 {
+            continue;
+        }
+        let address = if words[4].contains(':') {
+            format!("[{}]", words[4])
+        } else {
+            words[4].to_string()
+        };
+        backends
+            .entry(words[1].to_string())
+            .or_default()
+            .insert(words[3].to_string(), format!("{address}:{}", words[18]));
+    }
+    Ok(backends)
 }
 
 /// The entries HAProxy holds in map `file`, as `(key, value)` in its order.
@@ -147,6 +146,7 @@ pub fn map_entries(socket: &Path, file: &str) -> Result<Vec<(String, String)>, R
 /// Check that HAProxy holds the servers and map entries of `fragments`: every server of every
 /// backend at its address, and every map's entries (as a set).
 pub fn verify(socket: &Path, fragments: &[Fragment], maps_dir: &str) -> Result<(), RuntimeError> {
+    let held_servers = servers(socket)?;
     for fragment in fragments {
         for section in &fragment.sections {
             let (Some(backend), SectionKind::Backend | SectionKind::Listen) =
@@ -154,33 +154,45 @@ pub fn verify(socket: &Path, fragments: &[Fragment], maps_dir: &str) -> Result<(
             else {
                 continue;
             };
-            let expected: BTreeMap<String, String> = section
+            let meant: BTreeSet<(String, String)> = section
                 .directives
                 .iter()
                 .filter(|d| d.keyword == "server" && d.args.len() >= 2)
                 .map(|d| (d.args[0].clone(), d.args[1].clone()))
                 .collect();
-            let held = servers(socket, backend)?;
-            if held != expected {
-                return Err(RuntimeError::Mismatch(format!(
-                    "backend {backend}: holds {held:?}, meant {expected:?}"
-                )));
-            }
+            let held = held_servers.get(backend).cloned().unwrap_or_default();
+            compare(
+                &format!("backend {backend}"),
+                held.into_iter().collect(),
+                meant,
+            )?;
         }
         for map in &fragment.maps {
             let file = format!("{maps_dir}/{}", map.name);
-            let expected: BTreeSet<_> = map
+            let meant = map
                 .entries
                 .iter()
                 .map(|e| (e.key.clone(), e.value.clone()))
                 .collect();
-            let held: BTreeSet<_> = map_entries(socket, &file)?.into_iter().collect();
-            if held != expected {
-                return Err(RuntimeError::Mismatch(format!(
-                    "map {file}: holds {held:?}, meant {expected:?}"
-                )));
-            }
+            let held = map_entries(socket, &file)?.into_iter().collect();
+            compare(&format!("map {file}"), held, meant)?;
         }
     }
     Ok(())
+}
+
+/// `held` and `meant` of `what` are the same, or a mismatch naming the differences.
+fn compare(
+    what: &str,
+    held: BTreeSet<(String, String)>,
+    meant: BTreeSet<(String, String)>,
+) -> Result<(), RuntimeError> {
+    if held == meant {
+        return Ok(());
+    }
+    let missing: Vec<_> = meant.difference(&held).collect();
+    let extra: Vec<_> = held.difference(&meant).collect();
+    Err(RuntimeError::Mismatch(format!(
+        "{what}: missing {missing:?}, not meant {extra:?}"
+    )))
 }

@@ -35,7 +35,6 @@ pub struct Status {
 }
 
 impl Status {
-
     /// Why the daemon is not ready, if it is not.
     pub fn not_ready(&self) -> Option<&'static str> {
         if !self.synced.load(Ordering::Relaxed) {
