@@ -17,6 +17,8 @@ pub const DOMAIN: [&str; 2] = ["wasmconfd.io/domain", "domain"];
 pub const PROTO: [&str; 2] = ["wasmconfd.io/proto", "proto"];
 pub const PORT: &str = "wasmconfd.io/port";
 pub const LISTEN_PORT: &str = "wasmconfd.io/listen-port";
+/// A path prefix: services may share a domain when their paths differ.
+pub const PATH: &str = "wasmconfd.io/path";
 
 /// Dropped from the annotations guests see: large, and a copy of the object itself.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -168,6 +170,9 @@ impl Candidate<'_> {
             }
             None => Vec::new(),
         };
+        if let Some(path) = annotations.get(PATH) {
+            check_path(path).map_err(|e| format!("annotation {PATH}: {e}"))?;
+        }
         let listen_port = annotations
             .get(LISTEN_PORT)
             .map(|v| parse_port(v).map_err(|e| format!("annotation {LISTEN_PORT}: {e}")))
@@ -390,7 +395,7 @@ fn default_port(ports: &[ServicePort], proto: &str) -> Option<String> {
         .map(|p| p.name.clone())
 }
 
-/// The oldest service keeps a (proto, domain); a younger one claiming it is skipped whole.
+/// The oldest service keeps a (proto, domain, path); a younger one claiming it is skipped whole.
 fn resolve_domain_conflicts(
     mut services: Vec<Service>,
     problems: &mut Vec<Problem>,
@@ -399,20 +404,30 @@ fn resolve_domain_conflicts(
         let age = |s: &Service| s.creation_time.unwrap_or(i64::MAX);
         (age(a), &a.namespace, &a.name).cmp(&(age(b), &b.namespace, &b.name))
     });
-    let mut owners: HashMap<(String, String), String> = HashMap::new();
+    let mut owners: HashMap<(String, String, String), String> = HashMap::new();
     let mut kept = Vec::with_capacity(services.len());
     for service in services {
         let id = format!("{}/{}", service.namespace, service.name);
-        let taken = service.domains.iter().find_map(|d| {
-            owners
-                .get(&(service.proto.clone(), d.clone()))
-                .map(|owner| (d, owner))
-        });
+        let path = service
+            .annotations
+            .iter()
+            .find(|(k, _)| k == PATH)
+            .map_or("", |(_, v)| v.as_str());
+        let claim = |domain: &String| (service.proto.clone(), domain.clone(), path.to_string());
+        let taken = service
+            .domains
+            .iter()
+            .find_map(|d| owners.get(&claim(d)).map(|owner| (d, owner)));
         if let Some((domain, owner)) = taken {
+            let path = if path.is_empty() {
+                String::new()
+            } else {
+                format!(" path {path}")
+            };
             problems.push(Problem {
                 object: format!("Service {id}"),
                 reason: format!(
-                    "domain {domain} ({}) is already claimed by the older service {owner}; \
+                    "domain {domain}{path} ({}) is already claimed by the older service {owner}; \
                      remove it from one of them",
                     service.proto
                 ),
@@ -420,11 +435,28 @@ fn resolve_domain_conflicts(
             continue;
         }
         for domain in &service.domains {
-            owners.insert((service.proto.clone(), domain.clone()), id.clone());
+            owners.insert(claim(domain), id.clone());
         }
         kept.push(service);
     }
     kept
+}
+
+/// A URL path prefix: `/`, then letters, digits and `/._~-`.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let valid = path.starts_with('/')
+        && path.len() <= 256
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._~-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path:?} is not a path prefix: it must start with / and hold at most 256 letters, \
+             digits and /._~-"
+        ))
+    }
 }
 
 /// A comma-separated list of domains, each lower-cased and checked.
@@ -600,6 +632,42 @@ mod tests {
             problems[0].object == "Service ns/young" && problems[0].reason.contains("ns/old"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn services_share_a_domain_under_different_paths() {
+        let with = |name: &str, path: &str, created: &str| {
+            let path = match path {
+                "" => String::new(),
+                path => format!("\n    wasmconfd.io/path: {path}"),
+            };
+            service(
+                name,
+                &format!(
+                    "    wasmconfd.io/proto: paths\n    wasmconfd.io/domain: t.example.com{path}"
+                ),
+                created,
+            )
+        };
+        let yaml = [
+            with("root", "", "2024-01-01T00:00:00Z"),
+            with("api", "/api", "2024-01-02T00:00:00Z"),
+            with("api-too", "/api", "2024-01-03T00:00:00Z"),
+            with("bad", "api", "2024-01-04T00:00:00Z"),
+        ]
+        .concat();
+        let (services, problems) = model(&yaml);
+        let names: Vec<_> = services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["api", "root"]);
+        let reasons: Vec<_> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with(
+                "Service ns/bad: annotation wasmconfd.io/path: \"api\" is not a path prefix"
+            ),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("domain t.example.com path /api (paths) is already claimed by the older service ns/api"), "{reasons:?}");
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl Guest for Http {
         let mut hosts = MapFile::new("http-hosts.map");
         let mut wildcards = MapFile::new("http-wildcards.map");
         let mut sections = vec![frontend, default_backend];
+        let mut routed = std::collections::BTreeMap::new();
         for service in cluster.services_with_proto("http") {
             if service.domains.is_empty() {
                 log::warn(&format!(
@@ -76,6 +77,17 @@ impl Guest for Http {
             }
             let backend = backend_name("http", service);
             for domain in &service.domains {
+                // Two services share a domain only under different `wasmconfd.io/path`s, which
+                // this guest does not route by: the first keeps it.
+                if let Some(owner) = routed.get(domain) {
+                    log::warn(&format!(
+                        "service {}: domain {domain} is already routed to {owner} (this guest \
+                         routes by host only, not by path): skipped",
+                        service.id()
+                    ));
+                    continue;
+                }
+                routed.insert(domain.clone(), backend.clone());
                 match domain.strip_prefix('*') {
                     Some(suffix) => wildcards.push(suffix, &backend),
                     None => hosts.push(domain, &backend),
@@ -151,6 +163,19 @@ mod tests {
         let out = Http::render(cluster([wide, narrow])).unwrap();
         let keys: Vec<_> = out.maps[1].entries.iter().map(|e| &e.key).collect();
         assert_eq!(keys, [".shop.example.com", ".example.com"]);
+    }
+
+    #[test]
+    fn a_domain_shared_under_paths_goes_to_the_first_service() {
+        let first = service("a", "root", "http").domain("x.example.com").build();
+        let second = service("a", "api", "http")
+            .domain("x.example.com")
+            .annotation("wasmconfd.io/path", "/api")
+            .build();
+        let out = Http::render(cluster([first, second])).unwrap();
+        assert_eq!(out.maps[0].entries.len(), 1);
+        assert_eq!(out.maps[0].entries[0].value, "http_a_root");
+        assert!(take_logs().iter().any(|(_, m)| m.contains("a/api")));
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl Guest for Https {
         let mut names = MapFile::new("https-sni.map");
         let mut wildcards = MapFile::new("https-wildcards.map");
         let mut sections = vec![frontend];
+        let mut routed = std::collections::BTreeMap::new();
         for service in cluster.services_with_proto("https") {
             if service.domains.is_empty() {
                 log::warn(&format!(
@@ -79,6 +80,17 @@ impl Guest for Https {
             }
             let backend = backend_name("https", service);
             for domain in &service.domains {
+                // Two services share a domain only under different `wasmconfd.io/path`s, which
+                // this guest does not route by: the first keeps it.
+                if let Some(owner) = routed.get(domain) {
+                    log::warn(&format!(
+                        "service {}: domain {domain} is already routed to {owner} (this guest \
+                         routes by server name only, not by path): skipped",
+                        service.id()
+                    ));
+                    continue;
+                }
+                routed.insert(domain.clone(), backend.clone());
                 match domain.strip_prefix('*') {
                     Some(suffix) => wildcards.push(suffix, &backend),
                     None => names.push(domain, &backend),
