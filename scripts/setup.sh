@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
 # Install what building and testing wasmconfd needs on a fresh Debian machine: HAProxy (the
-# tests check every configuration with it) and the wasm32-wasip2 target (guests build for it).
+# tests check every configuration with it), the wasm32-wasip2 target (guests build for it), and
+# the Python and JavaScript guest toolchains the example guests build with (pinned versions).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"
-if ! command -v haproxy >/dev/null; then
+missing=()
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v npm >/dev/null || missing+=(nodejs npm)
+command -v pip3 >/dev/null || missing+=(python3-pip)
+if ((${#missing[@]})); then
     $sudo apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends haproxy
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 rustup target add wasm32-wasip2 >/dev/null
+
+componentize_py=0.25.1
+if [[ "$(componentize-py --version 2>/dev/null)" != "componentize-py $componentize_py" ]]; then
+    pip3 install --quiet "componentize-py==$componentize_py" \
+        || pip3 install --quiet --break-system-packages "componentize-py==$componentize_py"
+fi
+# componentize-js, pinned in the example's package.json (its dependencies in package-lock.json;
+# `npm ci` refuses this lock file for its optional platform packages, `npm install` keeps it).
+(cd examples/guests/paths-js && npm install --no-audit --no-fund --loglevel=error)
+
 haproxy -v | sed -n 1p  # sed reads it all: `head` could end the pipe early (SIGPIPE)
+componentize-py --version
