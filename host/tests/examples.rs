@@ -51,7 +51,7 @@ fn render(guests: &Path) -> (String, String) {
     let out = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let config = out.path().join("haproxy.cfg");
-    let mut start = || {
+    let start = || {
         let (ok, _, stderr) = run(wasmconfd()
             .args(["render", "--check", "--cluster"])
             .arg(repo().join("examples/cluster.yaml"))
