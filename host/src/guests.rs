@@ -114,9 +114,18 @@ impl Runtime {
 
     /// Compile (or load from the cache) and pre-instantiate the component `wasm`.
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Guest, GuestError> {
-        let load_error = |e: wasmtime::Error| GuestError::Load {
-            guest: name.to_string(),
-            message: format!("{e:#}"),
+        let load_error = |e: wasmtime::Error| {
+            let mut message = format!("{e:#}");
+            if message.contains("imports instance `wasi:http/") {
+                message.push_str(
+                    "; guests have no network, so leave wasi:http out of the build \
+                     (componentize-js: --disable http fetch-event)",
+                );
+            }
+            GuestError::Load {
+                guest: name.to_string(),
+                message,
+            }
         };
         let component = self.compile(name, wasm).map_err(load_error)?;
         let pre = self
