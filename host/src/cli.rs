@@ -47,6 +47,59 @@ pub enum Command {
     /// atomically and reload. Unchanged output writes and reloads nothing; a configuration
     /// HAProxy rejects never replaces the running one.
     Run(Box<RunArgs>),
+    /// Work with guests.
+    Guest {
+        #[command(subcommand)]
+        command: GuestCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuestCommand {
+    /// Start a new guest project that builds as it is and passes its own test.
+    ///
+    /// The project routes services with proto NAME by Host header to their ready endpoints. It
+    /// has a build.sh, and a test.sh that builds the guest, renders a sample cluster through
+    /// wasmconfd and compares the output with test/expected.cfg (`./test.sh --update` accepts
+    /// a new output). See docs/guests.md.
+    New(NewGuestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewGuestArgs {
+    /// The guest's name, which is also the proto of the services it serves: a lower-case word
+    /// such as `grpc` or `team-routes`.
+    pub name: String,
+
+    /// The language to write it in.
+    #[arg(long, value_enum)]
+    pub lang: crate::scaffold::Language,
+
+    /// Where to create the project (default: ./NAME). Must not exist, or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// The Rust guest SDK (guest-sdk/ of a wasmconfd checkout), for --lang rust. Default: the
+    /// checkout this binary was built from.
+    #[arg(long, value_name = "DIR")]
+    pub sdk: Option<PathBuf>,
+}
+
+/// `wasmconfd guest new`.
+pub fn new_guest(args: &NewGuestArgs) -> anyhow::Result<()> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    crate::scaffold::create(&args.name, args.lang, &dir, args.sdk.as_deref())?;
+    println!(
+        "Created the {} guest {} in {}.\nNext: cd {} && ./test.sh",
+        format!("{:?}", args.lang).to_lowercase(),
+        args.name,
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub mod guests;
 pub mod model;
 pub mod render;
 pub mod runtime_api;
+pub mod scaffold;
 pub mod source;
 pub mod status;
 pub mod validate;

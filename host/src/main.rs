@@ -8,6 +8,9 @@ fn main() -> std::process::ExitCode {
         Command::Render(args) => cli::render(args),
         Command::Snapshot(args) => cli::snapshot(args),
         Command::Run(args) => cli::run(args),
+        Command::Guest {
+            command: cli::GuestCommand::New(args),
+        } => cli::new_guest(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,200 @@
+//! `wasmconfd guest new`: a new guest project, in Rust, Python or JavaScript, that builds as it
+//! is and passes its own test (`./test.sh`: build, render a sample cluster through wasmconfd,
+//! compare with the expected output).
+
+use anyhow::{Context as _, bail};
+use std::path::{Path, PathBuf};
+
+/// The languages a project can be started in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Rust,
+    Python,
+    Js,
+}
+
+/// The componentize-py version Python projects build with (as `scripts/setup.sh` installs it).
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The Rust SDK of the checkout this binary was built from, if it is still there.
+pub fn default_sdk() -> Option<PathBuf> {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk"))
+        .canonicalize()
+        .ok()
+}
+
+/// Write a new project for guest `name` (also its proto) into `dir`, which must not exist or be
+/// empty. `sdk` is the Rust SDK's directory, for Rust projects.
+pub fn create(
+    name: &str,
+    language: Language,
+    dir: &Path,
+    sdk: Option<&Path>,
+) -> anyhow::Result<()> {
+    crate::model::check_proto(name)
+        .map_err(|e| anyhow::anyhow!("{e}: a guest's name is also the proto its services carry"))?;
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        bail!(
+            "{} already exists and is not empty; choose another --dir",
+            dir.display()
+        );
+    }
+
+    let mut files: Vec<(&str, String)> = vec![
+        (
+            "test.sh",
+            include_str!("../templates/common/test.sh").into(),
+        ),
+        (
+            "test/cluster.yaml",
+            include_str!("../templates/common/test/cluster.yaml").into(),
+        ),
+        (
+            "test/expected.cfg",
+            include_str!("../templates/common/test/expected.cfg").into(),
+        ),
+        (
+            "test/expected.map",
+            include_str!("../templates/common/test/expected.map").into(),
+        ),
+        ("README.md", readme(language)),
+    ];
+    let wit = [
+        ("wit/types.wit", include_str!("../../wit/types.wit")),
+        ("wit/host.wit", include_str!("../../wit/host.wit")),
+        ("wit/world.wit", include_str!("../../wit/world.wit")),
+    ];
+    let sdk = match language {
+        Language::Rust => {
+            let sdk = sdk.map(Path::to_path_buf).or_else(default_sdk).context(
+                "the Rust guest SDK (guest-sdk/ of a wasmconfd checkout) is not on this machine; \
+                 pass --sdk DIR",
+            )?;
+            files.extend([
+                (
+                    "Cargo.toml",
+                    include_str!("../templates/rust/Cargo.toml").into(),
+                ),
+                (
+                    "src/lib.rs",
+                    include_str!("../templates/rust/src/lib.rs").into(),
+                ),
+                (
+                    "build.sh",
+                    include_str!("../templates/rust/build.sh").into(),
+                ),
+                (
+                    ".gitignore",
+                    include_str!("../templates/rust/gitignore").into(),
+                ),
+            ]);
+            sdk.display().to_string()
+        }
+        Language::Python => {
+            files.extend(wit.map(|(path, text)| (path, text.to_string())));
+            files.extend([
+                ("app.py", include_str!("../templates/python/app.py").into()),
+                (
+                    "build.sh",
+                    include_str!("../templates/python/build.sh").into(),
+                ),
+                (
+                    ".gitignore",
+                    include_str!("../templates/python/gitignore").into(),
+                ),
+            ]);
+            String::new()
+        }
+        Language::Js => {
+            files.extend(wit.map(|(path, text)| (path, text.to_string())));
+            files.extend([
+                ("app.js", include_str!("../templates/js/app.js").into()),
+                ("build.sh", include_str!("../templates/js/build.sh").into()),
+                ("package.json", package_json(name)?),
+                (
+                    ".gitignore",
+                    include_str!("../templates/js/gitignore").into(),
+                ),
+            ]);
+            String::new()
+        }
+    };
+
+    let type_name: String = name
+        .split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    for (path, text) in files {
+        let text = text
+            .replace("{{name}}", name)
+            .replace("{{type}}", &type_name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{sdk}}", &sdk)
+            .replace("{{componentize_py}}", COMPONENTIZE_PY);
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap_or(dir))
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "sh") {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
+
+/// The JavaScript project's package.json, with the toolchain pinned as in the example guest.
+fn package_json(name: &str) -> anyhow::Result<String> {
+    let mut package: serde_json::Value =
+        serde_json::from_str(include_str!("../../examples/guests/paths-js/package.json"))?;
+    package["name"] = name.into();
+    package["description"] = format!("The {name} guest for wasmconfd.").into();
+    Ok(serde_json::to_string_pretty(&package)? + "\n")
+}
+
+fn readme(language: Language) -> String {
+    let (tools, files) = match language {
+        Language::Rust => (
+            "Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`). The guest \
+             uses the `wasmconfd-guest` SDK by path (see `Cargo.toml`); `cargo test` runs its \
+             unit tests natively."
+                .to_string(),
+            "`src/lib.rs`",
+        ),
+        Language::Python => (
+            format!(
+                "Python 3.11 or later and componentize-py {COMPONENTIZE_PY} \
+                 (`pip install componentize-py=={COMPONENTIZE_PY}`)."
+            ),
+            "`app.py`",
+        ),
+        Language::Js => (
+            "Node.js 20 or later with npm; `build.sh` installs the componentize-js pinned in \
+             `package.json` on first use."
+                .to_string(),
+            "`app.js`",
+        ),
+    };
+    format!(
+        "# {{{{name}}}}\n\n\
+         A wasmconfd guest: it routes services with proto `{{{{name}}}}` by Host header to their \
+         ready endpoints. The guest is {files}; the interface it implements is in `wit/` (or \
+         the SDK).\n\n\
+         Tools: {tools}\n\n\
+         ```console\n\
+         $ ./build.sh                # -> build/{{{{name}}}}.wasm\n\
+         $ ./test.sh                 # build, render test/cluster.yaml, compare with test/expected.*\n\
+         $ ./test.sh --update        # accept the current output as expected\n\
+         ```\n\n\
+         `test.sh` runs `wasmconfd` from PATH, or the binary named by `WASMCONFD`.\n\n\
+         To use it, copy `build/{{{{name}}}}.wasm` into wasmconfd's guest directory under a slot \
+         name, e.g. `50-{{{{name}}}}.wasm`, and annotate services with \
+         `wasmconfd.io/proto: {{{{name}}}}`. Settings: `--set {{{{name}}}}.bind=:8080`.\n\n\
+         Writing guests: docs/guests.md in the wasmconfd repository.\n"
+    )
+}
