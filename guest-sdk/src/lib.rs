@@ -168,6 +168,31 @@ pub fn servers(service: &Service) -> Vec<Directive> {
         .collect()
 }
 
+/// Directive arguments of mixed types (`&str`, `String`, `&String`) as one `Vec<String>`:
+/// `section.with("http-request", args!["set-var(txn.route)", format!("base,map_beg({map})")])`.
+#[macro_export]
+macro_rules! args {
+    ($($arg:expr),* $(,)?) => {
+        ::std::vec![$(::std::string::String::from($arg)),*]
+    };
+}
+
+/// Log a formatted warning through the host: `warn!("service {} skipped", service.id())`.
+#[macro_export]
+macro_rules! warn {
+    ($($format:tt)*) => {
+        $crate::log::warn(&::std::format!($($format)*))
+    };
+}
+
+/// Log formatted information through the host.
+#[macro_export]
+macro_rules! info {
+    ($($format:tt)*) => {
+        $crate::log::info(&::std::format!($($format)*))
+    };
+}
+
 impl Directive {
     /// `keyword args...`.
     pub fn new(keyword: &str, args: impl IntoIterator<Item = impl Into<String>>) -> Self {

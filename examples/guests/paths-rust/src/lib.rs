@@ -13,7 +13,7 @@
 //! same configuration.
 
 use wasmconfd_guest::{
-    Cluster, Fragment, Guest, MapFile, RenderError, Section, backend_name, log, servers,
+    Cluster, Fragment, Guest, MapFile, RenderError, Section, args, backend_name, servers, warn,
 };
 
 const TEAM: &str = "paths.wasmconfd.io/team";
@@ -30,10 +30,7 @@ impl Guest for Paths {
             .with("bind", [cluster.setting_or("bind", ":8080")])
             .with(
                 "http-request",
-                [
-                    "set-var(txn.route)".to_string(),
-                    format!("base,map_beg({routes_map})"),
-                ],
+                args!["set-var(txn.route)", format!("base,map_beg({routes_map})")],
             )
             .with(
                 "use_backend",
@@ -67,20 +64,17 @@ impl Guest for Paths {
         let mut sections = vec![frontend, not_found];
         for service in cluster.services_with_proto("paths") {
             let Some(team) = service.annotation(TEAM).filter(|t| !t.is_empty()) else {
-                log::warn(&format!(
-                    "service {} has no {TEAM} annotation: skipped",
-                    service.id()
-                ));
+                warn!("service {} has no {TEAM} annotation: skipped", service.id());
                 continue;
             };
             let prefix = service.annotation(PATH).unwrap_or("/");
             let backend = backend_name("paths", service);
             for domain in &service.domains {
                 if domain.starts_with('*') {
-                    log::warn(&format!(
+                    warn!(
                         "service {}: wildcard domain {domain} cannot be matched by path: skipped",
                         service.id()
-                    ));
+                    );
                     continue;
                 }
                 routes.push(format!("{domain}{prefix}"), &backend);
@@ -88,27 +82,15 @@ impl Guest for Paths {
             let page = format!(
                 "<html><body><h1>Down for maintenance</h1><p>Team {team} is on it.</p></body></html>"
             );
+            #[rustfmt::skip]
+            let maintenance = args![
+                "return", "status", "503", "content-type", "text/html", "string", page,
+                "if", "{", "nbsrv", "eq", "0", "}",
+            ];
             let mut section = Section::backend(backend)
                 .with("mode", ["http"])
                 .with("http-response", ["set-header", "X-Team", team])
-                .with(
-                    "http-request",
-                    [
-                        "return",
-                        "status",
-                        "503",
-                        "content-type",
-                        "text/html",
-                        "string",
-                        &page,
-                        "if",
-                        "{",
-                        "nbsrv",
-                        "eq",
-                        "0",
-                        "}",
-                    ],
-                );
+                .with("http-request", maintenance);
             section.extend(servers(service));
             sections.push(section);
         }

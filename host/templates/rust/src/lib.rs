@@ -4,7 +4,7 @@
 //! Settings (`--set {{name}}.KEY=VALUE`): `bind` (default `:8080`).
 
 use wasmconfd_guest::{
-    Cluster, Fragment, Guest, MapFile, RenderError, Section, backend_name, log, servers,
+    Cluster, Fragment, Guest, MapFile, RenderError, Section, args, backend_name, servers, warn,
 };
 
 const PROTO: &str = "{{name}}";
@@ -19,8 +19,8 @@ impl Guest for {{type}} {
             .with("bind", [cluster.setting_or("bind", ":8080")])
             .with(
                 "http-request",
-                [
-                    "set-var(txn.backend)".to_string(),
+                args![
+                    "set-var(txn.backend)",
                     format!("req.hdr(host),field(1,:),lower,map_str({hosts_map})"),
                 ],
             )
@@ -35,10 +35,10 @@ impl Guest for {{type}} {
             let backend = backend_name(PROTO, service);
             for domain in &service.domains {
                 if domain.starts_with('*') {
-                    log::warn(&format!(
+                    warn!(
                         "service {}: wildcard domain {domain} is not supported: skipped",
                         service.id()
-                    ));
+                    );
                     continue;
                 }
                 hosts.push(domain, &backend);
