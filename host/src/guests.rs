@@ -114,18 +114,9 @@ impl Runtime {
 
     /// Compile (or load from the cache) and pre-instantiate the component `wasm`.
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Guest, GuestError> {
-        let load_error = |e: wasmtime::Error| {
-            let mut message = format!("{e:#}");
-            if message.contains("imports instance `wasi:http/") {
-                message.push_str(
-                    "; guests have no network, so leave wasi:http out of the build \
-                     (componentize-js: --disable http fetch-event)",
-                );
-            }
-            GuestError::Load {
-                guest: name.to_string(),
-                message,
-            }
+        let load_error = |e: wasmtime::Error| GuestError::Load {
+            guest: name.to_string(),
+            message: with_hint(format!("{e:#}")),
         };
         let component = self.compile(name, wasm).map_err(load_error)?;
         let pre = self
@@ -346,5 +337,29 @@ impl wasmtime_wasi::HostMonotonicClock for SteppingClock {
     }
     fn now(&self) -> u64 {
         self.0.fetch_add(1_000, Ordering::Relaxed)
+    }
+}
+
+/// A load error, with what to do where the cause is a common one.
+fn with_hint(mut message: String) -> String {
+    if message.contains("imports instance `wasi:http/") {
+        message.push_str(
+            "; guests have no network, so leave wasi:http out of the build \
+             (componentize-js: --disable http fetch-event)",
+        );
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_importing_wasi_http_is_told_to_build_without_it() {
+        let message = "component imports instance `wasi:http/types@0.2.10`, but a matching \
+                       implementation was not found in the linker";
+        assert!(with_hint(message.into()).ends_with("--disable http fetch-event)"));
+        assert_eq!(with_hint("other".into()), "other");
     }
 }

@@ -5,9 +5,12 @@
 
 mod common;
 
-use common::{haproxy_check, repo, run, wasmconfd};
+use common::{backend, free_port, haproxy_check, repo, run, start_haproxy, wasmconfd};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Build the example in `examples/guests/paths-<language>` into a guest directory of its own,
 /// beside empty `.conf` files that turn off the bundled http, https and redis guests, so the
@@ -130,4 +133,98 @@ fn the_expected_configuration_passes_haproxy_check() {
     .unwrap();
     let (valid, output) = haproxy_check(&config);
     assert!(valid, "haproxy -c rejects expected.cfg:\n{output}");
+}
+
+/// The raw response (head and body) to `GET path` with `Host: host` on 127.0.0.1:`port`.
+fn get(port: u16, host: &str, path: &str) -> String {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// What a client sees through HAProxy running the Rust build of the example guest: routes by
+/// longest path prefix, the team header, the maintenance page, and 404.
+#[test]
+fn the_example_guest_routes_real_traffic_by_path() {
+    let (api, v2, grafana) = (backend("api"), backend("api-v2"), backend("grafana"));
+    let guests = build("rust");
+    let dir = tempfile::tempdir().unwrap();
+    let service = |name: &str, path: &str, team: &str, port: u16, ready: bool| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: tools, annotations: \
+             {{wasmconfd.io/proto: paths, wasmconfd.io/domain: tools.test, wasmconfd.io/path: {path}, \
+             paths.wasmconfd.io/team: {team}}}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\n\
+             metadata: {{name: {name}-1, namespace: tools, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             ports: [{{name: http, port: {port}}}]\n\
+             endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]\n---\n"
+        )
+    };
+    let cluster = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        [
+            service("api", "/api", "platform", api, true),
+            service("api-v2", "/api/v2", "platform", v2, true),
+            service("grafana", "/grafana", "observability", grafana, true),
+            service("wiki", "/wiki", "docs", free_port(), false),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let http = free_port();
+    let config = dir.path().join("haproxy.cfg");
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["render", "--check", "--cluster"])
+        .arg(&cluster)
+        .arg("--guests")
+        .arg(&guests)
+        .arg("--output")
+        .arg(&config)
+        .args(["--set", &format!("paths.bind=127.0.0.1:{http}")])
+        .args(["--set", "base.log=none", "--set", "base.admin-socket=none"]));
+    assert!(ok, "{stderr}");
+    let _haproxy = start_haproxy(
+        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
+        &dir.path().join("haproxy.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(http, "tools.test", "/").is_empty() {
+        assert!(Instant::now() < deadline, "HAProxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The echo backends answer with their name, then the request they got.
+    let body_starts = |path: &str, name: &str| {
+        let response = get(http, "tools.test", path);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(body.starts_with(&format!("{name}\n")), "{path}: {response}");
+        response
+    };
+    body_starts("/api/v2/users", "api-v2");
+    let response = body_starts("/api/users", "api");
+    assert!(
+        response.to_ascii_lowercase().contains("x-team: platform"),
+        "{response}"
+    );
+    body_starts("/grafana/d/home", "grafana");
+
+    let maintenance = get(http, "tools.test", "/wiki/start");
+    assert!(
+        maintenance.starts_with("HTTP/1.1 503") && maintenance.contains("Team docs is on it."),
+        "{maintenance}"
+    );
+    let unknown = get(http, "tools.test", "/elsewhere");
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
 }
