@@ -5,20 +5,21 @@
 
 use crate::bindings::{self, Cluster, Fragment, GuestPre, Level, RenderError};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances: the granularity of the time limit.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How much of a guest's stderr is kept to explain a crash.
-const STDERR_CAPACITY: usize = 16 << 10;
+/// How much of the end of a guest's stderr is kept, to explain a crash.
+const STDERR_KEPT: usize = 4 << 10;
 
 /// Per-render limits of a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +189,14 @@ impl Runtime {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_render(&mut store, cluster));
+        let said = store.data().stderr.text();
+        if !said.trim().is_empty() {
+            tracing::debug!(
+                guest = guest.name,
+                "the guest wrote to stderr: {}",
+                said.trim()
+            );
+        }
         match result {
             Ok(Ok(fragment)) => Ok(fragment),
             Ok(Err(error)) => Err(GuestError::Render {
@@ -210,9 +219,7 @@ impl Runtime {
                     Some(trap) => trap.to_string(),
                     None => format!("{error:#}"),
                 };
-                let stderr = store.data().stderr.contents();
-                let stderr = String::from_utf8_lossy(&stderr);
-                let message = match stderr.trim() {
+                let message = match store.data().stderr.text().trim() {
                     "" => reason,
                     said => format!("{reason}; it wrote: {said}"),
                 };
@@ -232,14 +239,14 @@ struct State {
     table: ResourceTable,
     limiter: MemoryLimiter,
     /// What the guest writes to stderr (a panic message, a traceback), to explain a crash.
-    stderr: MemoryOutputPipe,
+    stderr: Tail,
 }
 
 impl State {
     fn new(guest: &str, memory: usize) -> Self {
         // Deny-all: no preopened directories, environment, arguments, network or stdin, and a
         // clock and random numbers that are the same on every run. Stdout is discarded.
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = Tail::default();
         let wasi = WasiCtxBuilder::new()
             .stderr(stderr.clone())
             .wall_clock(FixedClock)
@@ -258,6 +265,86 @@ impl State {
             },
             stderr,
         }
+    }
+}
+
+/// An output stream that keeps the last [`STDERR_KEPT`] bytes written to it and drops the rest,
+/// so a guest can write as much as it likes and never fails to.
+#[derive(Clone, Default)]
+struct Tail(Arc<Mutex<VecDeque<u8>>>);
+
+impl Tail {
+    fn keep(&self, bytes: &[u8]) {
+        let mut kept = self.0.lock().unwrap();
+        kept.extend(bytes);
+        let excess = kept.len().saturating_sub(STDERR_KEPT);
+        kept.drain(..excess);
+    }
+
+    fn text(&self) -> String {
+        let kept = self.0.lock().unwrap();
+        String::from_utf8_lossy(&kept.iter().copied().collect::<Vec<_>>()).into_owned()
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for Tail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for Tail {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for Tail {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.keep(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for Tail {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Tail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.keep(bytes);
+        std::task::Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

@@ -137,6 +137,13 @@ fn guests_see_no_environment_files_network_or_real_time_and_are_deterministic() 
 }
 
 #[test]
+fn a_guest_writing_a_lot_to_stdout_and_stderr_still_renders() {
+    let (runtime, guest) = misbehave();
+    let fragment = runtime.render(&guest, &cluster("chatty")).unwrap();
+    assert_eq!(fragment.sections[0].directives[0].keyword, "server");
+}
+
+#[test]
 fn a_file_that_is_not_a_component_is_refused_with_the_guest_name() {
     let error = misbehave()
         .0

@@ -40,6 +40,14 @@ impl Guest for Misbehave {
             "bad-name" => backend.name = Some("two words".into()),
             "error" => return Err(RenderError::Other("misbehave was told to fail".into())),
             "invalid" => backend.push("no-such-keyword", ["here"]),
+            "chatty" => {
+                // Far more than any buffer the host keeps, on both streams.
+                for line in 0..2000 {
+                    println!("stdout line {line} of a chatty guest, padded to some length....");
+                    eprintln!("stderr line {line} of a chatty guest, padded to some length....");
+                }
+                backend.push("server", ["ok", "127.0.0.1:1"]);
+            }
             "probe" => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
