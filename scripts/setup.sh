@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install what building and testing wasmconfd needs on a fresh Debian machine: HAProxy (the
-# tests check every configuration with it), the wasm32-wasip2 target (guests build for it), and
-# the Python and JavaScript guest toolchains the example guests build with (pinned versions).
+# tests check every configuration with it), Debian's docker-registry (the tests run their own
+# instance as an OCI registry) and curl, the wasm32-wasip2 target (guests build for it), and the
+# Python and JavaScript guest toolchains the example guests build with (pinned versions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"
 missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v curl >/dev/null || missing+=(curl)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v pip3 >/dev/null || missing+=(python3-pip)
 if ((${#missing[@]})); then
