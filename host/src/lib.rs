@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod files;
 pub mod guests;
 pub mod model;
+pub mod oci;
 pub mod render;
 pub mod runtime_api;
 pub mod scaffold;
