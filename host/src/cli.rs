@@ -63,6 +63,90 @@ pub enum GuestCommand {
     /// wasmconfd and compares the output with test/expected.cfg (`./test.sh --update` accepts
     /// a new output). See docs/guests.md.
     New(NewGuestArgs),
+    /// Push a guest component to an OCI registry as a Wasm artifact (config
+    /// application/vnd.wasm.config.v0+json, one application/wasm layer). Prints its digest.
+    Push(PushArgs),
+    /// Pull a guest from an OCI registry: resolve the tag to a digest once, pull the manifest
+    /// and the component by that digest, and check both digests. Signatures are not checked
+    /// yet.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The component to push.
+    pub file: PathBuf,
+    /// Where to: oci://REGISTRY/REPOSITORY:TAG.
+    pub reference: crate::oci::GuestRef,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// oci://REGISTRY/REPOSITORY:TAG, @sha256:DIGEST, or both.
+    pub reference: crate::oci::GuestRef,
+    /// Write the component here.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// How to reach OCI registries.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// User for basic auth (anonymous without it).
+    #[arg(long, env = "WASMCONFD_REGISTRY_USER", requires = "registry_password")]
+    pub registry_user: Option<String>,
+    /// Password for basic auth.
+    #[arg(long, env = "WASMCONFD_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+    /// Trust this CA certificate (PEM) for registries, besides the system's.
+    #[arg(long, env = "WASMCONFD_REGISTRY_CA", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+    /// Speak plain HTTP to this registry (host[:port]); only for tests and labs.
+    #[arg(long, env = "WASMCONFD_PLAIN_HTTP_REGISTRY", value_name = "HOST")]
+    pub plain_http_registry: Vec<String>,
+}
+
+impl RegistryArgs {
+    fn access(&self) -> crate::oci::RegistryAccess {
+        crate::oci::RegistryAccess {
+            credentials: self
+                .registry_user
+                .clone()
+                .zip(self.registry_password.clone()),
+            ca_files: self.registry_ca.clone(),
+            plain_http: self.plain_http_registry.clone(),
+        }
+    }
+}
+
+/// `wasmconfd guest push`.
+pub fn push_guest(args: &PushArgs) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    let digest = tokio::runtime::Runtime::new()?.block_on(registry.push(&wasm, &args.reference))?;
+    println!("{}", args.reference.at(&digest));
+    Ok(())
+}
+
+/// `wasmconfd guest pull`.
+pub fn pull_guest(args: &PullArgs) -> anyhow::Result<()> {
+    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    let wasm = tokio::runtime::Runtime::new()?.block_on(async {
+        let digest = registry.resolve(&args.reference).await?;
+        let wasm = registry.pull(&args.reference, &digest).await?;
+        println!("{}", args.reference.at(&digest));
+        anyhow::Ok(wasm)
+    })?;
+    if let Some(output) = &args.output {
+        crate::files::write_atomically(output, &wasm)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]

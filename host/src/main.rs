@@ -8,9 +8,11 @@ fn main() -> std::process::ExitCode {
         Command::Render(args) => cli::render(args),
         Command::Snapshot(args) => cli::snapshot(args),
         Command::Run(args) => cli::run(args),
-        Command::Guest {
-            command: cli::GuestCommand::New(args),
-        } => cli::new_guest(args),
+        Command::Guest { command } => match command {
+            cli::GuestCommand::New(args) => cli::new_guest(args),
+            cli::GuestCommand::Push(args) => cli::push_guest(args),
+            cli::GuestCommand::Pull(args) => cli::pull_guest(args),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
