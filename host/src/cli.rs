@@ -66,10 +66,61 @@ pub enum GuestCommand {
     /// Push a guest component to an OCI registry as a Wasm artifact (config
     /// application/vnd.wasm.config.v0+json, one application/wasm layer). Prints its digest.
     Push(PushArgs),
-    /// Pull a guest from an OCI registry: resolve the tag to a digest once, pull the manifest
-    /// and the component by that digest, and check both digests. Signatures are not checked
-    /// yet.
+    /// Pull a guest from an OCI registry: resolve the tag to a digest once, check that a
+    /// trusted key signed that digest, then pull the manifest and the component by that digest
+    /// and check both digests.
     Pull(PullArgs),
+    /// Sign a guest in an OCI registry, cosign-compatibly (a simple-signing payload under the
+    /// tag sha256-<hex>.sig), with an ECDSA P-256 key in PEM.
+    Sign(SignArgs),
+    /// Check that a guest in an OCI registry is signed by one of the given keys.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The signing key: ECDSA P-256 in PEM (`openssl ecparam -name prime256v1 -genkey -noout`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST; a tag is resolved to its digest now.
+    pub reference: crate::oci::GuestRef,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST.
+    pub reference: crate::oci::GuestRef,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Which signatures count.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// A public key (PEM, such as cosign.pub) whose signatures are trusted; repeat for more.
+    #[arg(
+        long = "trusted-key",
+        env = "WASMCONFD_TRUSTED_KEYS",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Load guests that carry no trusted signature. Only for development.
+    #[arg(long, env = "WASMCONFD_INSECURE_ALLOW_UNSIGNED")]
+    pub insecure_allow_unsigned: bool,
+}
+
+impl TrustArgs {
+    fn keys(&self) -> anyhow::Result<Vec<p256::ecdsa::VerifyingKey>> {
+        self.trusted_keys
+            .iter()
+            .map(|file| crate::oci::read_public_key(file))
+            .collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +140,8 @@ pub struct PullArgs {
     /// Write the component here.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -136,8 +189,18 @@ pub fn push_guest(args: &PushArgs) -> anyhow::Result<()> {
 /// `wasmconfd guest pull`.
 pub fn pull_guest(args: &PullArgs) -> anyhow::Result<()> {
     let registry = crate::oci::Registry::new(&args.registry.access())?;
+    let keys = args.trust.keys()?;
     let wasm = tokio::runtime::Runtime::new()?.block_on(async {
         let digest = registry.resolve(&args.reference).await?;
+        match registry.verify(&args.reference, &digest, &keys).await {
+            Ok(()) => {}
+            Err(error @ crate::oci::SignatureError::Unsigned(..))
+                if args.trust.insecure_allow_unsigned =>
+            {
+                tracing::warn!("{error}; pulled anyway (--insecure-allow-unsigned)")
+            }
+            Err(error) => return Err(error.into()),
+        }
         let wasm = registry.pull(&args.reference, &digest).await?;
         println!("{}", args.reference.at(&digest));
         anyhow::Ok(wasm)
@@ -584,4 +647,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(crate::daemon::run(args.config()))
+}
+
+/// `wasmconfd guest sign`.
+pub fn sign_guest(args: &SignArgs) -> anyhow::Result<()> {
+    let key = crate::oci::read_signing_key(&args.key)?;
+    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let digest = registry.resolve(&args.reference).await?;
+        registry.sign(&args.reference, &digest, &key).await?;
+        println!("signed {}", args.reference.at(&digest));
+        anyhow::Ok(())
+    })
+}
+
+/// `wasmconfd guest verify`.
+pub fn verify_guest(args: &VerifyArgs) -> anyhow::Result<()> {
+    let keys = args.trust.keys()?;
+    if keys.is_empty() {
+        bail!("name the keys to trust with --trusted-key FILE");
+    }
+    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let digest = registry.resolve(&args.reference).await?;
+        registry.verify(&args.reference, &digest, &keys).await?;
+        println!("verified {}", args.reference.at(&digest));
+        anyhow::Ok(())
+    })
 }

@@ -12,6 +12,8 @@ fn main() -> std::process::ExitCode {
             cli::GuestCommand::New(args) => cli::new_guest(args),
             cli::GuestCommand::Push(args) => cli::push_guest(args),
             cli::GuestCommand::Pull(args) => cli::pull_guest(args),
+            cli::GuestCommand::Sign(args) => cli::sign_guest(args),
+            cli::GuestCommand::Verify(args) => cli::verify_guest(args),
         },
     };
     match result {

@@ -1,10 +1,13 @@
 //! Guests in an OCI registry, against Debian's docker-registry with TLS from a throwaway CA and
-//! basic auth: push, pull by tag and by digest, and what is refused.
+//! basic auth: push, sign, verify, pull by tag and by digest, and what is refused: a tampered
+//! blob, unsigned, a wrong key, a tag moved after signing, a signature copied from another
+//! digest, wrong credentials, an untrusted certificate.
 
 mod common;
 
 use common::{repo, run, wasmconfd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use test_registry::{PASSWORD, Registry, USER};
 
 /// `wasmconfd guest ARGS... --registry-ca CA` with the registry's credentials.
@@ -18,30 +21,66 @@ fn guest(registry: &Registry, args: &[&str]) -> (bool, String, String) {
         .env("WASMCONFD_REGISTRY_PASSWORD", PASSWORD))
 }
 
-fn bundled_http() -> std::path::PathBuf {
-    repo().join("host/guests/http.wasm")
+fn bundled(name: &str) -> PathBuf {
+    repo().join(format!("host/guests/{name}.wasm"))
+}
+
+/// An ECDSA P-256 key pair made by openssl: (private key, public key) PEM files in `dir`.
+fn key_pair(dir: &Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl").args(args).status().unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let (key, public) = (key.to_str().unwrap(), public.to_str().unwrap());
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key,
+    ]);
+    openssl(&["ec", "-in", key, "-pubout", "-out", public]);
+    (key.to_string(), public.to_string())
+}
+
+/// Push `file` to `reference` and sign it with `key`: the pinned reference.
+fn push_and_sign(registry: &Registry, file: &Path, reference: &str, key: &str) -> String {
+    let (ok, pushed, stderr) = guest(registry, &["push", file.to_str().unwrap(), reference]);
+    assert!(ok, "{stderr}\n{}", registry.log());
+    let pinned = pushed.trim().to_string();
+    let (ok, signed, stderr) = guest(registry, &["sign", "--key", key, reference]);
+    assert!(ok, "{stderr}");
+    assert_eq!(signed.trim(), format!("signed {pinned}"));
+    pinned
 }
 
 #[test]
-fn a_pushed_guest_pulls_back_by_tag_and_by_digest_with_its_digests_checked() {
+fn a_signed_guest_pulls_back_by_tag_and_by_digest_and_a_tampered_one_is_refused() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
     let reference = format!("oci://{}/team/http:v1", registry.host());
-    let http = bundled_http();
-    let (ok, pushed, stderr) = guest(&registry, &["push", http.to_str().unwrap(), &reference]);
-    assert!(ok, "{stderr}\n{}", registry.log());
-    let pinned = pushed.trim();
+    let http = bundled("http");
+    let pinned = push_and_sign(&registry, &http, &reference, &key);
     assert!(
         pinned.starts_with(&format!("{reference}@sha256:")),
         "{pinned}"
     );
 
-    for by in [reference.as_str(), pinned] {
+    for by in [reference.as_str(), pinned.as_str()] {
         let out = dir.path().join("pulled.wasm");
-        let (ok, said, stderr) = guest(&registry, &["pull", by, "--output", out.to_str().unwrap()]);
+        let out = out.to_str().unwrap();
+        let (ok, said, stderr) = guest(
+            &registry,
+            &["pull", by, "--trusted-key", &public, "--output", out],
+        );
         assert!(ok, "{stderr}");
         assert_eq!(said.trim(), pinned, "pull names what it pulled, pinned");
-        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&http).unwrap());
+        assert_eq!(std::fs::read(out).unwrap(), std::fs::read(&http).unwrap());
     }
 
     // The component in the registry's storage is rewritten: the pull is refused.
@@ -54,21 +93,126 @@ fn a_pushed_guest_pulls_back_by_tag_and_by_digest_with_its_digests_checked() {
     let out = dir.path().join("tampered.wasm");
     let (ok, _, stderr) = guest(
         &registry,
-        &["pull", pinned, "--output", out.to_str().unwrap()],
+        &[
+            "pull",
+            &pinned,
+            "--trusted-key",
+            &public,
+            "--output",
+            out.to_str().unwrap(),
+        ],
     );
     assert!(!ok, "a tampered component must be refused");
     assert!(
         stderr.contains("cannot pull the component of") && stderr.contains("Invalid digest"),
         "{stderr}"
     );
-    assert!(!Path::new(&out).exists(), "nothing is written");
+    assert!(!out.exists(), "nothing is written");
+}
+
+#[test]
+fn unsigned_wrong_key_moved_tag_and_copied_signature_are_refused() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let (_, stranger) = key_pair(dir.path(), "stranger");
+    let reference = format!("oci://{}/team/http:v1", registry.host());
+    let signed = push_and_sign(&registry, &bundled("http"), &reference, &key);
+    let verify =
+        |reference: &str, key: &str| guest(&registry, &["verify", reference, "--trusted-key", key]);
+
+    let (ok, said, stderr) = verify(&reference, &public);
+    assert!(ok, "{stderr}");
+    assert_eq!(said.trim(), format!("verified {signed}"));
+
+    let (ok, _, stderr) = verify(&reference, &stranger);
+    assert!(!ok);
+    assert!(
+        stderr.contains("signed, but by none of the trusted keys"),
+        "{stderr}"
+    );
+
+    // Unsigned: refused unless explicitly allowed.
+    let unsigned = format!("oci://{}/team/https:v1", registry.host());
+    let (ok, _, stderr) = guest(
+        &registry,
+        &["push", bundled("https").to_str().unwrap(), &unsigned],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = guest(&registry, &["pull", &unsigned, "--trusted-key", &public]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is not signed") && stderr.contains("guest sign"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = guest(
+        &registry,
+        &[
+            "pull",
+            &unsigned,
+            "--trusted-key",
+            &public,
+            "--insecure-allow-unsigned",
+        ],
+    );
+    assert!(
+        ok && stderr.contains("--insecure-allow-unsigned"),
+        "{stderr}"
+    );
+
+    // The tag moves to another component after signing: what it names now is unsigned.
+    let (ok, moved, stderr) = guest(
+        &registry,
+        &["push", bundled("redis").to_str().unwrap(), &reference],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = verify(&reference, &public);
+    assert!(!ok);
+    assert!(stderr.contains("is not signed"), "{stderr}");
+
+    // The old signature is copied under the new digest's signature tag: still refused.
+    let signature_tag = |pinned: &str| {
+        let digest = pinned.rsplit_once('@').unwrap().1;
+        format!("{}.sig", digest.replace(':', "-"))
+    };
+    let manifest_url =
+        |tag: &str| format!("https://{}/v2/team/http/manifests/{tag}", registry.host());
+    let curl = |args: &[&str]| {
+        let output = Command::new("curl")
+            .args(["-sSf", "--cacert", registry.ca().to_str().unwrap()])
+            .args(["-u", &format!("{USER}:{PASSWORD}")])
+            .args(["-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let copied = dir.path().join("signature.json");
+    std::fs::write(&copied, curl(&[&manifest_url(&signature_tag(&signed))])).unwrap();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", copied.display()),
+        &manifest_url(&signature_tag(moved.trim())),
+    ]);
+    let (ok, _, stderr) = verify(&reference, &public);
+    assert!(!ok);
+    assert!(stderr.contains("are for another artifact"), "{stderr}");
 }
 
 #[test]
 fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_error() {
     let registry = Registry::start();
     let reference = format!("oci://{}/team/http:v1", registry.host());
-    let http = bundled_http();
+    let http = bundled("http");
     let (ok, _, stderr) = run(wasmconfd()
         .args(["guest", "push", http.to_str().unwrap(), &reference])
         .arg("--registry-ca")
