@@ -121,6 +121,13 @@ impl TrustArgs {
             .map(|file| crate::oci::read_public_key(file))
             .collect()
     }
+
+    fn trust(&self) -> anyhow::Result<crate::oci::Trust> {
+        Ok(crate::oci::Trust {
+            keys: self.keys()?,
+            allow_unsigned: self.insecure_allow_unsigned,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +147,10 @@ pub struct PullArgs {
     /// Write the component here.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Where pulled guests are kept (in `oci/`), content-addressed, with their verified
+    /// signatures [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
+    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
@@ -189,27 +200,28 @@ pub fn push_guest(args: &PushArgs) -> anyhow::Result<()> {
 /// `wasmconfd guest pull`.
 pub fn pull_guest(args: &PullArgs) -> anyhow::Result<()> {
     let registry = crate::oci::Registry::new(&args.registry.access())?;
-    let keys = args.trust.keys()?;
-    let wasm = tokio::runtime::Runtime::new()?.block_on(async {
-        let digest = registry.resolve(&args.reference).await?;
-        match registry.verify(&args.reference, &digest, &keys).await {
-            Ok(()) => {}
-            Err(error @ crate::oci::SignatureError::Unsigned(..))
-                if args.trust.insecure_allow_unsigned =>
-            {
-                tracing::warn!("{error}; pulled anyway (--insecure-allow-unsigned)")
-            }
-            Err(error) => return Err(error.into()),
-        }
-        let wasm = registry.pull(&args.reference, &digest).await?;
-        println!("{}", args.reference.at(&digest));
-        anyhow::Ok(wasm)
-    })?;
+    let trust = args.trust.trust()?;
+    let cache = crate::oci::Cache::new(oci_cache_dir(args.cache_dir.clone())?);
+    let (digest, wasm) = tokio::runtime::Runtime::new()?.block_on(crate::oci::fetch(
+        &args.reference,
+        &registry,
+        &trust,
+        &cache,
+    ))?;
+    println!("{}", args.reference.at(&digest));
     if let Some(output) = &args.output {
         crate::files::write_atomically(output, &wasm)
             .with_context(|| format!("cannot write {}", output.display()))?;
     }
     Ok(())
+}
+
+/// Where pulled guests are kept: `oci/` in the cache directory.
+fn oci_cache_dir(cache_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = cache_dir
+        .or_else(default_cache_dir)
+        .context("no cache directory: pass --cache-dir")?;
+    Ok(dir.join("oci"))
 }
 
 #[derive(Debug, Args)]

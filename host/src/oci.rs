@@ -501,15 +501,14 @@ impl Registry {
     }
 
     /// Check that `digest` in `guest`'s repository carries a signature by one of `keys`, over
-    /// a payload that names this very digest.
+    /// a payload that names this very digest. The signature that passed: (payload, signature).
     pub async fn verify(
         &self,
         guest: &GuestRef,
         digest: &str,
         keys: &[p256::ecdsa::VerifyingKey],
-    ) -> Result<(), SignatureError> {
+    ) -> Result<Signature, SignatureError> {
         use base64::Engine as _;
-        use p256::ecdsa::signature::Verifier as _;
         let pinned = guest.at(digest).to_string();
         let layers = self.signature_layers(guest, digest).await?;
         if layers.is_empty() {
@@ -517,24 +516,20 @@ impl Registry {
             return Err(SignatureError::Unsigned(pinned, tag));
         }
         let mut other = None;
-        for (layer, payload) in &layers {
-            let signature = layer
+        for (layer, payload) in layers {
+            let Some(der) = layer
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(SIGNATURE_ANNOTATION))
                 .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                .and_then(|der| p256::ecdsa::Signature::from_der(&der).ok());
-            let Some(signature) = signature else { continue };
-            match signed_digest(payload) {
-                Some(signed) if signed != digest => other = Some(signed),
-                Some(_)
-                    if keys
-                        .iter()
-                        .any(|key| key.verify(payload, &signature).is_ok()) =>
-                {
-                    return Ok(());
-                }
-                _ => {}
+            else {
+                continue;
+            };
+            let signature = Signature { payload, der };
+            match signature.check(digest, keys) {
+                Ok(()) => return Ok(signature),
+                Err(Some(signed)) => other = Some(signed),
+                Err(None) => {}
             }
         }
         Err(match other {
@@ -542,4 +537,169 @@ impl Registry {
             None => SignatureError::UntrustedKey(pinned),
         })
     }
+}
+
+/// A cosign signature: the simple-signing payload and the DER ECDSA signature over it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Signature {
+    #[serde(with = "base64_bytes")]
+    payload: Vec<u8>,
+    #[serde(with = "base64_bytes")]
+    der: Vec<u8>,
+}
+
+impl Signature {
+    /// Whether this signature vouches for `digest` with one of `keys`: `Err(Some(other))` when
+    /// it is for another digest, `Err(None)` when no key made it.
+    fn check(
+        &self,
+        digest: &str,
+        keys: &[p256::ecdsa::VerifyingKey],
+    ) -> Result<(), Option<String>> {
+        use p256::ecdsa::signature::Verifier as _;
+        let signed = signed_digest(&self.payload).ok_or(None)?;
+        if signed != digest {
+            return Err(Some(signed));
+        }
+        let signature = p256::ecdsa::Signature::from_der(&self.der).map_err(|_| None)?;
+        if keys
+            .iter()
+            .any(|key| key.verify(&self.payload, &signature).is_ok())
+        {
+            Ok(())
+        } else {
+            Err(None)
+        }
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        let text: String = serde::Deserialize::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which guests may run: those signed by one of `keys`, and unsigned ones only when allowed.
+pub struct Trust {
+    pub keys: Vec<p256::ecdsa::VerifyingKey>,
+    pub allow_unsigned: bool,
+}
+
+/// What the cache remembers of a reference: the digest it resolved to, the component's digest,
+/// and the signature that was verified (none for an unsigned guest that was allowed).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    reference: String,
+    digest: String,
+    component: String,
+    signature: Option<Signature>,
+}
+
+/// A content-addressed store of pulled guests under `dir`: `blobs/sha256/<hex>` (checked on
+/// every read) and `refs/<sha256 of the reference>.json` (the digest and verified signature), so
+/// a restart works while the registry is down.
+pub struct Cache {
+    dir: std::path::PathBuf,
+}
+
+impl Cache {
+    pub fn new(dir: std::path::PathBuf) -> Cache {
+        Cache { dir }
+    }
+
+    fn blob(&self, digest: &str) -> std::path::PathBuf {
+        self.dir
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    fn record(&self, guest: &GuestRef) -> std::path::PathBuf {
+        let key = digest_of(guest.to_string().as_bytes());
+        self.dir
+            .join("refs")
+            .join(format!("{}.json", key.trim_start_matches("sha256:")))
+    }
+
+    fn store(&self, record: &Record, wasm: &[u8], guest: &GuestRef) -> std::io::Result<()> {
+        crate::files::write_atomically(&self.blob(&record.component), wasm)?;
+        let json = serde_json::to_vec_pretty(record).expect("a record serializes");
+        crate::files::write_atomically(&self.record(guest), &json)
+    }
+
+    /// The cached component of `guest`, with its signature checked again against `trust` and
+    /// its bytes against their digest.
+    fn load(&self, guest: &GuestRef, trust: &Trust) -> anyhow::Result<(String, Vec<u8>)> {
+        let path = self.record(guest);
+        let record: Record = serde_json::from_slice(&std::fs::read(&path)?)?;
+        match &record.signature {
+            Some(signature) => {
+                if signature.check(&record.digest, &trust.keys).is_err() {
+                    anyhow::bail!("its cached signature is not by a trusted key");
+                }
+            }
+            None if trust.allow_unsigned => {}
+            None => anyhow::bail!("the cached copy is unsigned"),
+        }
+        let wasm = std::fs::read(self.blob(&record.component))?;
+        if digest_of(&wasm) != record.component {
+            anyhow::bail!("the cached component does not match its digest");
+        }
+        Ok((record.digest, wasm))
+    }
+}
+
+/// Fetch `guest`: resolve it to a digest once, check its signature against `trust`, pull it by
+/// that digest, and keep it in `cache`. When the registry cannot be reached, use the cached copy,
+/// its signature checked again. The digest and the component.
+pub async fn fetch(
+    guest: &GuestRef,
+    registry: &Registry,
+    trust: &Trust,
+    cache: &Cache,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    let digest = match registry.resolve(guest).await {
+        Ok(digest) => digest,
+        Err(error) => {
+            return match cache.load(guest, trust) {
+                Ok((digest, wasm)) => {
+                    tracing::warn!(
+                        "{error}; using the cached copy of {}, its signature checked again",
+                        guest.at(&digest)
+                    );
+                    Ok((digest, wasm))
+                }
+                Err(cached) => Err(error.context(format!("and no usable cached copy ({cached})"))),
+            };
+        }
+    };
+    let signature = match registry.verify(guest, &digest, &trust.keys).await {
+        Ok(signature) => Some(signature),
+        Err(error @ SignatureError::Unsigned(..)) if trust.allow_unsigned => {
+            tracing::warn!("{error}; loaded anyway (--insecure-allow-unsigned)");
+            None
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let wasm = registry.pull(guest, &digest).await?;
+    let record = Record {
+        reference: guest.to_string(),
+        digest: digest.clone(),
+        component: digest_of(&wasm),
+        signature,
+    };
+    if let Err(error) = cache.store(&record, &wasm, guest) {
+        tracing::warn!(%error, "cannot cache {guest}; the next start needs the registry");
+    }
+    Ok((digest, wasm))
 }

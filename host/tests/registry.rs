@@ -12,11 +12,16 @@ use test_registry::{PASSWORD, Registry, USER};
 
 /// `wasmconfd guest ARGS... --registry-ca CA` with the registry's credentials.
 fn guest(registry: &Registry, args: &[&str]) -> (bool, String, String) {
+    guest_with_ca(&registry.ca(), args)
+}
+
+/// Like [`guest`], with the CA file of a registry that may be gone.
+fn guest_with_ca(ca: &Path, args: &[&str]) -> (bool, String, String) {
     run(wasmconfd()
         .arg("guest")
         .args(args)
         .arg("--registry-ca")
-        .arg(registry.ca())
+        .arg(ca)
         .env("WASMCONFD_REGISTRY_USER", USER)
         .env("WASMCONFD_REGISTRY_PASSWORD", PASSWORD))
 }
@@ -240,4 +245,56 @@ fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_error() {
         "{stderr}"
     );
     assert!(stderr.contains("pass --registry-ca FILE"), "{stderr}");
+}
+
+#[test]
+fn with_the_registry_down_a_warm_cache_still_serves_verified_guests_and_a_cold_one_cannot() {
+    let mut registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let (_, stranger) = key_pair(dir.path(), "stranger");
+    let reference = format!("oci://{}/team/http:v1", registry.host());
+    let http = bundled("http");
+    let pinned = push_and_sign(&registry, &http, &reference, &key);
+    let (warm, cold) = (dir.path().join("warm"), dir.path().join("cold"));
+    let ca = registry.ca();
+    let pull = |cache: &Path, key: &str| {
+        let out = dir.path().join("pulled.wasm");
+        let _ = std::fs::remove_file(&out);
+        let result = guest_with_ca(
+            &ca,
+            &[
+                "pull",
+                &reference,
+                "--trusted-key",
+                key,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        );
+        (result, std::fs::read(&out).ok())
+    };
+    let ((ok, _, stderr), _) = pull(&warm, &public);
+    assert!(ok, "{stderr}");
+
+    registry.stop();
+    let ((ok, said, stderr), pulled) = pull(&warm, &public);
+    assert!(ok, "{stderr}");
+    assert_eq!(said.trim(), pinned);
+    assert!(stderr.contains("using the cached copy"), "{stderr}");
+    assert_eq!(pulled.unwrap(), std::fs::read(&http).unwrap());
+
+    let ((ok, _, stderr), _) = pull(&warm, &stranger);
+    assert!(!ok, "the cached signature is checked again");
+    assert!(stderr.contains("not by a trusted key"), "{stderr}");
+
+    let ((ok, _, stderr), pulled) = pull(&cold, &public);
+    assert!(!ok && pulled.is_none());
+    assert!(
+        stderr.contains(&format!("cannot resolve {reference}"))
+            && stderr.contains("no usable cached copy"),
+        "{stderr}"
+    );
 }
