@@ -75,8 +75,9 @@ pub enum AssembleError {
     Invalid { part: String, message: String },
 }
 
-/// The parts in order: the bundled ones, replaced or extended by the files of `dir`.
-pub fn parts(dir: Option<&Path>) -> Result<Vec<Part>, AssembleError> {
+/// The parts in order: the bundled ones, replaced or extended by the files of `dir` and by the
+/// `remote` parts (guests from registries). Two of those in one slot are an error.
+pub fn parts(dir: Option<&Path>, remote: Vec<Part>) -> Result<Vec<Part>, AssembleError> {
     let mut parts: Vec<Part> = BUNDLED
         .iter()
         .map(|(slot, wasm)| Part {
@@ -85,20 +86,46 @@ pub fn parts(dir: Option<&Path>) -> Result<Vec<Part>, AssembleError> {
             source: Source::Guest(Cow::Borrowed(*wasm)),
         })
         .collect();
-    let Some(dir) = dir else { return Ok(parts) };
+    // (slot, origin) of the parts added so far.
+    let mut added: Vec<(String, String)> = Vec::new();
+    for part in dir
+        .map(files)
+        .transpose()?
+        .unwrap_or_default()
+        .into_iter()
+        .chain(remote)
+    {
+        if let Some((_, first)) = added.iter().find(|(slot, _)| *slot == part.slot) {
+            return Err(AssembleError::DuplicateSlot {
+                slot: part.slot,
+                first: first.clone(),
+                second: part.origin,
+            });
+        }
+        added.push((part.slot.clone(), part.origin.clone()));
+        match parts.iter_mut().find(|p| p.slot == part.slot) {
+            Some(bundled) => *bundled = part,
+            None => parts.push(part),
+        }
+    }
+    parts.sort_by(|a, b| numeric_cmp(&a.slot, &b.slot));
+    Ok(parts)
+}
 
+/// The `*.wasm` and `*.conf` files of `dir` as parts, by file name.
+fn files(dir: &Path) -> Result<Vec<Part>, AssembleError> {
     let read_error = |source| AssembleError::ReadDir {
         path: dir.display().to_string(),
         source,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_error)?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<_, _>>()
         .map_err(read_error)?;
-    files.sort();
-    let mut seen: Vec<(String, String)> = Vec::new();
-    for path in files {
+    paths.sort();
+    let mut parts = Vec::new();
+    for path in paths {
         let (Some(stem), Some(ext)) = (path.file_stem().and_then(|s| s.to_str()), path.extension())
         else {
             continue;
@@ -108,26 +135,12 @@ pub fn parts(dir: Option<&Path>) -> Result<Vec<Part>, AssembleError> {
             Some("conf") => Source::Static(std::fs::read_to_string(&path).map_err(read_error)?),
             _ => continue,
         };
-        let origin = path.display().to_string();
-        if let Some((_, first)) = seen.iter().find(|(slot, _)| slot == stem) {
-            return Err(AssembleError::DuplicateSlot {
-                slot: stem.to_string(),
-                first: first.clone(),
-                second: origin,
-            });
-        }
-        seen.push((stem.to_string(), origin.clone()));
-        let part = Part {
+        parts.push(Part {
             slot: stem.to_string(),
-            origin,
+            origin: path.display().to_string(),
             source,
-        };
-        match parts.iter_mut().find(|p| p.slot == stem) {
-            Some(bundled) => *bundled = part,
-            None => parts.push(part),
-        }
+        });
     }
-    parts.sort_by(|a, b| numeric_cmp(&a.slot, &b.slot));
     Ok(parts)
 }
 

@@ -338,8 +338,8 @@ pub enum ReloadMethod {
 }
 
 impl RunArgs {
-    /// The plain daemon configuration.
-    pub fn config(&self) -> DaemonConfig {
+    /// The daemon configuration, with the guests from registries fetched.
+    pub fn config(&self) -> anyhow::Result<DaemonConfig> {
         let reload = match self.reload_method {
             ReloadMethod::Command => Reload::Command(self.reload_cmd.clone()),
             ReloadMethod::MasterSocket => {
@@ -350,9 +350,9 @@ impl RunArgs {
                 signal: self.reload_signal,
             },
         };
-        DaemonConfig {
+        Ok(DaemonConfig {
             connection: self.kubernetes.connection(),
-            guests: self.guests.config(),
+            guests: self.guests.config()?,
             applier: Applier {
                 target: self.haproxy_conf.clone(),
                 check_command: self.check_cmd.clone(),
@@ -361,7 +361,7 @@ impl RunArgs {
             debounce: self.debounce,
             max_delay: self.max_delay,
             status_address: self.status_address,
-        }
+        })
     }
 }
 
@@ -530,6 +530,36 @@ pub struct GuestArgs {
     /// Compile every guest on every start instead of caching compiled code.
     #[arg(long, env = "WASMCONFD_NO_CACHE", conflicts_with = "cache_dir")]
     pub no_cache: bool,
+
+    /// A guest from an OCI registry in a slot, SLOT=oci://REGISTRY/REPOSITORY:TAG (or
+    /// @sha256:DIGEST, or both), e.g. `50-paths=oci://registry.example.com/team/paths:1.0`;
+    /// repeatable. It takes its place in the slot order like a file of that name. It is
+    /// verified against --trusted-key before it loads, and kept in the cache so a restart
+    /// works while the registry is down. In the environment, separate with `;`.
+    #[arg(long = "guest", env = "WASMCONFD_GUEST", value_name = "SLOT=REF", value_delimiter = ';', value_parser = parse_remote_guest)]
+    pub remote: Vec<(String, crate::oci::GuestRef)>,
+
+    #[command(flatten)]
+    pub trust: TrustArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+fn parse_remote_guest(text: &str) -> Result<(String, crate::oci::GuestRef), String> {
+    let (slot, reference) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not SLOT=oci://REGISTRY/REPOSITORY:TAG"))?;
+    let valid = !slot.is_empty()
+        && slot
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(format!(
+            "{slot:?} is not a slot name: use letters, digits, - and _, like `50-paths`"
+        ));
+    }
+    Ok((slot.to_string(), reference.parse()?))
 }
 
 fn parse_setting(text: &str) -> Result<(String, String, String), String> {
@@ -543,8 +573,9 @@ fn parse_setting(text: &str) -> Result<(String, String, String), String> {
 }
 
 impl GuestArgs {
-    /// The plain configuration the pipeline is built from.
-    pub fn config(&self) -> GuestConfig {
+    /// The configuration the pipeline is built from, with the guests from registries fetched
+    /// and verified (or taken from the cache when their registry is down).
+    pub fn config(&self) -> anyhow::Result<GuestConfig> {
         let mut settings = Settings::new();
         for (guest, key, value) in &self.settings {
             settings
@@ -557,15 +588,49 @@ impl GuestArgs {
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
-        GuestConfig {
+        Ok(GuestConfig {
             dir: self.guests.clone(),
+            remote: self.fetch_remote()?,
             settings,
             limits: Limits {
                 timeout: self.guest_timeout,
                 memory: self.guest_memory_mib << 20,
             },
             cache_dir,
+        })
+    }
+
+    /// The `--guest` parts, fetched. Every one must load: a start with some guests missing
+    /// would serve a configuration nobody asked for.
+    fn fetch_remote(&self) -> anyhow::Result<Vec<crate::assemble::Part>> {
+        if self.remote.is_empty() {
+            return Ok(Vec::new());
         }
+        let registry = crate::oci::Registry::new(&self.registry.access())?;
+        let trust = self.trust.trust()?;
+        if trust.keys.is_empty() && !trust.allow_unsigned {
+            bail!(
+                "--guest needs --trusted-key FILE to verify the guests' signatures \
+                 (or --insecure-allow-unsigned)"
+            );
+        }
+        let cache = crate::oci::Cache::new(oci_cache_dir(self.cache_dir.clone())?);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        self.remote
+            .iter()
+            .map(|(slot, reference)| {
+                let (digest, wasm) = runtime
+                    .block_on(crate::oci::fetch(reference, &registry, &trust, &cache))
+                    .with_context(|| format!("guest {slot} ({reference}) cannot be loaded"))?;
+                Ok(crate::assemble::Part {
+                    slot: slot.clone(),
+                    origin: reference.at(&digest).to_string(),
+                    source: crate::assemble::Source::Guest(wasm.into()),
+                })
+            })
+            .collect()
     }
 }
 
@@ -590,7 +655,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         "model built"
     );
 
-    let pipeline = Pipeline::new(&args.guests.config())?;
+    let pipeline = Pipeline::new(&args.guests.config()?)?;
     let assembled = match pipeline.render(services) {
         Ok(assembled) => assembled,
         Err(errors) => {
@@ -658,7 +723,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(crate::daemon::run(args.config()))
+    let config = args.config()?;
+    runtime.block_on(crate::daemon::run(config))
 }
 
 /// `wasmconfd guest sign`.

@@ -15,6 +15,8 @@ pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
 pub struct GuestConfig {
     /// Directory of `*.wasm` guests and `*.conf` files; the bundled parts only when `None`.
     pub dir: Option<PathBuf>,
+    /// Parts from elsewhere (guests pulled from registries), in their slots.
+    pub remote: Vec<Part>,
     pub settings: Settings,
     pub limits: Limits,
     /// Where precompiled guests are cached; compiled on every start when `None`.
@@ -50,7 +52,7 @@ pub enum PipelineError {
 impl Pipeline {
     /// Find the parts, compile and pre-instantiate the guests.
     pub fn new(config: &GuestConfig) -> Result<Self, PipelineError> {
-        let parts = assemble::parts(config.dir.as_deref())?;
+        let parts = assemble::parts(config.dir.as_deref(), config.remote.clone())?;
         let names: Vec<&str> = parts.iter().map(Part::name).collect();
         if let Some(unknown) = config
             .settings

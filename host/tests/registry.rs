@@ -298,3 +298,52 @@ fn with_the_registry_down_a_warm_cache_still_serves_verified_guests_and_a_cold_o
         "{stderr}"
     );
 }
+
+/// `render` with a signed guest from the registry in a slot: here the http guest, replacing the
+/// bundled one.
+#[test]
+fn render_loads_a_signed_guest_from_the_registry_into_its_slot() {
+    let mut registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let (_, stranger) = key_pair(dir.path(), "stranger");
+    let reference = format!("oci://{}/team/http:v1", registry.host());
+    let pinned = push_and_sign(&registry, &bundled("http"), &reference, &key);
+    let cache = dir.path().join("cache");
+    let ca = registry.ca();
+    let render = |trusted: &str| {
+        run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(repo().join("examples/cluster.yaml"))
+            .args(["--guest", &format!("20-http={reference}")])
+            .args(["--trusted-key", trusted, "--set", "http.bind=:8088"])
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--registry-ca")
+            .arg(&ca)
+            .env("WASMCONFD_REGISTRY_USER", USER)
+            .env("WASMCONFD_REGISTRY_PASSWORD", PASSWORD))
+    };
+    let (ok, config, stderr) = render(&public);
+    assert!(ok, "{stderr}");
+    assert!(
+        config.contains(&format!("# --- guest 20-http ({pinned}) ---")),
+        "{config}"
+    );
+    assert!(config.contains("    bind :8088"), "{config}");
+
+    // Not trusted: nothing renders, and the error names the slot and the reason.
+    let (ok, config, stderr) = render(&stranger);
+    assert!(!ok && config.is_empty());
+    assert!(
+        stderr.contains(&format!("guest 20-http ({reference}) cannot be loaded"))
+            && stderr.contains("none of the trusted keys"),
+        "{stderr}"
+    );
+
+    // The registry is down: the cached, verified copy renders the same.
+    registry.stop();
+    let (ok, again, stderr) = render(&public);
+    assert!(ok, "{stderr}");
+    assert!(again.contains(&format!("# --- guest 20-http ({pinned}) ---")));
+}
