@@ -637,11 +637,22 @@ impl Cache {
         crate::files::write_atomically(&self.record(guest), &json)
     }
 
+    fn read(&self, guest: &GuestRef) -> Option<Record> {
+        serde_json::from_slice(&std::fs::read(self.record(guest)).ok()?).ok()
+    }
+
+    /// The component with digest `digest`, if the cache holds it intact.
+    fn component(&self, digest: &str) -> Option<Vec<u8>> {
+        let wasm = std::fs::read(self.blob(digest)).ok()?;
+        (digest_of(&wasm) == digest).then_some(wasm)
+    }
+
     /// The cached component of `guest`, with its signature checked again against `trust` and
     /// its bytes against their digest.
     fn load(&self, guest: &GuestRef, trust: &Trust) -> anyhow::Result<(String, Vec<u8>)> {
-        let path = self.record(guest);
-        let record: Record = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let record = self
+            .read(guest)
+            .ok_or_else(|| anyhow::anyhow!("nothing is cached for it"))?;
         match &record.signature {
             Some(signature) => {
                 if signature.check(&record.digest, &trust.keys).is_err() {
@@ -651,10 +662,9 @@ impl Cache {
             None if trust.allow_unsigned => {}
             None => anyhow::bail!("the cached copy is unsigned"),
         }
-        let wasm = std::fs::read(self.blob(&record.component))?;
-        if digest_of(&wasm) != record.component {
-            anyhow::bail!("the cached component does not match its digest");
-        }
+        let wasm = self
+            .component(&record.component)
+            .ok_or_else(|| anyhow::anyhow!("the cached component is missing or damaged"))?;
         Ok((record.digest, wasm))
     }
 }
@@ -691,7 +701,15 @@ pub async fn fetch(
         }
         Err(error) => return Err(error.into()),
     };
-    let wasm = registry.pull(guest, &digest).await?;
+    // Pulled before at this digest: the cached component, checked against its digest.
+    let cached = cache
+        .read(guest)
+        .filter(|record| record.digest == digest)
+        .and_then(|record| cache.component(&record.component));
+    let wasm = match cached {
+        Some(wasm) => wasm,
+        None => registry.pull(guest, &digest).await?,
+    };
     let record = Record {
         reference: guest.to_string(),
         digest: digest.clone(),
