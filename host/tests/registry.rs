@@ -88,7 +88,8 @@ fn a_signed_guest_pulls_back_by_tag_and_by_digest_and_a_tampered_one_is_refused(
         assert_eq!(std::fs::read(out).unwrap(), std::fs::read(&http).unwrap());
     }
 
-    // The component in the registry's storage is rewritten: the pull is refused.
+    // The component in the registry's storage is rewritten: a pull that downloads it (with an
+    // empty cache) is refused.
     let layer = wasmconfd::oci::digest_of(&std::fs::read(&http).unwrap());
     let stored = registry.blob_path(&layer);
     let mut bytes = std::fs::read(&stored).unwrap();
@@ -103,6 +104,8 @@ fn a_signed_guest_pulls_back_by_tag_and_by_digest_and_a_tampered_one_is_refused(
             &pinned,
             "--trusted-key",
             &public,
+            "--cache-dir",
+            dir.path().join("empty-cache").to_str().unwrap(),
             "--output",
             out.to_str().unwrap(),
         ],
