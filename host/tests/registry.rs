@@ -140,6 +140,15 @@ fn unsigned_wrong_key_moved_tag_and_copied_signature_are_refused() {
         "{stderr}"
     );
 
+    // Key rotation: a second signature with a new key, beside the first; either key verifies.
+    let (next_key, next_public) = key_pair(dir.path(), "next");
+    let (ok, _, stderr) = guest(&registry, &["sign", "--key", &next_key, &reference]);
+    assert!(ok, "{stderr}");
+    for trusted in [&public, &next_public] {
+        let (ok, _, stderr) = verify(&reference, trusted);
+        assert!(ok, "{stderr}");
+    }
+
     // Unsigned: refused unless explicitly allowed.
     let unsigned = format!("oci://{}/team/https:v1", registry.host());
     let (ok, _, stderr) = guest(
