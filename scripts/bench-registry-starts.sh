@@ -12,9 +12,12 @@ trap 'kill "$registry" 2>/dev/null; rm -rf "$work"' EXIT
 
 # A registry on a free port with a throwaway CA and a password.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj /CN=bench -addext "subjectAltName=IP:127.0.0.1" \
-    -keyout "$work/server.key" -out "$work/server.pem" 2>/dev/null
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+openssl req -x509 "${ec[@]}" -days 1 -subj /CN=bench-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req "${ec[@]}" -subj /CN=127.0.0.1 -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$work/san.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 1 -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null
 htpasswd -Bbn bench bench-password > "$work/htpasswd"
 cat > "$work/registry.yml" <<YAML
 version: 0.1
@@ -28,7 +31,7 @@ registry=$!
 until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
 
 export WASMCONFD_REGISTRY_USER=bench WASMCONFD_REGISTRY_PASSWORD=bench-password
-export WASMCONFD_REGISTRY_CA="$work/server.pem" WASMCONFD_CACHE_DIR="$work/cache"
+export WASMCONFD_REGISTRY_CA="$work/ca.pem" WASMCONFD_CACHE_DIR="$work/cache"
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/team.key"
 openssl ec -in "$work/team.key" -pubout -out "$work/team.pub" 2>/dev/null
 mkdir -p "$work/files"

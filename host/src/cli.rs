@@ -615,22 +615,21 @@ impl GuestArgs {
             );
         }
         let cache = crate::oci::Cache::new(oci_cache_dir(self.cache_dir.clone())?);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        self.remote
-            .iter()
-            .map(|(slot, reference)| {
-                let (digest, wasm) = runtime
-                    .block_on(crate::oci::fetch(reference, &registry, &trust, &cache))
-                    .with_context(|| format!("guest {slot} ({reference}) cannot be loaded"))?;
-                Ok(crate::assemble::Part {
-                    slot: slot.clone(),
-                    origin: reference.at(&digest).to_string(),
-                    source: crate::assemble::Source::Guest(wasm.into()),
-                })
+        let (registry, trust, cache) = (&registry, &trust, &cache);
+        let fetches = self.remote.iter().map(|(slot, reference)| async move {
+            let (digest, wasm) = crate::oci::fetch(reference, registry, trust, cache)
+                .await
+                .with_context(|| format!("guest {slot} ({reference}) cannot be loaded"))?;
+            anyhow::Ok(crate::assemble::Part {
+                slot: slot.clone(),
+                origin: reference.at(&digest).to_string(),
+                source: crate::assemble::Source::Guest(wasm.into()),
             })
-            .collect()
+        });
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(futures::future::try_join_all(fetches))
     }
 }
 

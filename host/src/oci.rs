@@ -670,8 +670,9 @@ impl Cache {
 }
 
 /// Fetch `guest`: resolve it to a digest once, check its signature against `trust`, pull it by
-/// that digest, and keep it in `cache`. When the registry cannot be reached, use the cached copy,
-/// its signature checked again. The digest and the component.
+/// that digest, and keep it in `cache`. A digest verified and pulled before comes from the cache,
+/// its signature checked again against `trust`; so does the last one when the registry cannot
+/// be reached. The digest and the component.
 pub async fn fetch(
     guest: &GuestRef,
     registry: &Registry,
@@ -693,6 +694,13 @@ pub async fn fetch(
             };
         }
     };
+    // Verified and pulled before at this digest: the cached signature (checked against today's
+    // keys) and component (checked against its digest) are as good as the registry's.
+    if let Ok((cached, wasm)) = cache.load(guest, trust)
+        && cached == digest
+    {
+        return Ok((digest, wasm));
+    }
     let signature = match registry.verify(guest, &digest, &trust.keys).await {
         Ok(signature) => Some(signature),
         Err(error @ SignatureError::Unsigned(..)) if trust.allow_unsigned => {
