@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 cargo build --quiet --release -p wasmconfd
 bin=target/release/wasmconfd
 work="$(mktemp -d)"
-trap 'kill "$registry" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$registry" 2>/dev/null; [[ -n "${KEEP:-}" ]] || rm -rf "$work"' EXIT
 
 # A registry on a free port with a throwaway CA and a password.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
