@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what building and testing wasmconfd needs on a fresh Debian machine: HAProxy (the
 # tests check every configuration with it), Debian's docker-registry (the tests run their own
-# instance as an OCI registry) and curl, the wasm32-wasip2 target (guests build for it), and the
+# instance as an OCI registry), curl and openssl, the wasm32-wasip2 target (guests build for it), and the
 # Python and JavaScript guest toolchains the example guests build with (pinned versions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v pip3 >/dev/null || missing+=(python3-pip)
 if ((${#missing[@]})); then
