@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing wasmconfd needs on a fresh Debian machine: HAProxy (the
 # tests check every configuration with it), Debian's docker-registry (the tests run their own
-# instance as an OCI registry), curl and openssl, the wasm32-wasip2 target (guests build for it), and the
-# Python and JavaScript guest toolchains the example guests build with (pinned versions).
+# instance as an OCI registry), curl and openssl, the wasm32-wasip2 target (guests build for
+# it), and the Python and JavaScript guest toolchains the example guests build with (pinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sudo=""
