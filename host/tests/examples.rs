@@ -5,9 +5,10 @@
 
 mod common;
 
-use common::{backend, free_port, haproxy_check, repo, run, start_haproxy, wasmconfd};
+use common::{
+    backend, free_port, haproxy_check, http_response, repo, run, start_haproxy, wasmconfd,
+};
 use std::ffi::OsStr;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -135,22 +136,9 @@ fn the_expected_configuration_passes_haproxy_check() {
     assert!(valid, "haproxy -c rejects expected.cfg:\n{output}");
 }
 
-/// The raw response (head and body) to `GET path` with `Host: host` on 127.0.0.1:`port`.
+/// The raw response (head and body), empty when there is none.
 fn get(port: u16, host: &str, path: &str) -> String {
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
+    http_response(port, host, path).unwrap_or_default()
 }
 
 /// What a client sees through HAProxy running the Rust build of the example guest: routes by

@@ -137,19 +137,7 @@ pub fn http_get(port: u16, host: &str) -> (u16, String) {
 
 /// Like [`http_get`], for `path`.
 pub fn http_get_path(port: u16, host: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let attempt = || -> std::io::Result<String> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    };
-    match attempt() {
+    match http_response(port, host, path) {
         Ok(response) => {
             let status = response
                 .split(' ')
@@ -164,6 +152,20 @@ pub fn http_get_path(port: u16, host: &str, path: &str) -> (u16, String) {
         }
         Err(error) => (0, format!("error: {error}")),
     }
+}
+
+/// The whole response (head and body) to `GET path` with `Host: host` on 127.0.0.1:`port`.
+pub fn http_response(port: u16, host: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
 }
 
 /// A child process, killed and reaped when dropped.
