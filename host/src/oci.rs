@@ -1,4 +1,6 @@
-//! Guests as OCI artifacts: where they are (`oci://REGISTRY/REPOSITORY:TAG@sha256:DIGEST`).
+//! Guests as OCI artifacts: references (`oci://REGISTRY/REPOSITORY:TAG@sha256:DIGEST`), pushing
+//! and pulling Wasm artifacts, cosign-compatible keyed signatures checked offline, and a
+//! content-addressed cache that keeps the verified signature beside each component.
 
 use std::fmt;
 use std::str::FromStr;
@@ -101,50 +103,6 @@ impl fmt::Display for GuestRef {
             write!(f, "@{digest}")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    #[test]
-    fn the_three_forms_parse_and_print_back() {
-        for text in [
-            "oci://registry.example.com/team/paths:1.2.0".to_string(),
-            format!("oci://127.0.0.1:5000/paths@{DIGEST}"),
-            format!("oci://registry.example.com:443/a/b/paths:v2@{DIGEST}"),
-        ] {
-            let parsed: GuestRef = text.parse().unwrap();
-            assert_eq!(parsed.to_string(), text);
-        }
-        let pinned: GuestRef = format!("oci://127.0.0.1:5000/team/paths:v1@{DIGEST}")
-            .parse()
-            .unwrap();
-        assert_eq!(
-            pinned,
-            GuestRef {
-                registry: "127.0.0.1:5000".into(),
-                repository: "team/paths".into(),
-                tag: Some("v1".into()),
-                digest: Some(DIGEST.into()),
-            }
-        );
-    }
-
-    #[test]
-    fn bad_references_say_what_is_wrong() {
-        let error = |text: &str| text.parse::<GuestRef>().unwrap_err();
-        assert!(error("registry.example.com/paths:1").contains("does not start with oci://"));
-        assert!(error("oci://registry.example.com/paths").contains("name a tag or a digest"));
-        assert!(error("oci://registry.example.com:5000").contains("no repository"));
-        assert!(error("oci://r.example.com/Paths:1").contains("lower-case"));
-        assert!(error("oci://r.example.com/paths@sha256:abc").contains("64 lower-case hex"));
-        assert!(error("oci://r.example.com/paths@md5:abc").contains("sha256:"));
-        assert!(error("oci://r.example.com/paths:a b").contains("a tag is"));
-        assert!(error("oci://r.example.com//paths:1").contains("repository"));
     }
 }
 
@@ -737,4 +695,48 @@ pub async fn fetch(
         tracing::warn!(%error, "cannot cache {guest}; the next start needs the registry");
     }
     Ok((digest, wasm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn the_three_forms_parse_and_print_back() {
+        for text in [
+            "oci://registry.example.com/team/paths:1.2.0".to_string(),
+            format!("oci://127.0.0.1:5000/paths@{DIGEST}"),
+            format!("oci://registry.example.com:443/a/b/paths:v2@{DIGEST}"),
+        ] {
+            let parsed: GuestRef = text.parse().unwrap();
+            assert_eq!(parsed.to_string(), text);
+        }
+        let pinned: GuestRef = format!("oci://127.0.0.1:5000/team/paths:v1@{DIGEST}")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            pinned,
+            GuestRef {
+                registry: "127.0.0.1:5000".into(),
+                repository: "team/paths".into(),
+                tag: Some("v1".into()),
+                digest: Some(DIGEST.into()),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_references_say_what_is_wrong() {
+        let error = |text: &str| text.parse::<GuestRef>().unwrap_err();
+        assert!(error("registry.example.com/paths:1").contains("does not start with oci://"));
+        assert!(error("oci://registry.example.com/paths").contains("name a tag or a digest"));
+        assert!(error("oci://registry.example.com:5000").contains("no repository"));
+        assert!(error("oci://r.example.com/Paths:1").contains("lower-case"));
+        assert!(error("oci://r.example.com/paths@sha256:abc").contains("64 lower-case hex"));
+        assert!(error("oci://r.example.com/paths@md5:abc").contains("sha256:"));
+        assert!(error("oci://r.example.com/paths:a b").contains("a tag is"));
+        assert!(error("oci://r.example.com//paths:1").contains("repository"));
+    }
 }
