@@ -92,8 +92,16 @@ pub struct SignArgs {
 pub struct VerifyArgs {
     /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST.
     pub reference: crate::oci::GuestRef,
-    #[command(flatten)]
-    pub trust: TrustArgs,
+    /// A public key (PEM, such as cosign.pub) whose signature counts; repeat for more.
+    #[arg(
+        long = "key",
+        visible_alias = "trusted-key",
+        env = "WASMCONFD_TRUSTED_KEYS",
+        value_delimiter = ',',
+        value_name = "FILE",
+        required = true
+    )]
+    pub keys: Vec<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -114,17 +122,17 @@ pub struct TrustArgs {
     pub insecure_allow_unsigned: bool,
 }
 
-impl TrustArgs {
-    fn keys(&self) -> anyhow::Result<Vec<p256::ecdsa::VerifyingKey>> {
-        self.trusted_keys
-            .iter()
-            .map(|file| crate::oci::read_public_key(file))
-            .collect()
-    }
+fn read_public_keys(files: &[PathBuf]) -> anyhow::Result<Vec<p256::ecdsa::VerifyingKey>> {
+    files
+        .iter()
+        .map(|file| crate::oci::read_public_key(file))
+        .collect()
+}
 
+impl TrustArgs {
     fn trust(&self) -> anyhow::Result<crate::oci::Trust> {
         Ok(crate::oci::Trust {
-            keys: self.keys()?,
+            keys: read_public_keys(&self.trusted_keys)?,
             allow_unsigned: self.insecure_allow_unsigned,
         })
     }
@@ -160,12 +168,17 @@ pub struct PullArgs {
 /// How to reach OCI registries.
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
-    /// User for basic auth (anonymous without it).
+    /// User for basic auth, for every registry.
     #[arg(long, env = "WASMCONFD_REGISTRY_USER", requires = "registry_password")]
     pub registry_user: Option<String>,
     /// Password for basic auth.
     #[arg(long, env = "WASMCONFD_REGISTRY_PASSWORD", hide_env_values = true)]
     pub registry_password: Option<String>,
+    /// Credentials per registry from a docker config.json (as `docker login` writes it, or the
+    /// `.dockerconfigjson` of a Kubernetes image pull Secret). --registry-user, when given, wins
+    /// [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json, if there is one].
+    #[arg(long, env = "WASMCONFD_REGISTRY_AUTH_FILE", value_name = "FILE")]
+    pub registry_auth_file: Option<PathBuf>,
     /// Trust this CA certificate (PEM) for registries, besides the system's.
     #[arg(long, env = "WASMCONFD_REGISTRY_CA", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
@@ -175,15 +188,27 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn access(&self) -> crate::oci::RegistryAccess {
-        crate::oci::RegistryAccess {
+    fn access(&self) -> anyhow::Result<crate::oci::RegistryAccess> {
+        let auth_file = self.registry_auth_file.clone().or_else(|| {
+            let dir = std::env::var_os("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker"))
+                })?;
+            Some(dir.join("config.json")).filter(|file| file.exists())
+        });
+        Ok(crate::oci::RegistryAccess {
             credentials: self
                 .registry_user
                 .clone()
                 .zip(self.registry_password.clone()),
+            logins: match auth_file {
+                Some(file) => crate::oci::read_logins(&file)?,
+                None => Default::default(),
+            },
             ca_files: self.registry_ca.clone(),
             plain_http: self.plain_http_registry.clone(),
-        }
+        })
     }
 }
 
@@ -191,7 +216,7 @@ impl RegistryArgs {
 pub fn push_guest(args: &PushArgs) -> anyhow::Result<()> {
     let wasm = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
     let digest = tokio::runtime::Runtime::new()?.block_on(registry.push(&wasm, &args.reference))?;
     println!("{}", args.reference.at(&digest));
     Ok(())
@@ -199,7 +224,7 @@ pub fn push_guest(args: &PushArgs) -> anyhow::Result<()> {
 
 /// `wasmconfd guest pull`.
 pub fn pull_guest(args: &PullArgs) -> anyhow::Result<()> {
-    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
     let trust = args.trust.trust()?;
     let cache = crate::oci::Cache::new(oci_cache_dir(args.cache_dir.clone())?);
     let (digest, wasm) = tokio::runtime::Runtime::new()?.block_on(crate::oci::fetch(
@@ -606,7 +631,7 @@ impl GuestArgs {
         if self.remote.is_empty() {
             return Ok(Vec::new());
         }
-        let registry = crate::oci::Registry::new(&self.registry.access())?;
+        let registry = crate::oci::Registry::new(&self.registry.access()?)?;
         let trust = self.trust.trust()?;
         if trust.keys.is_empty() && !trust.allow_unsigned {
             bail!(
@@ -729,7 +754,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// `wasmconfd guest sign`.
 pub fn sign_guest(args: &SignArgs) -> anyhow::Result<()> {
     let key = crate::oci::read_signing_key(&args.key)?;
-    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let digest = registry.resolve(&args.reference).await?;
         registry.sign(&args.reference, &digest, &key).await?;
@@ -740,11 +765,8 @@ pub fn sign_guest(args: &SignArgs) -> anyhow::Result<()> {
 
 /// `wasmconfd guest verify`.
 pub fn verify_guest(args: &VerifyArgs) -> anyhow::Result<()> {
-    let keys = args.trust.keys()?;
-    if keys.is_empty() {
-        bail!("name the keys to trust with --trusted-key FILE");
-    }
-    let registry = crate::oci::Registry::new(&args.registry.access())?;
+    let keys = read_public_keys(&args.keys)?;
+    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let digest = registry.resolve(&args.reference).await?;
         registry.verify(&args.reference, &digest, &keys).await?;

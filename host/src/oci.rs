@@ -2,6 +2,7 @@
 //! and pulling Wasm artifacts, cosign-compatible keyed signatures checked offline, and a
 //! content-addressed cache that keeps the verified signature beside each component.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -115,8 +116,11 @@ pub const OLDER_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryAccess {
-    /// Basic auth; anonymous without it.
+    /// Basic auth for every registry.
     pub credentials: Option<(String, String)>,
+    /// Basic auth per registry (`host[:port]`), for those `credentials` leave out; the others
+    /// are anonymous.
+    pub logins: HashMap<String, (String, String)>,
     /// Extra CA certificates (PEM files) to trust.
     pub ca_files: Vec<std::path::PathBuf>,
     /// Registries (`host[:port]`) spoken to over plain HTTP.
@@ -126,7 +130,8 @@ pub struct RegistryAccess {
 /// A client for the registries of guest references.
 pub struct Registry {
     client: oci_client::Client,
-    auth: oci_client::secrets::RegistryAuth,
+    credentials: Option<(String, String)>,
+    logins: HashMap<String, (String, String)>,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -180,16 +185,22 @@ impl Registry {
             extra_root_certificates: certificates,
             ..Default::default()
         };
-        let auth = match &access.credentials {
+        Ok(Registry {
+            client: oci_client::Client::new(config),
+            credentials: access.credentials.clone(),
+            logins: access.logins.clone(),
+        })
+    }
+
+    /// How to log in to `guest`'s registry.
+    fn auth(&self, guest: &GuestRef) -> oci_client::secrets::RegistryAuth {
+        let credentials = self.credentials.as_ref();
+        match credentials.or_else(|| self.logins.get(&login_key(&guest.registry))) {
             Some((user, password)) => {
                 oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone())
             }
             None => oci_client::secrets::RegistryAuth::Anonymous,
-        };
-        Ok(Registry {
-            client: oci_client::Client::new(config),
-            auth,
-        })
+        }
     }
 
     /// Push `wasm` as a Wasm OCI artifact to `target` (which names a tag); its manifest's digest.
@@ -208,7 +219,7 @@ impl Registry {
         };
         let reference = target.reference();
         self.client
-            .push(&reference, &[layer], config, &self.auth, None)
+            .push(&reference, &[layer], config, &self.auth(target), None)
             .await
             .map_err(|e| failed(format!("cannot push to {target}"), e))?;
         self.resolve(target).await
@@ -221,7 +232,7 @@ impl Registry {
             return Ok(digest.clone());
         }
         self.client
-            .fetch_manifest_digest(&guest.reference(), &self.auth)
+            .fetch_manifest_digest(&guest.reference(), &self.auth(guest))
             .await
             .map_err(|e| failed(format!("cannot resolve {guest}"), e))
     }
@@ -234,7 +245,7 @@ impl Registry {
             .client
             .pull_manifest_raw(
                 &pinned,
-                &self.auth,
+                &self.auth(guest),
                 &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
             )
             .await
@@ -280,7 +291,8 @@ impl Registry {
 fn failed(what: String, error: oci_client::errors::OciDistributionError) -> anyhow::Error {
     let text = error.to_string();
     let hint = if text.contains("401") || text.contains("UNAUTHORIZED") {
-        "; the registry refused the credentials: check --registry-user and --registry-password"
+        "; the registry refused the credentials: check --registry-user and --registry-password, \
+         or the registry's entry in the docker config.json"
     } else if text.contains("error sending request") {
         "; the registry cannot be reached, or its certificate is not trusted: for a registry \
          with its own CA, pass --registry-ca FILE"
@@ -288,6 +300,69 @@ fn failed(what: String, error: oci_client::errors::OciDistributionError) -> anyh
         ""
     };
     anyhow::anyhow!("{what}: {text}{hint}")
+}
+
+/// Basic-auth credentials per registry from a docker `config.json`, as `docker login` writes it
+/// and a Kubernetes `kubernetes.io/dockerconfigjson` Secret holds it: `auths.HOST.auth` (base64
+/// of `user:password`), or `auths.HOST.username` and `.password`. Credential helpers
+/// (`credsStore`, `credHelpers`) are not run, and entries without a password are left out.
+pub fn read_logins(file: &std::path::Path) -> anyhow::Result<HashMap<String, (String, String)>> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        auths: HashMap<String, Login>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Login {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        anyhow::anyhow!("cannot read the registry auth file {}: {e}", file.display())
+    })?;
+    let config: Config = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a docker config.json: {e}", file.display()))?;
+    let mut logins = HashMap::new();
+    for (host, login) in config.auths {
+        let credentials = match (
+            login.auth.filter(|a| !a.is_empty()),
+            login.username,
+            login.password,
+        ) {
+            (Some(auth), ..) => base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| {
+                    let (user, password) = text.split_once(':')?;
+                    Some((user.to_string(), password.to_string()))
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: the auth of {host} is not base64 of user:password",
+                        file.display()
+                    )
+                })?,
+            (None, Some(user), Some(password)) => (user, password),
+            _ => continue,
+        };
+        logins.insert(login_key(&host), credentials);
+    }
+    Ok(logins)
+}
+
+/// The registry a docker config.json key names: `https://registry.example.com/v1/` and
+/// `registry.example.com` are the same, and so are Docker Hub's names.
+fn login_key(host: &str) -> String {
+    let host = host
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    match host.split('/').next().unwrap_or_default() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        host => host.to_string(),
+    }
 }
 
 /// cosign's keyed signatures: the simple-signing payload, in a layer of this type, under the tag
@@ -405,7 +480,11 @@ impl Registry {
         let registry_error = |e: oci_client::errors::OciDistributionError| {
             SignatureError::Registry(guest.to_string(), e.to_string())
         };
-        let manifest = match self.client.pull_image_manifest(&tag, &self.auth).await {
+        let manifest = match self
+            .client
+            .pull_image_manifest(&tag, &self.auth(guest))
+            .await
+        {
             Ok((manifest, _)) => manifest,
             Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
                 return Ok(Vec::new());
@@ -461,7 +540,13 @@ impl Registry {
         };
         let target = guest.signatures(digest);
         self.client
-            .push(&target.reference(), &layers, config, &self.auth, None)
+            .push(
+                &target.reference(),
+                &layers,
+                config,
+                &self.auth(guest),
+                None,
+            )
             .await
             .map_err(|e| failed(format!("cannot push the signature to {target}"), e))?;
         Ok(())
@@ -738,5 +823,41 @@ mod tests {
         assert!(error("oci://r.example.com/paths@md5:abc").contains("sha256:"));
         assert!(error("oci://r.example.com/paths:a b").contains("a tag is"));
         assert!(error("oci://r.example.com//paths:1").contains("repository"));
+    }
+
+    #[test]
+    fn logins_come_from_a_docker_config_json_in_either_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(
+            &file,
+            r#"{"auths": {
+                "https://registry.example.com/v1/": {"auth": "dGVhbTpzM2NyZXQ6eA=="},
+                "127.0.0.1:5000": {"username": "ci", "password": "pw"},
+                "index.docker.io": {"auth": "aHViOmh1Yg=="},
+                "helper.example.com": {}
+            }, "credsStore": "desktop"}"#,
+        )
+        .unwrap();
+        let logins = read_logins(&file).unwrap();
+        let login = |host: &str| logins.get(host).map(|(u, p)| (u.as_str(), p.as_str()));
+        assert_eq!(login("registry.example.com"), Some(("team", "s3cret:x")));
+        assert_eq!(login("127.0.0.1:5000"), Some(("ci", "pw")));
+        assert_eq!(login("docker.io"), Some(("hub", "hub")));
+        assert_eq!(logins.len(), 3, "an entry without a password is left out");
+
+        std::fs::write(
+            &file,
+            r#"{"auths": {"r.example.com": {"auth": "bm9jb2xvbg=="}}}"#,
+        )
+        .unwrap();
+        let error = read_logins(&file).unwrap_err().to_string();
+        assert!(
+            error.contains("config.json: the auth of r.example.com is not base64 of user:password"),
+            "{error}"
+        );
+        std::fs::write(&file, "auths:").unwrap();
+        let error = read_logins(&file).unwrap_err().to_string();
+        assert!(error.contains("is not a docker config.json"), "{error}");
     }
 }

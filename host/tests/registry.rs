@@ -127,7 +127,7 @@ fn unsigned_wrong_key_moved_tag_and_copied_signature_are_refused() {
     let reference = format!("oci://{}/team/http:v1", registry.host());
     let signed = push_and_sign(&registry, &bundled("http"), &reference, &key);
     let verify =
-        |reference: &str, key: &str| guest(&registry, &["verify", reference, "--trusted-key", key]);
+        |reference: &str, key: &str| guest(&registry, &["verify", reference, "--key", key]);
 
     let (ok, said, stderr) = verify(&reference, &public);
     assert!(ok, "{stderr}");
@@ -358,4 +358,72 @@ fn render_loads_a_signed_guest_from_the_registry_into_its_slot() {
     let (ok, again, stderr) = render(&public);
     assert!(ok, "{stderr}");
     assert!(again.contains(&format!("# --- guest 20-http ({pinned}) ---")));
+}
+
+/// Credentials from a docker config.json, named by `--registry-auth-file` or found through
+/// `$DOCKER_CONFIG` as docker and cosign find it; a wrong one points at the file.
+#[test]
+fn credentials_come_from_a_docker_config_json() {
+    use base64::Engine as _;
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = format!("oci://{}/team/http:v1", registry.host());
+    let http = bundled("http");
+    let config = |password: &str| {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
+        let json = format!(
+            r#"{{"auths": {{"https://{}": {{"auth": "{auth}"}}}}, "credsStore": "desktop"}}"#,
+            registry.host()
+        );
+        std::fs::write(dir.path().join("config.json"), json).unwrap();
+    };
+    let guest = |args: &[&str], how: &dyn Fn(&mut Command)| {
+        let mut command = wasmconfd();
+        command
+            .arg("guest")
+            .args(args)
+            .arg("--registry-ca")
+            .arg(registry.ca())
+            .env("HOME", dir.path());
+        how(&mut command);
+        run(&mut command)
+    };
+    let by_flag = |command: &mut Command| {
+        command
+            .arg("--registry-auth-file")
+            .arg(dir.path().join("config.json"));
+    };
+    let by_docker_config = |command: &mut Command| {
+        command.env("DOCKER_CONFIG", dir.path());
+    };
+
+    config(PASSWORD);
+    let (ok, pushed, stderr) = guest(&["push", http.to_str().unwrap(), &reference], &by_flag);
+    assert!(ok, "{stderr}");
+    let (ok, pulled, stderr) = guest(
+        &["pull", &reference, "--insecure-allow-unsigned"],
+        &by_docker_config,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(pulled, pushed);
+
+    config("wrong");
+    let (ok, _, stderr) = guest(&["push", http.to_str().unwrap(), &reference], &by_flag);
+    assert!(!ok);
+    assert!(
+        stderr.contains("the registry refused the credentials")
+            && stderr.contains("the registry's entry in the docker config.json"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.path().join("config.json"), "{").unwrap();
+    let (ok, _, stderr) = guest(&["pull", &reference], &by_docker_config);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "{} is not a docker config.json",
+            dir.path().join("config.json").display()
+        )),
+        "{stderr}"
+    );
 }
