@@ -564,6 +564,12 @@ pub struct GuestArgs {
     #[arg(long = "guest", env = "WASMCONFD_GUEST", value_name = "SLOT=REF", value_delimiter = ';', value_parser = parse_remote_guest)]
     pub remote: Vec<(String, crate::oci::GuestRef)>,
 
+    /// Start without the --guest guests that cannot be loaded (registry down and nothing
+    /// cached, not found, refused signature), logging why, instead of not starting at all.
+    /// Their services go unserved until a restart loads them.
+    #[arg(long, env = "WASMCONFD_ALLOW_MISSING_GUESTS")]
+    pub allow_missing_guests: bool,
+
     #[command(flatten)]
     pub trust: TrustArgs,
 
@@ -613,9 +619,11 @@ impl GuestArgs {
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
+        let (remote, missing) = self.fetch_remote()?;
         Ok(GuestConfig {
             dir: self.guests.clone(),
-            remote: self.fetch_remote()?,
+            remote,
+            missing,
             settings,
             limits: Limits {
                 timeout: self.guest_timeout,
@@ -625,11 +633,12 @@ impl GuestArgs {
         })
     }
 
-    /// The `--guest` parts, fetched. Every one must load: a start with some guests missing
-    /// would serve a configuration nobody asked for.
-    fn fetch_remote(&self) -> anyhow::Result<Vec<crate::assemble::Part>> {
+    /// The `--guest` parts, fetched, and the slots left out. Every one must load unless
+    /// --allow-missing-guests says otherwise: a start with some guests missing serves a
+    /// configuration nobody asked for.
+    fn fetch_remote(&self) -> anyhow::Result<(Vec<crate::assemble::Part>, Vec<String>)> {
         if self.remote.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         }
         let registry = crate::oci::Registry::new(&self.registry.access()?)?;
         let trust = self.trust.trust()?;
@@ -651,10 +660,27 @@ impl GuestArgs {
                 source: crate::assemble::Source::Guest(wasm.into()),
             })
         });
-        tokio::runtime::Builder::new_current_thread()
+        let fetched = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(futures::future::try_join_all(fetches))
+            .block_on(futures::future::join_all(fetches));
+        let (mut parts, mut missing) = (Vec::new(), Vec::new());
+        for (result, (slot, _)) in fetched.into_iter().zip(&self.remote) {
+            match result {
+                Ok(part) => parts.push(part),
+                Err(error) if self.allow_missing_guests => {
+                    tracing::error!("{error:#}; left out (--allow-missing-guests)");
+                    missing.push(slot.clone());
+                }
+                Err(error) => {
+                    return Err(error.context(
+                        "nothing starts with a guest missing (--allow-missing-guests would \
+                         start without it)",
+                    ));
+                }
+            }
+        }
+        Ok((parts, missing))
     }
 }
 

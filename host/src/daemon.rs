@@ -120,6 +120,8 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let servers = config.connection.configs().await?;
     let caches = Arc::new(Mutex::new(Caches::default()));
     let status = Arc::new(Status::default());
+    let missing = config.guests.missing.len() as u64;
+    status.missing_guests.store(missing, Ordering::Relaxed);
     if let Some(address) = config.status_address {
         crate::status::serve(address, status.clone())
             .await

@@ -17,6 +17,8 @@ pub struct GuestConfig {
     pub dir: Option<PathBuf>,
     /// Parts from elsewhere (guests pulled from registries), in their slots.
     pub remote: Vec<Part>,
+    /// Slots of registry guests left out because they could not be loaded.
+    pub missing: Vec<String>,
     pub settings: Settings,
     pub limits: Limits,
     /// Where precompiled guests are cached; compiled on every start when `None`.

@@ -23,6 +23,8 @@ pub struct Status {
     pub failed_reloads: AtomicU64,
     pub guest_errors: AtomicU64,
     pub watch_errors: AtomicU64,
+    /// Registry guests left out at start (--allow-missing-guests).
+    pub missing_guests: AtomicU64,
     /// The first complete list is in.
     pub synced: AtomicBool,
     /// The last watch request failed and none has succeeded since.
@@ -107,6 +109,12 @@ impl Status {
             "gauge",
             "1 when the last request to the Kubernetes API succeeded.",
             &[("", 1 - flag(&self.api_failing))],
+        );
+        metric(
+            "wasmconfd_guests_missing",
+            "gauge",
+            "Registry guests left out at start because they could not be loaded (--allow-missing-guests); a restart tries again.",
+            &[("", get(&self.missing_guests))],
         );
         metric(
             "wasmconfd_reload_pending",

@@ -466,6 +466,38 @@ fn a_broken_guest_keeps_its_last_good_output_and_a_rejected_configuration_is_ret
     scene.wait_for("shop.test", "b");
 }
 
+/// With --allow-missing-guests, a registry guest that cannot be loaded (registry down, nothing
+/// cached) is left out: the rest serves, and the metrics count what is missing.
+#[test]
+fn a_missing_registry_guest_is_left_out_when_allowed_and_counted() {
+    let a = backend("a");
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let cache = tempfile::tempdir().unwrap();
+    let reference = format!("50-paths=oci://127.0.0.1:{}/team/paths:v1", free_port());
+    let scene = Scene::start(
+        &api.url(),
+        &[
+            "--guest",
+            &reference,
+            "--insecure-allow-unsigned",
+            "--allow-missing-guests",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+    );
+    scene.wait_for("shop.test", "a");
+    assert!(
+        scene.log().contains("left out (--allow-missing-guests)"),
+        "{}",
+        scene.log()
+    );
+    let metrics = scene.get_status("/metrics").1;
+    assert!(
+        metrics.contains("\nwasmconfd_guests_missing 1\n"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn a_watch_resumed_after_compaction_gets_410_relists_and_catches_up() {
     let (a, b) = (backend("a"), backend("b"));

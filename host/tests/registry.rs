@@ -427,3 +427,50 @@ fn credentials_come_from_a_docker_config_json() {
         "{stderr}"
     );
 }
+
+/// A guest that cannot be loaded (here: not in the registry) stops the start, naming it, unless
+/// missing guests are allowed: then the others render and the log says what was left out.
+#[test]
+fn a_guest_that_cannot_be_loaded_stops_the_start_unless_missing_guests_are_allowed() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let http = format!("oci://{}/team/http:v1", registry.host());
+    let pinned = push_and_sign(&registry, &bundled("http"), &http, &key);
+    let missing = format!("oci://{}/team/paths:v1", registry.host());
+    let render = |extra: &[&str]| {
+        run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(repo().join("examples/cluster.yaml"))
+            .args(["--guest", &format!("20-http={http}")])
+            .args(["--guest", &format!("50-paths={missing}")])
+            .args(["--trusted-key", &public])
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("--registry-ca")
+            .arg(registry.ca())
+            .env("WASMCONFD_REGISTRY_USER", USER)
+            .env("WASMCONFD_REGISTRY_PASSWORD", PASSWORD)
+            .args(extra))
+    };
+    let (ok, config, stderr) = render(&[]);
+    assert!(!ok && config.is_empty());
+    assert!(
+        stderr.contains(&format!("guest 50-paths ({missing}) cannot be loaded"))
+            && stderr.contains("--allow-missing-guests would start without it"),
+        "{stderr}"
+    );
+
+    let (ok, config, stderr) = render(&["--allow-missing-guests"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        config.contains(&format!("# --- guest 20-http ({pinned}) ---")),
+        "{config}"
+    );
+    assert!(!config.contains("50-paths"), "{config}");
+    assert!(
+        stderr.contains(&format!("guest 50-paths ({missing}) cannot be loaded"))
+            && stderr.contains("left out (--allow-missing-guests)"),
+        "{stderr}"
+    );
+}
