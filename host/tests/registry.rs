@@ -63,6 +63,58 @@ fn push_and_sign(registry: &Registry, file: &Path, reference: &str, key: &str) -
     pinned
 }
 
+/// `curl ARGS...` against the registry with its CA and credentials, for what wasmconfd does not
+/// do: its stdout.
+fn curl(registry: &Registry, args: &[&str]) -> Vec<u8> {
+    let output = Command::new("curl")
+        .args(["-sSf", "--cacert", registry.ca().to_str().unwrap()])
+        .args(["-u", &format!("{USER}:{PASSWORD}")])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn manifest_url(registry: &Registry, repository: &str, tag: &str) -> String {
+    format!(
+        "https://{}/v2/{repository}/manifests/{tag}",
+        registry.host()
+    )
+}
+
+fn get_manifest(registry: &Registry, repository: &str, tag: &str) -> Vec<u8> {
+    curl(
+        registry,
+        &[
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            &manifest_url(registry, repository, tag),
+        ],
+    )
+}
+
+fn put_manifest(registry: &Registry, repository: &str, tag: &str, manifest: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), manifest).unwrap();
+    curl(
+        registry,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &format!("@{}", file.path().display()),
+            &manifest_url(registry, repository, tag),
+        ],
+    );
+}
+
 #[test]
 fn a_signed_guest_pulls_back_by_tag_and_by_digest_and_a_tampered_one_is_refused() {
     let registry = Registry::start();
@@ -192,37 +244,75 @@ fn unsigned_wrong_key_moved_tag_and_copied_signature_are_refused() {
         let digest = pinned.rsplit_once('@').unwrap().1;
         format!("{}.sig", digest.replace(':', "-"))
     };
-    let manifest_url =
-        |tag: &str| format!("https://{}/v2/team/http/manifests/{tag}", registry.host());
-    let curl = |args: &[&str]| {
-        let output = Command::new("curl")
-            .args(["-sSf", "--cacert", registry.ca().to_str().unwrap()])
-            .args(["-u", &format!("{USER}:{PASSWORD}")])
-            .args(["-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output.stdout
-    };
-    let copied = dir.path().join("signature.json");
-    std::fs::write(&copied, curl(&[&manifest_url(&signature_tag(&signed))])).unwrap();
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/vnd.oci.image.manifest.v1+json",
-        "--data-binary",
-        &format!("@{}", copied.display()),
-        &manifest_url(&signature_tag(moved.trim())),
-    ]);
+    let copied = get_manifest(&registry, "team/http", &signature_tag(&signed));
+    put_manifest(
+        &registry,
+        "team/http",
+        &signature_tag(moved.trim()),
+        &copied,
+    );
     let (ok, _, stderr) = verify(&reference, &public);
     assert!(!ok);
     assert!(stderr.contains("are for another artifact"), "{stderr}");
+}
+
+/// An artifact as oci-client and Kubewarden push it (config `vnd.wasm.config.v1+json`, layer
+/// `vnd.wasm.content.layer.v1+wasm`) pulls like one of ours; an image that is not Wasm does not.
+#[test]
+fn the_older_wasm_layer_type_pulls_and_other_layers_are_refused() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let http = bundled("http");
+    let ours = format!("oci://{}/team/http:v1", registry.host());
+    push_and_sign(&registry, &http, &ours, &key);
+    let manifest = String::from_utf8(get_manifest(&registry, "team/http", "v1")).unwrap();
+    let retyped = |layer: &str| {
+        manifest
+            .replace(
+                "application/vnd.wasm.config.v0+json",
+                "application/vnd.wasm.config.v1+json",
+            )
+            .replace("\"application/wasm\"", &format!("\"{layer}\""))
+    };
+    let pull = |tag: &str| {
+        let reference = format!("oci://{}/team/http:{tag}", registry.host());
+        let out = dir.path().join(format!("{tag}.wasm"));
+        let (ok, _, stderr) = guest(&registry, &["sign", "--key", &key, &reference]);
+        assert!(ok, "{stderr}");
+        let (ok, _, stderr) = guest(
+            &registry,
+            &[
+                "pull",
+                &reference,
+                "--trusted-key",
+                &public,
+                "--cache-dir",
+                dir.path().join("cache").to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        );
+        (ok, stderr, std::fs::read(out).ok())
+    };
+
+    let older = retyped("application/vnd.wasm.content.layer.v1+wasm");
+    assert_ne!(older, manifest);
+    put_manifest(&registry, "team/http", "older", older.as_bytes());
+    let (ok, stderr, pulled) = pull("older");
+    assert!(ok, "{stderr}");
+    assert_eq!(pulled.unwrap(), std::fs::read(&http).unwrap());
+
+    let image = retyped("application/vnd.oci.image.layer.v1.tar+gzip");
+    put_manifest(&registry, "team/http", "image", image.as_bytes());
+    let (ok, stderr, pulled) = pull("image");
+    assert!(!ok && pulled.is_none());
+    assert!(
+        stderr.contains(
+            "is not a Wasm artifact: its layer is application/vnd.oci.image.layer.v1.tar+gzip"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
