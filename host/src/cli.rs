@@ -75,6 +75,30 @@ pub enum GuestCommand {
     Sign(SignArgs),
     /// Check that a guest in an OCI registry is signed by one of the given keys.
     Verify(VerifyArgs),
+    /// Say what a guest is, from a file or a registry, without running it: its digest and
+    /// size, the world it was built for and whether this wasmconfd loads it, what it imports
+    /// and exports, and (from a registry) whether it is signed and by which key.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A component file, or oci://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST).
+    pub guest: String,
+    /// Public keys (PEM) to check a registry guest's signatures against; repeat for more.
+    #[arg(
+        long = "trusted-key",
+        visible_alias = "key",
+        env = "WASMCONFD_TRUSTED_KEYS",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub keys: Vec<PathBuf>,
+    /// Where compiled guests are cached [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
+    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -789,14 +813,83 @@ pub fn sign_guest(args: &SignArgs) -> anyhow::Result<()> {
     })
 }
 
+/// `wasmconfd guest inspect`.
+pub fn inspect_guest(args: &InspectArgs) -> anyhow::Result<()> {
+    let mut report: Vec<(&str, String)> = Vec::new();
+    let wasm = if args.guest.starts_with("oci://") {
+        let reference: crate::oci::GuestRef = args.guest.parse().map_err(anyhow::Error::msg)?;
+        let keys = read_public_keys(&args.keys)?;
+        let registry = crate::oci::Registry::new(&args.registry.access()?)?;
+        tokio::runtime::Runtime::new()?.block_on(async {
+            let digest = registry.resolve(&reference).await?;
+            let signature = match registry.verify(&reference, &digest, &keys).await {
+                Ok((_, key)) => format!("verified: signed by {}", args.keys[key].display()),
+                Err(crate::oci::SignatureError::Unsigned(..)) => {
+                    "none: loads only with --insecure-allow-unsigned".to_string()
+                }
+                Err(crate::oci::SignatureError::UntrustedKey(..)) if keys.is_empty() => {
+                    "signed; pass --trusted-key FILE to check by whom".to_string()
+                }
+                Err(error) => format!("refused: {error}"),
+            };
+            report.push(("reference", reference.to_string()));
+            report.push(("pinned", reference.at(&digest).to_string()));
+            report.push(("signature", signature));
+            registry.pull(&reference, &digest).await
+        })?
+    } else {
+        let file = PathBuf::from(&args.guest);
+        report.push(("file", file.display().to_string()));
+        std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    report.push(("digest", crate::oci::digest_of(&wasm)));
+    report.push(("size", format!("{} bytes", wasm.len())));
+    match crate::guests::interface(&wasm) {
+        Ok(interface) => {
+            let runtime = crate::guests::Runtime::new(
+                Default::default(),
+                args.cache_dir.clone().or_else(default_cache_dir),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
+            let world = match runtime.load(&args.guest, &wasm) {
+                Ok(_) => format!("{} (this wasmconfd loads it)", crate::bindings::WORLD),
+                Err(error) => format!("this wasmconfd does not load it: {error}"),
+            };
+            report.push(("world", world));
+            for (key, names) in [
+                ("exports", interface.exports),
+                ("imports", interface.imports),
+            ] {
+                let names = if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join("\n")
+                };
+                report.push((key, names));
+            }
+        }
+        Err(error) => report.push(("world", format!("none: {error:#}"))),
+    }
+    for (key, value) in report {
+        for (i, line) in value.lines().enumerate() {
+            println!("{:<10} {line}", if i == 0 { key } else { "" });
+        }
+    }
+    Ok(())
+}
+
 /// `wasmconfd guest verify`.
 pub fn verify_guest(args: &VerifyArgs) -> anyhow::Result<()> {
     let keys = read_public_keys(&args.keys)?;
     let registry = crate::oci::Registry::new(&args.registry.access()?)?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let digest = registry.resolve(&args.reference).await?;
-        registry.verify(&args.reference, &digest, &keys).await?;
-        println!("verified {}", args.reference.at(&digest));
+        let (_, key) = registry.verify(&args.reference, &digest, &keys).await?;
+        println!(
+            "verified {} (signed by {})",
+            args.reference.at(&digest),
+            args.keys[key].display()
+        );
         anyhow::Ok(())
     })
 }

@@ -427,6 +427,53 @@ impl wasmtime_wasi::HostMonotonicClock for SteppingClock {
     }
 }
 
+/// What a component imports and exports, by name, read without compiling it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Interface {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// The top-level imports and exports of the component `wasm`.
+pub fn interface(wasm: &[u8]) -> anyhow::Result<Interface> {
+    use wasmparser::{ComponentExternalKind, ComponentTypeRef, Encoding, Payload};
+    let mut interface = Interface::default();
+    let mut depth = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload? {
+            Payload::Version { encoding, .. } => {
+                if depth == 0 && encoding != Encoding::Component {
+                    anyhow::bail!(
+                        "a core WebAssembly module, not a component: build for wasm32-wasip2, \
+                         or make a component of it (see docs/guests.md)"
+                    );
+                }
+                depth += 1;
+            }
+            Payload::End(_) => depth -= 1,
+            // Types a world `use`s are imported and exported too; they are left out.
+            Payload::ComponentImportSection(imports) if depth == 1 => {
+                for import in imports {
+                    let import = import?;
+                    if !matches!(import.ty, ComponentTypeRef::Type(_)) {
+                        interface.imports.push(import.name.name.to_string());
+                    }
+                }
+            }
+            Payload::ComponentExportSection(exports) if depth == 1 => {
+                for export in exports {
+                    let export = export?;
+                    if export.kind != ComponentExternalKind::Type {
+                        interface.exports.push(export.name.name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(interface)
+}
+
 /// A load error, with what to do where the cause is a common one.
 fn with_hint(mut message: String) -> String {
     if message.contains("imports instance `wasi:http/") {
@@ -441,6 +488,22 @@ fn with_hint(mut message: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundled_guest_imports_the_host_and_exports_render() {
+        let http = interface(include_bytes!("../guests/http.wasm")).unwrap();
+        assert_eq!(http.exports, ["render"]);
+        assert!(
+            http.imports
+                .contains(&"wasmconfd:haproxy/host@0.1.0".to_string()),
+            "{http:?}"
+        );
+        let error = interface(b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        assert!(
+            error.contains("a core WebAssembly module, not a component"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn a_guest_importing_wasi_http_is_told_to_build_without_it() {

@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
             cli::GuestCommand::Pull(args) => cli::pull_guest(args),
             cli::GuestCommand::Sign(args) => cli::sign_guest(args),
             cli::GuestCommand::Verify(args) => cli::verify_guest(args),
+            cli::GuestCommand::Inspect(args) => cli::inspect_guest(args),
         },
     };
     match result {

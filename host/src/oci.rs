@@ -553,13 +553,13 @@ impl Registry {
     }
 
     /// Check that `digest` in `guest`'s repository carries a signature by one of `keys`, over
-    /// a payload that names this very digest. The signature that passed: (payload, signature).
+    /// a payload that names this very digest. The signature that passed, and the index of its key.
     pub async fn verify(
         &self,
         guest: &GuestRef,
         digest: &str,
         keys: &[p256::ecdsa::VerifyingKey],
-    ) -> Result<Signature, SignatureError> {
+    ) -> Result<(Signature, usize), SignatureError> {
         use base64::Engine as _;
         let pinned = guest.at(digest).to_string();
         let layers = self.signature_layers(guest, digest).await?;
@@ -579,7 +579,7 @@ impl Registry {
             };
             let signature = Signature { payload, der };
             match signature.check(digest, keys) {
-                Ok(()) => return Ok(signature),
+                Ok(key) => return Ok((signature, key)),
                 Err(Some(signed)) => other = Some(signed),
                 Err(None) => {}
             }
@@ -601,27 +601,22 @@ pub struct Signature {
 }
 
 impl Signature {
-    /// Whether this signature vouches for `digest` with one of `keys`: `Err(Some(other))` when
-    /// it is for another digest, `Err(None)` when no key made it.
+    /// Which of `keys` made this signature for `digest`: `Err(Some(other))` when it is for
+    /// another digest, `Err(None)` when no key made it.
     fn check(
         &self,
         digest: &str,
         keys: &[p256::ecdsa::VerifyingKey],
-    ) -> Result<(), Option<String>> {
+    ) -> Result<usize, Option<String>> {
         use p256::ecdsa::signature::Verifier as _;
         let signed = signed_digest(&self.payload).ok_or(None)?;
         if signed != digest {
             return Err(Some(signed));
         }
         let signature = p256::ecdsa::Signature::from_der(&self.der).map_err(|_| None)?;
-        if keys
-            .iter()
-            .any(|key| key.verify(&self.payload, &signature).is_ok())
-        {
-            Ok(())
-        } else {
-            Err(None)
-        }
+        keys.iter()
+            .position(|key| key.verify(&self.payload, &signature).is_ok())
+            .ok_or(None)
     }
 }
 
@@ -754,7 +749,7 @@ pub async fn fetch(
         return Ok((digest, wasm));
     }
     let signature = match registry.verify(guest, &digest, &trust.keys).await {
-        Ok(signature) => Some(signature),
+        Ok((signature, _)) => Some(signature),
         Err(error @ SignatureError::Unsigned(..)) if trust.allow_unsigned => {
             tracing::warn!("{error}; loaded anyway (--insecure-allow-unsigned)");
             None

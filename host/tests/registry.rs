@@ -183,7 +183,10 @@ fn unsigned_wrong_key_moved_tag_and_copied_signature_are_refused() {
 
     let (ok, said, stderr) = verify(&reference, &public);
     assert!(ok, "{stderr}");
-    assert_eq!(said.trim(), format!("verified {signed}"));
+    assert_eq!(
+        said.trim(),
+        format!("verified {signed} (signed by {public})")
+    );
 
     let (ok, _, stderr) = verify(&reference, &stranger);
     assert!(!ok);
@@ -197,8 +200,12 @@ fn unsigned_wrong_key_moved_tag_and_copied_signature_are_refused() {
     let (ok, _, stderr) = guest(&registry, &["sign", "--key", &next_key, &reference]);
     assert!(ok, "{stderr}");
     for trusted in [&public, &next_public] {
-        let (ok, _, stderr) = verify(&reference, trusted);
+        let (ok, said, stderr) = verify(&reference, trusted);
         assert!(ok, "{stderr}");
+        assert!(
+            said.ends_with(&format!("(signed by {trusted})\n")),
+            "{said}"
+        );
     }
 
     // Unsigned: refused unless explicitly allowed.
@@ -562,5 +569,96 @@ fn a_guest_that_cannot_be_loaded_stops_the_start_unless_missing_guests_are_allow
         stderr.contains(&format!("guest 50-paths ({missing}) cannot be loaded"))
             && stderr.contains("left out (--allow-missing-guests)"),
         "{stderr}"
+    );
+}
+
+/// `guest inspect` says what a guest is, from the registry or a file: where it is pinned,
+/// whether and by whom it is signed, its digest and size, and whether this wasmconfd loads it.
+#[test]
+fn inspect_reports_signature_digest_size_and_world() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let (_, stranger) = key_pair(dir.path(), "stranger");
+    let http = bundled("http");
+    let bytes = std::fs::read(&http).unwrap();
+    let signed = format!("oci://{}/team/http:v1", registry.host());
+    let pinned = push_and_sign(&registry, &http, &signed, &key);
+    let unsigned = format!("oci://{}/team/https:v1", registry.host());
+    let (ok, _, stderr) = guest(
+        &registry,
+        &["push", bundled("https").to_str().unwrap(), &unsigned],
+    );
+    assert!(ok, "{stderr}");
+    let cache = dir.path().join("cache");
+    let inspect = |what: &str, keys: &[&str]| {
+        let mut args = vec!["inspect", what, "--cache-dir", cache.to_str().unwrap()];
+        for key in keys {
+            args.extend(["--trusted-key", key]);
+        }
+        let (ok, report, stderr) = guest(&registry, &args);
+        assert!(ok, "{stderr}");
+        report
+    };
+    let line = |report: &str, key: &str| {
+        report
+            .lines()
+            .find(|line| line.starts_with(&format!("{key:<10} ")))
+            .map(|line| line[11..].to_string())
+            .unwrap_or_else(|| panic!("no {key} in:\n{report}"))
+    };
+
+    let report = inspect(&signed, &[&stranger, &public]);
+    assert_eq!(line(&report, "reference"), signed);
+    assert_eq!(line(&report, "pinned"), pinned);
+    assert_eq!(
+        line(&report, "signature"),
+        format!("verified: signed by {public}")
+    );
+    assert_eq!(line(&report, "digest"), wasmconfd::oci::digest_of(&bytes));
+    assert_eq!(line(&report, "size"), format!("{} bytes", bytes.len()));
+    assert_eq!(
+        line(&report, "world"),
+        "wasmconfd:haproxy/guest@0.1.0 (this wasmconfd loads it)"
+    );
+    assert_eq!(line(&report, "exports"), "render");
+    assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.1.0");
+
+    let report = inspect(&signed, &[]);
+    assert_eq!(
+        line(&report, "signature"),
+        "signed; pass --trusted-key FILE to check by whom"
+    );
+    let report = inspect(&signed, &[&stranger]);
+    assert!(
+        line(&report, "signature").starts_with("refused: ")
+            && report.contains("by none of the trusted keys"),
+        "{report}"
+    );
+    let report = inspect(&unsigned, &[&public]);
+    assert_eq!(
+        line(&report, "signature"),
+        "none: loads only with --insecure-allow-unsigned"
+    );
+
+    // Files: a guest, a component that is no guest, and a core module.
+    let report = inspect(http.to_str().unwrap(), &[]);
+    assert_eq!(line(&report, "file"), http.to_str().unwrap());
+    assert!(!report.contains("signature"), "{report}");
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
+    let report = inspect(empty.to_str().unwrap(), &[]);
+    assert!(
+        line(&report, "world").starts_with("this wasmconfd does not load it:")
+            && report.contains("no export `render`"),
+        "{report}"
+    );
+    assert_eq!(line(&report, "exports"), "none");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let report = inspect(core.to_str().unwrap(), &[]);
+    assert!(
+        line(&report, "world").starts_with("none: a core WebAssembly module, not a component"),
+        "{report}"
     );
 }
