@@ -855,4 +855,37 @@ mod tests {
         let error = read_logins(&file).unwrap_err().to_string();
         assert!(error.contains("is not a docker config.json"), "{error}");
     }
+
+    /// A keyed signature that cosign made (a published test vector of sigstore-rs, taken from
+    /// a cosign run): the payload as cosign wrote it, its base64 signature, and the public key.
+    #[test]
+    fn a_signature_made_by_cosign_verifies() {
+        use base64::Engine as _;
+        use p256::pkcs8::DecodePublicKey as _;
+        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(
+            "-----BEGIN PUBLIC KEY-----\n\
+             MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAENptdY/l3nB0yqkXLBWkZWQwo6+cu\n\
+             OSWS1X9vPavpiQOoTTGC0xX57OojUadxF1cdQmrsiReWg2Wn4FneJfa8xw==\n\
+             -----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let digest = "sha256:f3cfc9d0dbf931d3db4685ec659b7ac68e2a578219da4aae65427886e649b06b";
+        let signature = Signature {
+            payload: format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"registry-testing.svc.lan/busybox"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+            )
+            .into_bytes(),
+            der: base64::engine::general_purpose::STANDARD
+                .decode("MEUCIQD6q/COgzOyW0YH1Dk+CCYSt4uAhm3FDHUwvPI55zwnlwIgE0ZK58ZOWpZw8YVmBapJhBqCfdPekIknimuO0xH8Jh8=")
+                .unwrap(),
+        };
+        let other = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+        let other_key = *other.verifying_key();
+        assert_eq!(signature.check(digest, &[other_key, key]), Ok(1));
+        assert_eq!(signature.check(digest, &[other_key]), Err(None));
+        assert_eq!(
+            signature.check(DIGEST, &[key]),
+            Err(Some(digest.to_string()))
+        );
+    }
 }
