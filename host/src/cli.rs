@@ -399,9 +399,16 @@ impl RunArgs {
                 signal: self.reload_signal,
             },
         };
+        let guests = self.guests.config()?;
+        let remote = if guests.missing.is_empty() {
+            None
+        } else {
+            self.guests.remote()?
+        };
         Ok(DaemonConfig {
             connection: self.kubernetes.connection(),
-            guests: self.guests.config()?,
+            guests,
+            remote,
             applier: Applier {
                 target: self.haproxy_conf.clone(),
                 check_command: self.check_cmd.clone(),
@@ -586,11 +593,11 @@ pub struct GuestArgs {
     /// verified against --trusted-key before it loads, and kept in the cache so a restart
     /// works while the registry is down. In the environment, separate with `;`.
     #[arg(long = "guest", env = "WASMCONFD_GUEST", value_name = "SLOT=REF", value_delimiter = ';', value_parser = parse_remote_guest)]
-    pub remote: Vec<(String, crate::oci::GuestRef)>,
+    pub remote: Vec<RemoteGuest>,
 
     /// Start without the --guest guests that cannot be loaded (registry down and nothing
     /// cached, not found, refused signature), logging why, instead of not starting at all.
-    /// Their services go unserved until a restart loads them.
+    /// `run` keeps trying them, with backoff up to 30s, and renders with each one that loads.
     #[arg(long, env = "WASMCONFD_ALLOW_MISSING_GUESTS")]
     pub allow_missing_guests: bool,
 
@@ -601,7 +608,10 @@ pub struct GuestArgs {
     pub registry: RegistryArgs,
 }
 
-fn parse_remote_guest(text: &str) -> Result<(String, crate::oci::GuestRef), String> {
+/// A --guest: its slot and reference.
+pub type RemoteGuest = (String, crate::oci::GuestRef);
+
+fn parse_remote_guest(text: &str) -> Result<RemoteGuest, String> {
     let (slot, reference) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not SLOT=oci://REGISTRY/REPOSITORY:TAG"))?;
@@ -657,14 +667,11 @@ impl GuestArgs {
         })
     }
 
-    /// The `--guest` parts, fetched, and the slots left out. Every one must load unless
-    /// --allow-missing-guests says otherwise: a start with some guests missing serves a
-    /// configuration nobody asked for.
-    fn fetch_remote(&self) -> anyhow::Result<(Vec<crate::assemble::Part>, Vec<String>)> {
+    /// How to fetch the --guest guests; `None` when there are none.
+    pub fn remote(&self) -> anyhow::Result<Option<crate::oci::Remote>> {
         if self.remote.is_empty() {
-            return Ok(Default::default());
+            return Ok(None);
         }
-        let registry = crate::oci::Registry::new(&self.registry.access()?)?;
         let trust = self.trust.trust()?;
         if trust.keys.is_empty() && !trust.allow_unsigned {
             bail!(
@@ -672,29 +679,31 @@ impl GuestArgs {
                  (or --insecure-allow-unsigned)"
             );
         }
-        let cache = crate::oci::Cache::new(oci_cache_dir(self.cache_dir.clone())?);
-        let (registry, trust, cache) = (&registry, &trust, &cache);
-        let fetches = self.remote.iter().map(|(slot, reference)| async move {
-            let (digest, wasm) = crate::oci::fetch(reference, registry, trust, cache)
-                .await
-                .with_context(|| format!("guest {slot} ({reference}) cannot be loaded"))?;
-            anyhow::Ok(crate::assemble::Part {
-                slot: slot.clone(),
-                origin: reference.at(&digest).to_string(),
-                source: crate::assemble::Source::Guest(wasm.into()),
-            })
-        });
+        Ok(Some(crate::oci::Remote {
+            registry: crate::oci::Registry::new(&self.registry.access()?)?,
+            trust,
+            cache: crate::oci::Cache::new(oci_cache_dir(self.cache_dir.clone())?),
+        }))
+    }
+
+    /// The --guest parts, fetched, and those left out. Every one must load unless
+    /// --allow-missing-guests says otherwise: a start with some guests missing serves a
+    /// configuration nobody asked for.
+    fn fetch_remote(&self) -> anyhow::Result<(Vec<crate::assemble::Part>, Vec<RemoteGuest>)> {
+        let Some(remote) = self.remote()? else {
+            return Ok(Default::default());
+        };
         let fetched = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(futures::future::join_all(fetches));
+            .block_on(remote.fetch(&self.remote));
         let (mut parts, mut missing) = (Vec::new(), Vec::new());
-        for (result, (slot, _)) in fetched.into_iter().zip(&self.remote) {
+        for (result, guest) in fetched.into_iter().zip(&self.remote) {
             match result {
                 Ok(part) => parts.push(part),
                 Err(error) if self.allow_missing_guests => {
                     tracing::error!("{error:#}; left out (--allow-missing-guests)");
-                    missing.push(slot.clone());
+                    missing.push(guest.clone());
                 }
                 Err(error) => {
                     return Err(error.context(

@@ -33,6 +33,8 @@ use std::time::Instant;
 pub struct DaemonConfig {
     pub connection: Connection,
     pub guests: GuestConfig,
+    /// How to fetch the registry guests that were left out at start, to try them again.
+    pub remote: Option<crate::oci::Remote>,
     pub applier: Applier,
     /// Quiet time after a change before rendering.
     pub debounce: Duration,
@@ -115,7 +117,7 @@ impl Caches {
 /// Run until the process is stopped. Watching is async; rendering runs on a thread of its own,
 /// outside the async runtime, because WASI calls of a guest (writing to stderr, say) block on a
 /// runtime of their own.
-pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let pipeline = Pipeline::new(&config.guests)?;
     let servers = config.connection.configs().await?;
     let caches = Arc::new(Mutex::new(Caches::default()));
@@ -132,23 +134,87 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         config.connection.clone(),
         servers,
         caches.clone(),
-        changed_tx,
+        changed_tx.clone(),
         status.clone(),
     ));
+    let (pipelines_tx, pipelines) = mpsc::channel();
+    if let Some(remote) = config.remote.take() {
+        tokio::spawn(load_missing(
+            config.guests.clone(),
+            remote,
+            pipelines_tx,
+            changed_tx,
+            status.clone(),
+        ));
+    }
     let (done_tx, done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("render".into())
         .spawn(move || {
-            let _ = done_tx.send(render_loop(&config, &pipeline, &caches, &changed, status));
+            let result = render_loop(&config, pipeline, &pipelines, &caches, &changed, status);
+            let _ = done_tx.send(result);
         })?;
     done.await?
+}
+
+/// Try the registry guests left out at start again, with backoff, until every one has loaded;
+/// hand the render loop a new pipeline with those that do.
+async fn load_missing(
+    mut guests: GuestConfig,
+    remote: crate::oci::Remote,
+    pipelines: mpsc::Sender<Pipeline>,
+    changed: mpsc::SyncSender<()>,
+    status: Arc<Status>,
+) {
+    let mut attempts = 0;
+    while !guests.missing.is_empty() {
+        attempts += 1;
+        tokio::time::sleep(backoff(attempts)).await;
+        let fetched = remote.fetch(&guests.missing).await;
+        let (mut next, mut loaded) = (guests.clone(), Vec::new());
+        next.missing.clear();
+        for (result, guest) in fetched.into_iter().zip(&guests.missing) {
+            match result {
+                Ok(part) => {
+                    next.remote.push(part);
+                    loaded.push(guest.0.clone());
+                }
+                Err(error) => {
+                    tracing::warn!("{error:#}; trying again");
+                    next.missing.push(guest.clone());
+                }
+            }
+        }
+        if loaded.is_empty() {
+            continue;
+        }
+        let built = tokio::task::spawn_blocking(move || Pipeline::new(&next).map(|p| (p, next)));
+        match built.await {
+            Ok(Ok((pipeline, next))) => {
+                tracing::info!(
+                    ?loaded,
+                    "guests left out at start loaded; rendering with them"
+                );
+                guests = next;
+                let missing = guests.missing.len() as u64;
+                status.missing_guests.store(missing, Ordering::Relaxed);
+                if pipelines.send(pipeline).is_err() {
+                    return;
+                }
+                let _ = changed.try_send(());
+            }
+            Ok(Err(error)) => tracing::error!(?loaded, "{error}; trying again"),
+            Err(error) => tracing::error!(%error, "loading guests failed"),
+        }
+    }
 }
 
 /// Render after the first complete list, then after every burst of changes; retry a failed
 /// reload with backoff until it succeeds.
 fn render_loop(
     config: &DaemonConfig,
-    pipeline: &Pipeline,
+    mut pipeline: Pipeline,
+    pipelines: &mpsc::Receiver<Pipeline>,
     caches: &Mutex<Caches>,
     changed: &mpsc::Receiver<()>,
     status: Arc<Status>,
@@ -172,8 +238,13 @@ fn render_loop(
     };
     let mut reload_failures = 0;
     loop {
+        // Guests that were missing have loaded: their outputs take their places in the order.
+        if let Some(next) = pipelines.try_iter().last() {
+            pipeline = next;
+            state.last_good.clear();
+        }
         let objects = caches.lock().unwrap().objects();
-        state.render_and_apply(pipeline, &objects, &config.applier);
+        state.render_and_apply(&pipeline, &objects, &config.applier);
         if state.reload_pending {
             reload_failures += 1;
             match changed.recv_timeout(backoff(reload_failures)) {

@@ -716,6 +716,34 @@ impl Cache {
     }
 }
 
+/// What fetching guests from registries takes.
+pub struct Remote {
+    pub registry: Registry,
+    pub trust: Trust,
+    pub cache: Cache,
+}
+
+impl Remote {
+    /// Fetch `guests` concurrently, each for its slot: its part, or why it cannot be loaded.
+    pub async fn fetch(
+        &self,
+        guests: &[(String, GuestRef)],
+    ) -> Vec<anyhow::Result<crate::assemble::Part>> {
+        use anyhow::Context as _;
+        let fetches = guests.iter().map(|(slot, reference)| async move {
+            let (digest, wasm) = fetch(reference, &self.registry, &self.trust, &self.cache)
+                .await
+                .with_context(|| format!("guest {slot} ({reference}) cannot be loaded"))?;
+            Ok(crate::assemble::Part {
+                slot: slot.clone(),
+                origin: reference.at(&digest).to_string(),
+                source: crate::assemble::Source::Guest(wasm.into()),
+            })
+        });
+        futures::future::join_all(fetches).await
+    }
+}
+
 /// Fetch `guest`: resolve it to a digest once, check its signature against `trust`, pull it by
 /// that digest, and keep it in `cache`. A digest verified and pulled before comes from the cache,
 /// its signature checked again against `trust`; so does the last one when the registry cannot

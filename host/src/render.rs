@@ -17,8 +17,8 @@ pub struct GuestConfig {
     pub dir: Option<PathBuf>,
     /// Parts from elsewhere (guests pulled from registries), in their slots.
     pub remote: Vec<Part>,
-    /// Slots of registry guests left out because they could not be loaded.
-    pub missing: Vec<String>,
+    /// Registry guests left out because they could not be loaded: (slot, reference).
+    pub missing: Vec<(String, crate::oci::GuestRef)>,
     pub settings: Settings,
     pub limits: Limits,
     /// Where precompiled guests are cached; compiled on every start when `None`.
@@ -55,7 +55,12 @@ impl Pipeline {
     /// Find the parts, compile and pre-instantiate the guests.
     pub fn new(config: &GuestConfig) -> Result<Self, PipelineError> {
         let parts = assemble::parts(config.dir.as_deref(), config.remote.clone())?;
-        let names: Vec<&str> = parts.iter().map(Part::name).collect();
+        // Settings for a guest left out are kept for when it loads.
+        let missing = config
+            .missing
+            .iter()
+            .map(|(slot, _)| assemble::guest_name(slot));
+        let names: Vec<&str> = parts.iter().map(Part::name).chain(missing).collect();
         if let Some(unknown) = config
             .settings
             .keys()

@@ -23,7 +23,7 @@ pub struct Status {
     pub failed_reloads: AtomicU64,
     pub guest_errors: AtomicU64,
     pub watch_errors: AtomicU64,
-    /// Registry guests left out at start (--allow-missing-guests).
+    /// Registry guests left out at start (--allow-missing-guests) and not loaded since.
     pub missing_guests: AtomicU64,
     /// The first complete list is in.
     pub synced: AtomicBool,
@@ -113,7 +113,7 @@ impl Status {
         metric(
             "wasmconfd_guests_missing",
             "gauge",
-            "Registry guests left out at start because they could not be loaded (--allow-missing-guests); a restart tries again.",
+            "Registry guests left out at start because they could not be loaded (--allow-missing-guests), and not loaded since.",
             &[("", get(&self.missing_guests))],
         );
         metric(

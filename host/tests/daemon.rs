@@ -466,24 +466,47 @@ fn a_broken_guest_keeps_its_last_good_output_and_a_rejected_configuration_is_ret
     scene.wait_for("shop.test", "b");
 }
 
-/// With --allow-missing-guests, a registry guest that cannot be loaded (registry down, nothing
-/// cached) is left out: the rest serves, and the metrics count what is missing.
+/// With --allow-missing-guests, a registry guest that cannot be loaded at start (registry down,
+/// nothing cached) is left out: the rest serves, and the metrics count what is missing. Once
+/// the registry is back the guest loads and its output joins the configuration, without a
+/// restart.
 #[test]
-fn a_missing_registry_guest_is_left_out_when_allowed_and_counted() {
+fn a_missing_registry_guest_is_left_out_when_allowed_and_loads_once_the_registry_is_back() {
+    let mut registry = test_registry::Registry::start();
+    let guest = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(guest.path(), misbehave_guest()).unwrap();
+    let reference = format!("oci://{}/team/misbehave:v1", registry.host());
+    let credentials = [
+        "--registry-user",
+        test_registry::USER,
+        "--registry-password",
+        test_registry::PASSWORD,
+    ];
+    let ca = registry.ca();
+    let ca = ca.to_str().unwrap();
+    let (ok, _, stderr) = common::run(
+        wasmconfd()
+            .args(["guest", "push", guest.path().to_str().unwrap(), &reference])
+            .args(["--registry-ca", ca])
+            .args(credentials),
+    );
+    assert!(ok, "{stderr}");
+    registry.stop();
+
     let a = backend("a");
     let api = with_shop(FakeApi::start(), "127.0.0.1", a);
     let cache = tempfile::tempdir().unwrap();
-    let reference = format!("50-paths=oci://127.0.0.1:{}/team/paths:v1", free_port());
     let scene = Scene::start(
         &api.url(),
         &[
-            "--guest",
-            &reference,
-            "--insecure-allow-unsigned",
-            "--allow-missing-guests",
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
+            &["--guest", &format!("50-misbehave={reference}")],
+            &["--set", "misbehave.mode=ok"][..],
+            &["--insecure-allow-unsigned", "--allow-missing-guests"],
+            &["--cache-dir", cache.path().to_str().unwrap()],
+            &["--registry-ca", ca],
+            &credentials,
+        ]
+        .concat(),
     );
     scene.wait_for("shop.test", "a");
     assert!(
@@ -491,11 +514,23 @@ fn a_missing_registry_guest_is_left_out_when_allowed_and_counted() {
         "{}",
         scene.log()
     );
-    let metrics = scene.get_status("/metrics").1;
+    assert!(!scene.config().contains("backend misbehave"));
+    let missing = |n: u32| format!("\nwasmconfd_guests_missing {n}\n");
+    assert!(scene.get_status("/metrics").1.contains(&missing(1)));
+
+    registry.resume();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !scene.config().contains("backend misbehave") {
+        assert!(Instant::now() < deadline, "{}", scene.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(
-        metrics.contains("\nwasmconfd_guests_missing 1\n"),
-        "{metrics}"
+        scene.log().contains("guests left out at start loaded"),
+        "{}",
+        scene.log()
     );
+    assert!(scene.get_status("/metrics").1.contains(&missing(0)));
+    scene.wait_for("shop.test", "a");
 }
 
 #[test]

@@ -37,25 +37,13 @@ impl Registry {
             dir = dir.path().display(),
         );
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry is not installed: apt-get install docker-registry (scripts/setup.sh does)");
-        let registry = Registry { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not start:\n{}",
-                registry.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        registry
+        let child = serve(dir.path(), port);
+        Registry { child, dir, port }
+    }
+
+    /// Serve again after [`Registry::stop`], on the same port with the same storage.
+    pub fn resume(&mut self) {
+        self.child = serve(self.dir.path(), self.port);
     }
 
     /// `127.0.0.1:PORT`, the registry part of a reference.
@@ -95,6 +83,32 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Run docker-registry with the configuration in `dir`, and wait until it accepts connections.
+fn serve(dir: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))
+        .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry is not installed: apt-get install docker-registry (scripts/setup.sh does)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not start:\n{}",
+            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 fn free_port() -> u16 {
