@@ -26,7 +26,7 @@ storage: {filesystem: {rootdirectory: $work/storage}}
 http: {addr: "127.0.0.1:$port", tls: {certificate: $work/server.pem, key: $work/server.key}}
 auth: {htpasswd: {realm: bench, path: $work/htpasswd}}
 YAML
-docker-registry serve "$work/registry.yml" 2>"$work/registry.log" &
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 registry=$!
 until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
 
