@@ -408,6 +408,21 @@ fn with_the_registry_down_a_warm_cache_still_serves_verified_guests_and_a_cold_o
     );
 }
 
+/// `wasmconfd render` of the example cluster with `args`, the registry's credentials, its CA
+/// (whether or not it still runs) and an OCI cache in `cache`.
+fn render_example(ca: &Path, cache: &Path, args: &[&str]) -> (bool, String, String) {
+    run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(repo().join("examples/cluster.yaml"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--registry-ca")
+        .arg(ca)
+        .env("WASMCONFD_REGISTRY_USER", USER)
+        .env("WASMCONFD_REGISTRY_PASSWORD", PASSWORD))
+}
+
 /// `render` with a signed guest from the registry in a slot: here the http guest, replacing the
 /// bundled one.
 #[test]
@@ -421,17 +436,15 @@ fn render_loads_a_signed_guest_from_the_registry_into_its_slot() {
     let cache = dir.path().join("cache");
     let ca = registry.ca();
     let render = |trusted: &str| {
-        run(wasmconfd()
-            .args(["render", "--cluster"])
-            .arg(repo().join("examples/cluster.yaml"))
-            .args(["--guest", &format!("20-http={reference}")])
-            .args(["--trusted-key", trusted, "--set", "http.bind=:8088"])
-            .arg("--cache-dir")
-            .arg(&cache)
-            .arg("--registry-ca")
-            .arg(&ca)
-            .env("WASMCONFD_REGISTRY_USER", USER)
-            .env("WASMCONFD_REGISTRY_PASSWORD", PASSWORD))
+        render_example(
+            &ca,
+            &cache,
+            &[
+                &format!("--guest=20-http={reference}"),
+                &format!("--trusted-key={trusted}"),
+                "--set=http.bind=:8088",
+            ],
+        )
     };
     let (ok, config, stderr) = render(&public);
     assert!(ok, "{stderr}");
@@ -535,22 +548,19 @@ fn a_guest_that_cannot_be_loaded_stops_the_start_unless_missing_guests_are_allow
     let http = format!("oci://{}/team/http:v1", registry.host());
     let pinned = push_and_sign(&registry, &bundled("http"), &http, &key);
     let missing = format!("oci://{}/team/paths:v1", registry.host());
-    let render = |extra: &[&str]| {
-        run(wasmconfd()
-            .args(["render", "--cluster"])
-            .arg(repo().join("examples/cluster.yaml"))
-            .args(["--guest", &format!("20-http={http}")])
-            .args(["--guest", &format!("50-paths={missing}")])
-            .args(["--trusted-key", &public])
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .arg("--registry-ca")
-            .arg(registry.ca())
-            .env("WASMCONFD_REGISTRY_USER", USER)
-            .env("WASMCONFD_REGISTRY_PASSWORD", PASSWORD)
-            .args(extra))
+    let render = |extra: &str| {
+        render_example(
+            &registry.ca(),
+            &dir.path().join("cache"),
+            &[
+                &format!("--guest=20-http={http}"),
+                &format!("--guest=50-paths={missing}"),
+                &format!("--trusted-key={public}"),
+                extra,
+            ],
+        )
     };
-    let (ok, config, stderr) = render(&[]);
+    let (ok, config, stderr) = render("--log-level=info");
     assert!(!ok && config.is_empty());
     assert!(
         stderr.contains(&format!("guest 50-paths ({missing}) cannot be loaded"))
@@ -558,7 +568,7 @@ fn a_guest_that_cannot_be_loaded_stops_the_start_unless_missing_guests_are_allow
         "{stderr}"
     );
 
-    let (ok, config, stderr) = render(&["--allow-missing-guests"]);
+    let (ok, config, stderr) = render("--allow-missing-guests");
     assert!(ok, "{stderr}");
     assert!(
         config.contains(&format!("# --- guest 20-http ({pinned}) ---")),
