@@ -1,0 +1,274 @@
+//! Talking to registries: credentials, pushing, resolving and pulling Wasm artifacts.
+
+use super::{GuestRef, digest_of};
+use std::collections::HashMap;
+
+/// The Wasm OCI artifact layout: the config's media type, and the layer's.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+pub const LAYER_MEDIA_TYPE: &str = "application/wasm";
+/// The layer type oci-client and Kubewarden push; accepted when pulling.
+pub const OLDER_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAccess {
+    /// Basic auth for every registry.
+    pub credentials: Option<(String, String)>,
+    /// Basic auth per registry (`host[:port]`), for those `credentials` leave out; the others
+    /// are anonymous.
+    pub logins: HashMap<String, (String, String)>,
+    /// Extra CA certificates (PEM files) to trust.
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Registries (`host[:port]`) spoken to over plain HTTP.
+    pub plain_http: Vec<String>,
+}
+
+/// A client for the registries of guest references.
+pub struct Registry {
+    pub(super) client: oci_client::Client,
+    credentials: Option<(String, String)>,
+    logins: HashMap<String, (String, String)>,
+}
+
+impl Registry {
+    pub fn new(access: &RegistryAccess) -> anyhow::Result<Registry> {
+        use anyhow::Context as _;
+        // reqwest is built without a crypto provider of its own: use the one kube uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut certificates = Vec::new();
+        for file in &access.ca_files {
+            let data = std::fs::read(file)
+                .with_context(|| format!("cannot read CA file {}", file.display()))?;
+            certificates.push(oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data,
+            });
+        }
+        let config = oci_client::client::ClientConfig {
+            protocol: oci_client::client::ClientProtocol::HttpsExcept(access.plain_http.clone()),
+            extra_root_certificates: certificates,
+            ..Default::default()
+        };
+        Ok(Registry {
+            client: oci_client::Client::new(config),
+            credentials: access.credentials.clone(),
+            logins: access.logins.clone(),
+        })
+    }
+
+    /// How to log in to `guest`'s registry.
+    pub(super) fn auth(&self, guest: &GuestRef) -> oci_client::secrets::RegistryAuth {
+        let credentials = self.credentials.as_ref();
+        match credentials.or_else(|| self.logins.get(&login_key(&guest.registry))) {
+            Some((user, password)) => {
+                oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone())
+            }
+            None => oci_client::secrets::RegistryAuth::Anonymous,
+        }
+    }
+
+    /// Push `wasm` as a Wasm OCI artifact to `target` (which names a tag); its manifest's digest.
+    pub async fn push(&self, wasm: &[u8], target: &GuestRef) -> anyhow::Result<String> {
+        let layer =
+            oci_client::client::ImageLayer::new(wasm.to_vec(), LAYER_MEDIA_TYPE.to_string(), None);
+        let config = serde_json::json!({
+            "architecture": "wasm",
+            "os": "wasip2",
+            "layerDigests": [digest_of(wasm)],
+        });
+        let config = oci_client::client::Config {
+            data: serde_json::to_vec(&config)?.into(),
+            media_type: CONFIG_MEDIA_TYPE.to_string(),
+            annotations: None,
+        };
+        let reference = target.reference();
+        self.client
+            .push(&reference, &[layer], config, &self.auth(target), None)
+            .await
+            .map_err(|e| failed(format!("cannot push to {target}"), e))?;
+        self.resolve(target).await
+    }
+
+    /// The digest of the manifest `guest` names: its own digest if it has one, else what its tag
+    /// points to now.
+    pub async fn resolve(&self, guest: &GuestRef) -> anyhow::Result<String> {
+        if let Some(digest) = &guest.digest {
+            return Ok(digest.clone());
+        }
+        self.client
+            .fetch_manifest_digest(&guest.reference(), &self.auth(guest))
+            .await
+            .map_err(|e| failed(format!("cannot resolve {guest}"), e))
+    }
+
+    /// The component of the artifact at `digest` in `guest`'s repository, pulled by digest:
+    /// the manifest must hash to `digest` and the layer to the manifest's layer digest.
+    pub async fn pull(&self, guest: &GuestRef, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let pinned = guest.at(digest).reference();
+        let (raw, _) = self
+            .client
+            .pull_manifest_raw(
+                &pinned,
+                &self.auth(guest),
+                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+            )
+            .await
+            .map_err(|e| failed(format!("cannot pull the manifest of {guest}"), e))?;
+        if digest_of(&raw) != digest {
+            anyhow::bail!(
+                "the manifest the registry sent for {guest} does not have digest {digest}: refused"
+            );
+        }
+        let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(&raw)
+            .map_err(|e| {
+                anyhow::anyhow!("the manifest of {guest} is not an OCI image manifest: {e}")
+            })?;
+        let [layer] = manifest.layers.as_slice() else {
+            anyhow::bail!(
+                "{guest} has {} layers; a guest artifact has exactly one, of type {LAYER_MEDIA_TYPE}",
+                manifest.layers.len()
+            );
+        };
+        if layer.media_type != LAYER_MEDIA_TYPE && layer.media_type != OLDER_LAYER_MEDIA_TYPE {
+            anyhow::bail!(
+                "{guest} is not a Wasm artifact: its layer is {}, not {LAYER_MEDIA_TYPE}",
+                layer.media_type
+            );
+        }
+        let mut wasm = Vec::new();
+        self.client
+            .pull_blob(&pinned, layer, &mut wasm)
+            .await
+            .map_err(|e| failed(format!("cannot pull the component of {guest}"), e))?;
+        if digest_of(&wasm) != layer.digest {
+            anyhow::bail!(
+                "the component the registry sent for {guest} does not have digest {}: refused \
+                 (the registry's copy is damaged or was tampered with)",
+                layer.digest
+            );
+        }
+        Ok(wasm)
+    }
+}
+
+/// `what` failed because of `error`, with what to do for the common causes.
+pub(super) fn failed(
+    what: String,
+    error: oci_client::errors::OciDistributionError,
+) -> anyhow::Error {
+    let text = error.to_string();
+    let hint = if text.contains("401") || text.contains("UNAUTHORIZED") {
+        "; the registry refused the credentials: check --registry-user and --registry-password, \
+         or the registry's entry in the docker config.json"
+    } else if text.contains("error sending request") {
+        "; the registry cannot be reached, or its certificate is not trusted: for a registry \
+         with its own CA, pass --registry-ca FILE"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{what}: {text}{hint}")
+}
+
+/// Basic-auth credentials per registry from a docker `config.json`, as `docker login` writes it
+/// and a Kubernetes `kubernetes.io/dockerconfigjson` Secret holds it: `auths.HOST.auth` (base64
+/// of `user:password`), or `auths.HOST.username` and `.password`. Credential helpers
+/// (`credsStore`, `credHelpers`) are not run, and entries without a password are left out.
+pub fn read_logins(file: &std::path::Path) -> anyhow::Result<HashMap<String, (String, String)>> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        auths: HashMap<String, Login>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Login {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        anyhow::anyhow!("cannot read the registry auth file {}: {e}", file.display())
+    })?;
+    let config: Config = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a docker config.json: {e}", file.display()))?;
+    let mut logins = HashMap::new();
+    for (host, login) in config.auths {
+        let credentials = match (
+            login.auth.filter(|a| !a.is_empty()),
+            login.username,
+            login.password,
+        ) {
+            (Some(auth), ..) => base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| {
+                    let (user, password) = text.split_once(':')?;
+                    Some((user.to_string(), password.to_string()))
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: the auth of {host} is not base64 of user:password",
+                        file.display()
+                    )
+                })?,
+            (None, Some(user), Some(password)) => (user, password),
+            _ => continue,
+        };
+        logins.insert(login_key(&host), credentials);
+    }
+    Ok(logins)
+}
+
+/// The registry a docker config.json key names: `https://registry.example.com/v1/` and
+/// `registry.example.com` are the same, and so are Docker Hub's names.
+fn login_key(host: &str) -> String {
+    let host = host
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    match host.split('/').next().unwrap_or_default() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        host => host.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_come_from_a_docker_config_json_in_either_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(
+            &file,
+            r#"{"auths": {
+                "https://registry.example.com/v1/": {"auth": "dGVhbTpzM2NyZXQ6eA=="},
+                "127.0.0.1:5000": {"username": "ci", "password": "pw"},
+                "index.docker.io": {"auth": "aHViOmh1Yg=="},
+                "helper.example.com": {}
+            }, "credsStore": "desktop"}"#,
+        )
+        .unwrap();
+        let logins = read_logins(&file).unwrap();
+        let login = |host: &str| logins.get(host).map(|(u, p)| (u.as_str(), p.as_str()));
+        assert_eq!(login("registry.example.com"), Some(("team", "s3cret:x")));
+        assert_eq!(login("127.0.0.1:5000"), Some(("ci", "pw")));
+        assert_eq!(login("docker.io"), Some(("hub", "hub")));
+        assert_eq!(logins.len(), 3, "an entry without a password is left out");
+
+        std::fs::write(
+            &file,
+            r#"{"auths": {"r.example.com": {"auth": "bm9jb2xvbg=="}}}"#,
+        )
+        .unwrap();
+        let error = read_logins(&file).unwrap_err().to_string();
+        assert!(
+            error.contains("config.json: the auth of r.example.com is not base64 of user:password"),
+            "{error}"
+        );
+        std::fs::write(&file, "auths:").unwrap();
+        let error = read_logins(&file).unwrap_err().to_string();
+        assert!(error.contains("is not a docker config.json"), "{error}");
+    }
+}
