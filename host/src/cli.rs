@@ -729,9 +729,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
     let (services, model_problems) = model::build(&objects);
     problems.extend(model_problems);
-    for problem in &problems {
-        tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
-    }
+    model::warn_skipped(&problems);
     tracing::info!(
         services = services.len(),
         skipped = problems.len(),

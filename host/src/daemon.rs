@@ -400,9 +400,7 @@ impl State {
     fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, applier: &Applier) {
         let status = &self.status;
         let (services, problems) = model::build(objects);
-        for problem in &problems {
-            tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
-        }
+        model::warn_skipped(&problems);
         let results = pipeline.run(services);
         self.last_good.resize(results.len(), None);
         for (result, last) in results.into_iter().zip(self.last_good.iter_mut()) {

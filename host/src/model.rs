@@ -39,6 +39,13 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Log each object that was left out, and why.
+pub fn warn_skipped(problems: &[Problem]) {
+    for problem in problems {
+        tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
+    }
+}
+
 /// The services of `objects` that carry a valid proto annotation, sorted by namespace and name,
 /// and the problems found with the others.
 pub fn build(objects: &Objects) -> (Vec<Service>, Vec<Problem>) {
