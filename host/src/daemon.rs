@@ -21,7 +21,7 @@ use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -43,6 +43,9 @@ pub struct DaemonConfig {
     /// Where to serve `/metrics`, `/healthz` and `/readyz`.
     pub status_address: Option<std::net::SocketAddr>,
 }
+
+/// How often draining servers are checked for their last connection.
+const DRAIN_CHECK: Duration = Duration::from_secs(1);
 
 /// Consecutive watch errors on an API server that has answered before moving to the next.
 const ERRORS_BEFORE_FAILOVER: u32 = 3;
@@ -234,6 +237,7 @@ fn render_loop(
         last_good: Vec::new(),
         installed: None,
         reload_pending: false,
+        draining: BTreeSet::new(),
         status,
     };
     let mut reload_failures = 0;
@@ -260,7 +264,17 @@ fn render_loop(
             }
         } else {
             reload_failures = 0;
-            changed.recv().map_err(|_| stopped())?;
+            // Meanwhile, delete the servers that have drained.
+            while !state.draining.is_empty() {
+                match changed.recv_timeout(DRAIN_CHECK) {
+                    Ok(()) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => state.delete_drained(),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+                }
+            }
+            if state.draining.is_empty() {
+                changed.recv().map_err(|_| stopped())?;
+            }
         }
         coalesce(changed, config.debounce, config.max_delay);
     }
@@ -393,6 +407,9 @@ struct State {
     /// The fragments of the configuration on disk, once this process installed or found it.
     installed: Option<Vec<Fragment>>,
     reload_pending: bool,
+    /// Servers taken out at runtime that still had connections: disabled, to be deleted once
+    /// those end. A reload takes them away too.
+    draining: BTreeSet<runtime_api::ServerName>,
     status: Arc<Status>,
 }
 
@@ -432,10 +449,12 @@ impl State {
             None => Plan::Reload(vec!["first configuration from this process".into()]),
         };
         let socket = admin_socket(&fragments);
+        let draining = std::cell::RefCell::new(self.draining.clone());
         let result = match (&plan, &socket) {
             (Plan::Runtime(ops), Some(socket)) => applier.apply_hitless(&assembled, &|| {
-                runtime_api::apply(socket, ops)?;
-                runtime_api::verify(socket, &fragments, MAPS_DIR)
+                let busy = runtime_api::apply(socket, ops)?;
+                draining.borrow_mut().extend(busy);
+                runtime_api::verify(socket, &fragments, MAPS_DIR, &draining.borrow())
             }),
             _ => applier.apply(&assembled),
         };
@@ -455,6 +474,7 @@ impl State {
                     total,
                     "applied through the Runtime API, without a reload"
                 );
+                self.set_draining(draining.into_inner());
             }
             Ok(Applied::Reloaded) => {
                 let reasons = match (&plan, &socket) {
@@ -473,6 +493,7 @@ impl State {
                 };
                 let total = count(&status.reloads);
                 tracing::info!(class = "reload", ?reasons, total, "applied by a reload");
+                self.set_draining(BTreeSet::new());
             }
             Err(crate::apply::ApplyError::Reload(error)) => {
                 count(&status.failed_reloads);
@@ -502,12 +523,50 @@ impl State {
             Ok(()) => {
                 self.reload_pending = false;
                 self.status.reload_pending.store(false, Ordering::Relaxed);
+                self.set_draining(BTreeSet::new());
             }
             Err(error) => {
                 self.status.failed_reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "reload failed; retrying with backoff");
             }
         }
+    }
+}
+
+impl State {
+    fn set_draining(&mut self, draining: BTreeSet<runtime_api::ServerName>) {
+        let names: Vec<_> = draining.difference(&self.draining).collect();
+        if !names.is_empty() {
+            tracing::info!(servers = ?names, "disabled, deleted once their connections end");
+        }
+        self.status
+            .draining_servers
+            .store(draining.len() as u64, Ordering::Relaxed);
+        self.draining = draining;
+    }
+
+    /// Delete the draining servers whose connections have ended.
+    fn delete_drained(&mut self) {
+        let socket = self.installed.as_deref().and_then(admin_socket);
+        let mut draining = self.draining.clone();
+        draining.retain(|(backend, server)| {
+            let deleted = socket
+                .as_deref()
+                .map(|socket| runtime_api::delete(socket, backend, server));
+            match deleted {
+                Some(Ok(true)) => {
+                    tracing::info!(backend, server, "drained server deleted");
+                    false
+                }
+                Some(Ok(false)) => true,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "cannot delete a drained server; it stays disabled");
+                    false
+                }
+                None => false,
+            }
+        });
+        self.set_draining(draining);
     }
 }
 

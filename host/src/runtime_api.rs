@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -62,8 +62,14 @@ fn word(text: &str) -> Result<&str, RuntimeError> {
     }
 }
 
-/// Apply `ops` in order, stopping at the first that HAProxy refuses.
-pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
+/// A server by backend and name.
+pub type ServerName = (String, String);
+
+/// Apply `ops` in order, stopping at the first that HAProxy refuses. A server to delete that
+/// still has connections (a long download, a websocket) stays disabled, taking no new traffic,
+/// until they end: those are returned, for [`delete`] to remove later.
+pub fn apply(socket: &Path, ops: &[Op]) -> Result<Vec<ServerName>, RuntimeError> {
+    let mut draining = Vec::new();
     for op in ops {
         for text in op.words() {
             word(text)?;
@@ -84,16 +90,8 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
             }
             Op::DelServer { backend, server } => {
                 send(socket, &format!("disable server {backend}/{server}"), "")?;
-                // A server still busy with a request cannot go yet: give it a moment.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                loop {
-                    match send(socket, &command, "Server deleted") {
-                        Ok(_) => break,
-                        Err(_) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(50))
-                        }
-                        Err(error) => return Err(error),
-                    }
+                if !delete(socket, backend, server)? {
+                    draining.push((backend.clone(), server.clone()));
                 }
             }
             _ => {
@@ -101,7 +99,23 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<(), RuntimeError> {
             }
         }
     }
-    Ok(())
+    Ok(draining)
+}
+
+/// `del server BACKEND/SERVER` of a disabled server: false while it still has connections.
+pub fn delete(socket: &Path, backend: &str, server: &str) -> Result<bool, RuntimeError> {
+    let command = format!("del server {}/{}", word(backend)?, word(server)?);
+    let answer = send(socket, &command, "")?;
+    if answer.contains("Server deleted") {
+        Ok(true)
+    } else if answer.contains("Server still has connections attached to it") {
+        Ok(false)
+    } else {
+        Err(RuntimeError::Refused {
+            command,
+            answer: answer.trim().to_string(),
+        })
+    }
 }
 
 /// The servers HAProxy holds, as `backend -> server -> address:port`, from one
@@ -144,8 +158,13 @@ pub fn map_entries(socket: &Path, file: &str) -> Result<Vec<(String, String)>, R
 }
 
 /// Check that HAProxy holds the servers and map entries of `fragments`: every server of every
-/// backend at its address, and every map's entries (as a set).
-pub fn verify(socket: &Path, fragments: &[Fragment], maps_dir: &str) -> Result<(), RuntimeError> {
+/// backend at its address, besides the `draining` ones, and every map's entries (as a set).
+pub fn verify(
+    socket: &Path,
+    fragments: &[Fragment],
+    maps_dir: &str,
+    draining: &BTreeSet<ServerName>,
+) -> Result<(), RuntimeError> {
     let held_servers = servers(socket)?;
     for fragment in fragments {
         for section in &fragment.sections {
@@ -161,11 +180,11 @@ pub fn verify(socket: &Path, fragments: &[Fragment], maps_dir: &str) -> Result<(
                 .map(|d| (d.args[0].clone(), d.args[1].clone()))
                 .collect();
             let held = held_servers.get(backend).cloned().unwrap_or_default();
-            compare(
-                &format!("backend {backend}"),
-                held.into_iter().collect(),
-                meant,
-            )?;
+            let held = held
+                .into_iter()
+                .filter(|(server, _)| !draining.contains(&(backend.clone(), server.clone())))
+                .collect();
+            compare(&format!("backend {backend}"), held, meant)?;
         }
         for map in &fragment.maps {
             let file = format!("{maps_dir}/{}", map.name);

@@ -23,6 +23,8 @@ pub struct Status {
     pub failed_reloads: AtomicU64,
     pub guest_errors: AtomicU64,
     pub watch_errors: AtomicU64,
+    /// Servers disabled at runtime that wait for their connections to end.
+    pub draining_servers: AtomicU64,
     /// Registry guests left out at start (--allow-missing-guests) and not loaded since.
     pub missing_guests: AtomicU64,
     /// The first complete list is in.
@@ -109,6 +111,12 @@ impl Status {
             "gauge",
             "1 when the last request to the Kubernetes API succeeded.",
             &[("", 1 - flag(&self.api_failing))],
+        );
+        metric(
+            "wasmconfd_draining_servers",
+            "gauge",
+            "Servers removed at runtime that take no new traffic and wait for their connections to end before they are deleted.",
+            &[("", get(&self.draining_servers))],
         );
         metric(
             "wasmconfd_guests_missing",

@@ -205,7 +205,7 @@ fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
             key: "word".into(),
             value: "two".into(),
         };
-        runtime_api::apply(&admin, &[op])
+        runtime_api::apply(&admin, &[op]).map(|_| ())
     };
     assert_eq!(
         applier.apply_hitless(&config("two"), &set_map).unwrap(),

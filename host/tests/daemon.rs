@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    Killed, backend, backend_on, free_port, http_get, http_get_path, misbehave_guest, show_proc,
-    start_haproxy, wasmconfd,
+    Killed, SLOW, backend, backend_on, free_port, http_get, http_get_path, misbehave_guest,
+    show_proc, start_haproxy, wasmconfd,
 };
 use fake_apiserver::{FakeApi, Fault, Kind};
 use serde_json::{Value, json};
@@ -406,6 +406,54 @@ fn scaling_moving_and_a_new_domain_apply_without_a_reload_or_a_failed_request() 
             .contains("sections added `backend http_e2e_blog`"),
         "{}",
         scene.log()
+    );
+}
+
+/// A server that leaves the endpoints while a response from it is on its way is disabled, not
+/// deleted: new requests go elsewhere at once, the response arrives whole, and the server is
+/// deleted when its connection ends. No reload at any point.
+#[test]
+fn a_busy_server_drains_before_it_is_deleted_without_a_reload() {
+    let port = free_port();
+    for name in ["127.0.0.31", "127.0.0.32"] {
+        backend_on(name, port, name.to_string());
+    }
+    let api = with_shop(FakeApi::start(), "127.0.0.31", port);
+    let scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "127.0.0.31");
+    let (reloads_before, workers_before) = (reloads(&scene), workers(&scene));
+    let http = scene.http;
+    let slow = std::thread::spawn(move || http_get_path(http, "shop.test", "/slow"));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let moved = Instant::now();
+    api.apply(slice("shop", &["127.0.0.32"], port));
+    scene.wait_for_only("shop.test", "127.0.0.32");
+    assert!(
+        moved.elapsed() < SLOW,
+        "new requests waited for the old connection"
+    );
+    let draining = |n: u32| format!("\nwasmconfd_draining_servers {n}\n");
+    assert!(scene.get_status("/metrics").1.contains(&draining(1)));
+    assert!(
+        scene
+            .log()
+            .contains("disabled, deleted once their connections end"),
+        "{}",
+        scene.log()
+    );
+
+    let (status, body) = slow.join().unwrap();
+    assert_eq!((status, body.lines().next()), (200, Some("127.0.0.31")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !scene.log().contains("drained server deleted") {
+        assert!(Instant::now() < deadline, "{}", scene.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(scene.get_status("/metrics").1.contains(&draining(0)));
+    assert_eq!(
+        (reloads(&scene), workers(&scene)),
+        (reloads_before, workers_before)
     );
 }
 

@@ -122,8 +122,15 @@ fn a_hitless_change_is_applied_read_back_and_followed_by_traffic() {
     ) else {
         panic!("scaling and a new host must be hitless")
     };
-    runtime_api::apply(&socket, &ops).unwrap();
-    runtime_api::verify(&socket, std::slice::from_ref(&new), "maps").unwrap();
+    let draining = runtime_api::apply(&socket, &ops).unwrap();
+    assert!(draining.is_empty(), "an idle server is deleted at once");
+    runtime_api::verify(
+        &socket,
+        std::slice::from_ref(&new),
+        "maps",
+        &draining.into_iter().collect(),
+    )
+    .unwrap();
 
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -145,7 +152,13 @@ fn a_hitless_change_is_applied_read_back_and_followed_by_traffic() {
     assert_eq!(seen, ["b".to_string(), "c".to_string()].into());
 
     // What HAProxy holds is not the old state: a check against it fails.
-    let error = runtime_api::verify(&socket, std::slice::from_ref(&old), "maps").unwrap_err();
+    let error = runtime_api::verify(
+        &socket,
+        std::slice::from_ref(&old),
+        "maps",
+        &Default::default(),
+    )
+    .unwrap_err();
     assert!(matches!(error, RuntimeError::Mismatch(_)), "{error}");
 
     // A value the CLI could not carry as one word is refused before anything is sent.

@@ -92,8 +92,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// How long the test backends take to answer `GET /slow`.
+pub const SLOW: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A backend on 127.0.0.1 that answers every request with its name and, on the following lines,
-/// the request's headers in lower case. Returns its port.
+/// the request's headers in lower case (`GET /slow` after [`SLOW`]). Returns its port.
 pub fn backend(name: &'static str) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -117,6 +120,9 @@ fn serve(listener: std::net::TcpListener, name: String) {
                 while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
                 if head.is_empty() {
                     return; // a health check
+                }
+                if head.starts_with("GET /slow ") {
+                    std::thread::sleep(SLOW);
                 }
                 let body = format!("{name}\n{}", head.to_ascii_lowercase());
                 let response = format!(
