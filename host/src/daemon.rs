@@ -264,16 +264,17 @@ fn render_loop(
             }
         } else {
             reload_failures = 0;
-            // Meanwhile, delete the servers that have drained.
-            while !state.draining.is_empty() {
+            // Wait for a change; meanwhile, delete the servers that have drained.
+            loop {
+                if state.draining.is_empty() {
+                    changed.recv().map_err(|_| stopped())?;
+                    break;
+                }
                 match changed.recv_timeout(DRAIN_CHECK) {
                     Ok(()) => break,
                     Err(mpsc::RecvTimeoutError::Timeout) => state.delete_drained(),
                     Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
                 }
-            }
-            if state.draining.is_empty() {
-                changed.recv().map_err(|_| stopped())?;
             }
         }
         coalesce(changed, config.debounce, config.max_delay);
@@ -531,9 +532,7 @@ impl State {
             }
         }
     }
-}
 
-impl State {
     fn set_draining(&mut self, draining: BTreeSet<runtime_api::ServerName>) {
         let names: Vec<_> = draining.difference(&self.draining).collect();
         if !names.is_empty() {
@@ -547,25 +546,25 @@ impl State {
 
     /// Delete the draining servers whose connections have ended.
     fn delete_drained(&mut self) {
-        let socket = self.installed.as_deref().and_then(admin_socket);
-        let mut draining = self.draining.clone();
-        draining.retain(|(backend, server)| {
-            let deleted = socket
-                .as_deref()
-                .map(|socket| runtime_api::delete(socket, backend, server));
-            match deleted {
-                Some(Ok(true)) => {
+        let Some(socket) = self.installed.as_deref().and_then(admin_socket) else {
+            return self.set_draining(BTreeSet::new());
+        };
+        let draining = self
+            .draining
+            .iter()
+            .filter(|(backend, server)| match runtime_api::delete(&socket, backend, server) {
+                Ok(true) => {
                     tracing::info!(backend, server, "drained server deleted");
                     false
                 }
-                Some(Ok(false)) => true,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "cannot delete a drained server; it stays disabled");
+                Ok(false) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot delete a drained server; it stays in maintenance until the next reload");
                     false
                 }
-                None => false,
-            }
-        });
+            })
+            .cloned()
+            .collect();
         self.set_draining(draining);
     }
 }

@@ -434,7 +434,16 @@ fn a_busy_server_drains_before_it_is_deleted_without_a_reload() {
         "new requests waited for the old connection"
     );
     let draining = |n: u32| format!("\nwasmconfd_draining_servers {n}\n");
+    let held = || {
+        let socket = scene.dir.path().join("admin.sock");
+        let servers = wasmconfd::runtime_api::servers(&socket).unwrap();
+        servers["http_e2e_shop"].keys().cloned().collect::<Vec<_>>()
+    };
+    let (old, new) = (format!("127.0.0.31:{port}"), format!("127.0.0.32:{port}"));
+    // Past a check or two, while the slow response is still on its way.
+    std::thread::sleep(Duration::from_millis(1500));
     assert!(scene.get_status("/metrics").1.contains(&draining(1)));
+    assert_eq!(held(), [old, new.clone()]);
     assert!(
         scene
             .log()
@@ -451,6 +460,7 @@ fn a_busy_server_drains_before_it_is_deleted_without_a_reload() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(scene.get_status("/metrics").1.contains(&draining(0)));
+    assert_eq!(held(), [new]);
     assert_eq!(
         (reloads(&scene), workers(&scene)),
         (reloads_before, workers_before)
