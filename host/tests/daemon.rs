@@ -172,6 +172,15 @@ impl Scene {
         }
     }
 
+    /// Wait up to `within` until `done` says so; the daemon's log if it never does.
+    fn wait_until(&self, within: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !done() {
+            assert!(Instant::now() < deadline, "{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
@@ -454,11 +463,9 @@ fn a_busy_server_drains_before_it_is_deleted_without_a_reload() {
 
     let (status, body) = slow.join().unwrap();
     assert_eq!((status, body.lines().next()), (200, Some("127.0.0.31")));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !scene.log().contains("drained server deleted") {
-        assert!(Instant::now() < deadline, "{}", scene.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    scene.wait_until(Duration::from_secs(10), || {
+        scene.log().contains("drained server deleted")
+    });
     assert!(scene.get_status("/metrics").1.contains(&draining(0)));
     assert_eq!(held(), [new]);
     assert_eq!(
@@ -499,11 +506,9 @@ fn a_broken_guest_keeps_its_last_good_output_and_a_rejected_configuration_is_ret
     blog["metadata"]["annotations"]["misbehave.wasmconfd.io/do"] = json!("invalid");
     api.apply(blog.clone());
     api.apply(slice("shop", &["127.0.0.1"], b));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !scene.log().contains("HAProxy rejected the configuration") {
-        assert!(Instant::now() < deadline, "{}", scene.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    scene.wait_until(Duration::from_secs(20), || {
+        scene.log().contains("HAProxy rejected the configuration")
+    });
     assert!(
         scene.log().contains("written by guest 50-misbehave"),
         "{}",
@@ -577,11 +582,9 @@ fn a_missing_registry_guest_is_left_out_when_allowed_and_loads_once_the_registry
     assert!(scene.get_status("/metrics").1.contains(&missing(1)));
 
     registry.resume();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !scene.config().contains("backend misbehave") {
-        assert!(Instant::now() < deadline, "{}", scene.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    scene.wait_until(Duration::from_secs(60), || {
+        scene.config().contains("backend misbehave")
+    });
     assert!(
         scene.log().contains("guests left out at start loaded"),
         "{}",
@@ -696,11 +699,9 @@ fn a_burst_of_changes_is_applied_at_once() {
         api.apply(slice("shop", &ready, port));
         std::thread::sleep(Duration::from_millis(20));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !scene.config().contains("127.0.0.40:") {
-        assert!(Instant::now() < deadline, "{}", scene.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    scene.wait_until(Duration::from_secs(20), || {
+        scene.config().contains("127.0.0.40:")
+    });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         scene.log().matches(r#"class="runtime""#).count(),
@@ -727,11 +728,9 @@ fn a_failed_reload_is_retried_until_it_succeeds() {
         &["--reload-method", "command", "--reload-cmd", &command],
         &[],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !scene.log().contains("the gate is closed") {
-        assert!(Instant::now() < deadline, "{}", scene.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    scene.wait_until(Duration::from_secs(20), || {
+        scene.log().contains("the gate is closed")
+    });
     assert_eq!(
         get(scene.http, "shop.test"),
         "booting",
