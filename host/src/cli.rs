@@ -399,12 +399,8 @@ impl RunArgs {
                 signal: self.reload_signal,
             },
         };
-        let guests = self.guests.config()?;
-        let remote = if guests.missing.is_empty() {
-            None
-        } else {
-            self.guests.remote()?
-        };
+        let (guests, remote) = self.guests.config()?;
+        let remote = remote.filter(|_| !guests.missing.is_empty());
         Ok(DaemonConfig {
             connection: self.kubernetes.connection(),
             guests,
@@ -639,8 +635,9 @@ fn parse_setting(text: &str) -> Result<(String, String, String), String> {
 
 impl GuestArgs {
     /// The configuration the pipeline is built from, with the guests from registries fetched
-    /// and verified (or taken from the cache when their registry is down).
-    pub fn config(&self) -> anyhow::Result<GuestConfig> {
+    /// and verified (or taken from the cache when their registry is down); and how to fetch
+    /// them, when there are any, to try again those left out.
+    pub fn config(&self) -> anyhow::Result<(GuestConfig, Option<crate::oci::Remote>)> {
         let mut settings = Settings::new();
         for (guest, key, value) in &self.settings {
             settings
@@ -653,8 +650,8 @@ impl GuestArgs {
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
-        let (remote, missing) = self.fetch_remote()?;
-        Ok(GuestConfig {
+        let (remote, missing, registries) = self.fetch_remote()?;
+        let config = GuestConfig {
             dir: self.guests.clone(),
             remote,
             missing,
@@ -664,11 +661,12 @@ impl GuestArgs {
                 memory: self.guest_memory_mib << 20,
             },
             cache_dir,
-        })
+        };
+        Ok((config, registries))
     }
 
     /// How to fetch the --guest guests; `None` when there are none.
-    pub fn remote(&self) -> anyhow::Result<Option<crate::oci::Remote>> {
+    fn remote(&self) -> anyhow::Result<Option<crate::oci::Remote>> {
         if self.remote.is_empty() {
             return Ok(None);
         }
@@ -686,10 +684,16 @@ impl GuestArgs {
         }))
     }
 
-    /// The --guest parts, fetched, and those left out. Every one must load unless
-    /// --allow-missing-guests says otherwise: a start with some guests missing serves a
-    /// configuration nobody asked for.
-    fn fetch_remote(&self) -> anyhow::Result<(Vec<crate::assemble::Part>, Vec<RemoteGuest>)> {
+    /// The --guest parts, fetched, those left out, and how they were fetched. Every one must
+    /// load unless --allow-missing-guests says otherwise: a start with some guests missing
+    /// serves a configuration nobody asked for.
+    fn fetch_remote(
+        &self,
+    ) -> anyhow::Result<(
+        Vec<crate::assemble::Part>,
+        Vec<RemoteGuest>,
+        Option<crate::oci::Remote>,
+    )> {
         let Some(remote) = self.remote()? else {
             return Ok(Default::default());
         };
@@ -713,7 +717,7 @@ impl GuestArgs {
                 }
             }
         }
-        Ok((parts, missing))
+        Ok((parts, missing, Some(remote)))
     }
 }
 
@@ -736,7 +740,8 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         "model built"
     );
 
-    let pipeline = Pipeline::new(&args.guests.config()?)?;
+    let (config, _) = args.guests.config()?;
+    let pipeline = Pipeline::new(&config)?;
     let assembled = match pipeline.render(services) {
         Ok(assembled) => assembled,
         Err(errors) => {
