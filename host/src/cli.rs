@@ -373,7 +373,45 @@ pub struct RunArgs {
     pub kubernetes: KubernetesArgs,
 
     #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
     pub guests: GuestArgs,
+}
+
+/// What the model accepts from the cluster.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The ports a service may ask to be exposed on with `wasmconfd.io/listen-port`, LOW-HIGH.
+    /// A service asking for another is skipped with a warning. The default keeps the ports
+    /// below 1024 (80, 443, 22, ...) for the proxy's own frontends and the node.
+    #[arg(long, env = "WASMCONFD_LISTEN_PORTS", default_value = "1024-65535", value_parser = parse_port_range, value_name = "LOW-HIGH")]
+    pub listen_ports: std::ops::RangeInclusive<u16>,
+
+    /// Accept endpoint addresses in 127.0.0.0/8 and ::1. Off by default: such an endpoint would
+    /// send a service's traffic to the proxy node itself (Kubernetes refuses them in Endpoints
+    /// for the same reason). For development and tests on one machine.
+    #[arg(long, env = "WASMCONFD_ALLOW_LOOPBACK_ENDPOINTS")]
+    pub allow_loopback_endpoints: bool,
+}
+
+impl ModelArgs {
+    pub fn rules(&self) -> model::Rules {
+        model::Rules {
+            listen_ports: self.listen_ports.clone(),
+            allow_loopback: self.allow_loopback_endpoints,
+        }
+    }
+}
+
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let invalid = || format!("{text:?} is not a port range LOW-HIGH, such as 1024-65535");
+    let (low, high) = text.split_once('-').ok_or_else(invalid)?;
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    match (port(low), port(high)) {
+        (Some(low), Some(high)) if low <= high => Ok(low..=high),
+        _ => Err(invalid()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -403,6 +441,7 @@ impl RunArgs {
         let remote = remote.filter(|_| !guests.missing.is_empty());
         Ok(DaemonConfig {
             connection: self.kubernetes.connection(),
+            rules: self.model.rules(),
             guests,
             remote,
             applier: Applier {
@@ -543,6 +582,9 @@ pub struct RenderArgs {
     /// Check command; the path of the file to check is appended.
     #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = validate::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
     pub check_cmd: String,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
 
     #[command(flatten)]
     pub guests: GuestArgs,
@@ -731,7 +773,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 /// `wasmconfd render`.
 pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
-    let (services, model_problems) = model::build(&objects);
+    let (services, model_problems) = model::build(&objects, &args.model.rules());
     problems.extend(model_problems);
     model::warn_skipped(&problems);
     tracing::info!(

@@ -7,7 +7,7 @@
 //! output is unchanged. When the API is unreachable the last configuration keeps serving while
 //! the watchers reconnect, moving to the next API server after repeated failures.
 
-use crate::apply::{Applied, Applier};
+use crate::apply::{Applied, Applier, Reload};
 use crate::assemble::MAPS_DIR;
 use crate::bindings::{Fragment, SectionKind};
 use crate::changes::{self, Op, Plan};
@@ -32,6 +32,8 @@ use std::time::Instant;
 /// Everything `run` needs.
 pub struct DaemonConfig {
     pub connection: Connection,
+    /// What the model accepts from the cluster.
+    pub rules: model::Rules,
     pub guests: GuestConfig,
     /// How to fetch the registry guests that were left out at start, to try them again.
     pub remote: Option<crate::oci::Remote>,
@@ -233,11 +235,16 @@ fn render_loop(
     tracing::info!("initial sync done");
 
     status.synced.store(true, Ordering::Relaxed);
+    if let Reload::MasterSocket(socket) = &config.applier.reload {
+        *status.haproxy_socket.lock().unwrap() = Some(socket.clone());
+    }
     let mut state = State {
         last_good: Vec::new(),
         installed: None,
         reload_pending: false,
         draining: BTreeSet::new(),
+        problems: BTreeSet::new(),
+        conflicts: BTreeSet::new(),
         status,
     };
     let mut reload_failures = 0;
@@ -248,7 +255,7 @@ fn render_loop(
             state.last_good.clear();
         }
         let objects = caches.lock().unwrap().objects();
-        state.render_and_apply(&pipeline, &objects, &config.applier);
+        state.render_and_apply(&pipeline, &objects, config);
         if state.reload_pending {
             reload_failures += 1;
             match changed.recv_timeout(backoff(reload_failures)) {
@@ -282,7 +289,10 @@ fn render_loop(
 }
 
 /// Watch every resource through one API server at a time, moving to the next after repeated
-/// failures, and tell the render loop about each change.
+/// failures, and tell the render loop about each change. Each resource's watch retries on its
+/// own, with its own backoff, so one failing watch never holds up the others; a watch told
+/// that its resource version is gone (410, after a compaction or an API server restart) lists
+/// again at once.
 async fn watch_all(
     connection: Connection,
     servers: Vec<kube::Config>,
@@ -306,16 +316,27 @@ async fn watch_all(
             }
         };
         tracing::info!(server = %url, "watching");
-        let mut streams: Vec<BoxStream<Result<bool, watcher::Error>>> = vec![
-            watch(&connection, &client, &watch_config, &caches, |c, e| {
-                c.services.apply(e)
-            }),
-            watch(&connection, &client, &watch_config, &caches, |c, e| {
-                c.slices.apply(e)
-            }),
+        let mut streams: Vec<BoxStream<Result<bool, Failure>>> = vec![
+            watch(
+                "services",
+                &connection,
+                &client,
+                &watch_config,
+                &caches,
+                |c, e| c.services.apply(e),
+            ),
+            watch(
+                "endpointslices",
+                &connection,
+                &client,
+                &watch_config,
+                &caches,
+                |c, e| c.slices.apply(e),
+            ),
         ];
         if connection.legacy_endpoints {
             streams.push(watch(
+                "endpoints",
                 &connection,
                 &client,
                 &watch_config,
@@ -324,45 +345,81 @@ async fn watch_all(
             ));
         }
         let mut events = futures::stream::select_all(streams);
-        let (mut errors, mut answered_once) = (0, false);
+        let mut answered_once = false;
+        let mut failures = 0;
         while let Some(event) = events.next().await {
             match event {
                 Ok(answered) => {
                     if answered {
-                        (errors, answered_once) = (0, true);
+                        answered_once = true;
                         status.api_failing.store(false, Ordering::Relaxed);
                         let _ = changed.try_send(());
                     }
                 }
-                Err(error) => {
-                    errors += 1;
+                Err(Failure::Gone { resource }) => {
+                    tracing::info!(server = %url, resource, "resource version gone (compaction or API server restart): listing again");
+                }
+                Err(Failure::Error {
+                    resource,
+                    error,
+                    failures: in_a_row,
+                    retry,
+                }) => {
+                    failures = in_a_row;
                     status.watch_errors.fetch_add(1, Ordering::Relaxed);
                     status.api_failing.store(true, Ordering::Relaxed);
-                    tracing::warn!(server = %url, %error, errors, "watch failed; the running configuration stays");
+                    // Retries come fast: say so at the 1st, 2nd, 4th, 8th... failure in a row.
+                    if in_a_row.is_power_of_two() {
+                        let retry = humantime::format_duration(retry).to_string();
+                        tracing::warn!(server = %url, resource, %error, failures, %retry, "watch failed; the running configuration stays");
+                    }
                     // A server that never answered is left at once; one that did gets a few tries.
-                    if (!answered_once || errors >= ERRORS_BEFORE_FAILOVER) && servers.len() > 1 {
+                    if (!answered_once || failures >= ERRORS_BEFORE_FAILOVER) && servers.len() > 1 {
                         break;
                     }
-                    tokio::time::sleep(backoff(errors)).await;
                 }
             }
         }
         if attempt % servers.len() == servers.len() - 1 {
-            tokio::time::sleep(backoff(errors)).await;
+            tokio::time::sleep(backoff(failures)).await;
         }
         tracing::warn!(server = %url, "moving to the next API server");
     }
 }
 
-/// One watcher, its events applied to the caches with `apply`. Yields whether the server
-/// answered: `Init` starts every list attempt, even against a server that is down.
+/// Why a watch yielded no event.
+enum Failure {
+    /// The resource version it resumed from is gone: it lists again at once.
+    Gone { resource: &'static str },
+    /// The request failed: it is tried again after `retry`.
+    Error {
+        resource: &'static str,
+        error: watcher::Error,
+        /// Failures in a row of this watch.
+        failures: u32,
+        retry: Duration,
+    },
+}
+
+/// Time before a failing watch is tried again, after `failures` in a row: 100 ms, doubling, at
+/// most 500 ms. A refused request costs an API server little, and a watch is back within half a
+/// second of its server (a restarted one refuses requests for a second or two while its
+/// authorizer warms up).
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(50 * 2u64.pow(failures.min(4))).min(Duration::from_millis(500))
+}
+
+/// One watcher of `resource`, its events applied to the caches with `apply`. Yields whether
+/// the server answered (`Init` starts every list attempt, even against a server that is down),
+/// or why not. After an error it waits before asking again; other watches go on meanwhile.
 fn watch<K>(
+    resource: &'static str,
     connection: &Connection,
     client: &kube::Client,
     config: &watcher::Config,
     caches: &Arc<Mutex<Caches>>,
     apply: fn(&mut Caches, watcher::Event<K>),
-) -> BoxStream<'static, Result<bool, watcher::Error>>
+) -> BoxStream<'static, Result<bool, Failure>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -377,14 +434,45 @@ where
         None => kube::Api::<K>::all(client.clone()),
     };
     let caches = caches.clone();
-    watcher(api, config.clone())
-        .map(move |event| {
-            let event = event?.modify(|object| strip(object.meta_mut()));
-            let answered = !matches!(event, watcher::Event::Init);
-            apply(&mut caches.lock().unwrap(), event);
-            Ok(answered)
-        })
-        .boxed()
+    let events = watcher(api, config.clone()).boxed();
+    futures::stream::unfold(
+        (events, 0, Duration::ZERO),
+        move |(mut events, mut failures, wait)| {
+            let caches = caches.clone();
+            async move {
+                tokio::time::sleep(wait).await;
+                let item = match events.next().await? {
+                    Ok(event) => {
+                        let event = event.modify(|object| strip(object.meta_mut()));
+                        let answered = !matches!(event, watcher::Event::Init);
+                        if answered {
+                            failures = 0;
+                        }
+                        apply(&mut caches.lock().unwrap(), event);
+                        Ok(answered)
+                    }
+                    Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                        Err(Failure::Gone { resource })
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        Err(Failure::Error {
+                            resource,
+                            error,
+                            failures,
+                            retry: retry_delay(failures),
+                        })
+                    }
+                };
+                let wait = match &item {
+                    Err(Failure::Error { retry, .. }) => *retry,
+                    _ => Duration::ZERO,
+                };
+                Some((item, (events, failures, wait)))
+            }
+        },
+    )
+    .boxed()
 }
 
 /// Wait until no change came for `debounce`, or `max_delay` passed.
@@ -411,29 +499,36 @@ struct State {
     /// Servers taken out at runtime that still had connections: disabled, to be deleted once
     /// those end. A reload takes them away too.
     draining: BTreeSet<runtime_api::ServerName>,
+    /// Objects (or parts of them) left out of the model, as last reported.
+    problems: BTreeSet<model::Problem>,
+    /// Guest sections left out for a listening address another part holds, as last reported.
+    conflicts: BTreeSet<String>,
     status: Arc<Status>,
 }
 
 impl State {
-    fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, applier: &Applier) {
-        let status = &self.status;
-        let (services, problems) = model::build(objects);
-        model::warn_skipped(&problems);
+    fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, config: &DaemonConfig) {
+        let applier = &config.applier;
+        let (services, problems) = model::build(objects, &config.rules);
+        self.report_problems(problems);
         let results = pipeline.run(services);
         self.last_good.resize(results.len(), None);
         for (result, last) in results.into_iter().zip(self.last_good.iter_mut()) {
             match result {
                 Ok(fragment) => *last = Some(fragment),
                 Err(error) => {
-                    status.guest_errors.fetch_add(1, Ordering::Relaxed);
+                    self.status.guest_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!("{error}; keeping its last good output")
                 }
             }
         }
-        let Some(fragments) = self.last_good.iter().cloned().collect::<Option<Vec<_>>>() else {
+        let Some(mut fragments) = self.last_good.iter().cloned().collect::<Option<Vec<_>>>() else {
             tracing::error!("a guest has never rendered successfully: nothing to apply yet");
             return;
         };
+        let conflicts = pipeline.claim_listeners(&mut fragments);
+        self.report_conflicts(conflicts);
+        let status = &self.status;
         let assembled = match pipeline.assemble(&fragments) {
             Ok(assembled) => assembled,
             Err(error) => {
@@ -515,7 +610,39 @@ impl State {
             .reload_pending
             .store(self.reload_pending, Ordering::Relaxed);
         self.status.installed.store(true, Ordering::Relaxed);
+        if !matches!(applier.reload, Reload::MasterSocket(_)) {
+            *self.status.haproxy_socket.lock().unwrap() = socket;
+        }
         self.installed = Some(fragments);
+    }
+
+    /// Log each problem when it starts (or its reason changes), and each object once when it
+    /// has none left; count the objects that have one.
+    fn report_problems(&mut self, problems: Vec<model::Problem>) {
+        let now: BTreeSet<_> = problems.into_iter().collect();
+        let objects = |problems: &BTreeSet<model::Problem>| -> BTreeSet<String> {
+            problems.iter().map(|p| p.object.clone()).collect()
+        };
+        model::warn_skipped(&now.difference(&self.problems).cloned().collect::<Vec<_>>());
+        let (before, after) = (objects(&self.problems), objects(&now));
+        for object in before.difference(&after) {
+            tracing::info!(%object, "no longer skipped");
+        }
+        let count = after.len() as u64;
+        self.status.skipped_objects.store(count, Ordering::Relaxed);
+        self.problems = now;
+    }
+
+    /// Log each listener conflict when it starts, and when it ends.
+    fn report_conflicts(&mut self, conflicts: Vec<String>) {
+        let now: BTreeSet<_> = conflicts.into_iter().collect();
+        for conflict in now.difference(&self.conflicts) {
+            tracing::error!("{conflict}");
+        }
+        for conflict in self.conflicts.difference(&now) {
+            tracing::info!(%conflict, "resolved");
+        }
+        self.conflicts = now;
     }
 
     /// Retry the pending reload.

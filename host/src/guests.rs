@@ -4,6 +4,7 @@
 //! so guests whose language runtime imports WASI load, and stay pure functions of their input.
 
 use crate::bindings::{self, Cluster, Fragment, GuestPre, Level, RenderError};
+use crate::model::printable;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -56,11 +57,13 @@ pub enum GuestError {
     Render { guest: String, error: RenderError },
 }
 
+/// A guest's error, with control characters escaped so it cannot forge log lines.
 fn describe(error: &RenderError) -> String {
-    match error {
+    let text = match error {
         RenderError::InvalidSetting(e) => format!("setting {}: {}", e.key, e.reason),
         RenderError::Other(message) => message.clone(),
-    }
+    };
+    printable(&text).into_owned()
 }
 
 /// The engine and linker every guest shares.
@@ -281,9 +284,12 @@ impl Tail {
         kept.drain(..excess);
     }
 
+    /// What was kept, trimmed, with control characters (line breaks too) escaped so it cannot
+    /// forge log lines.
     fn text(&self) -> String {
         let kept = self.0.lock().unwrap();
-        String::from_utf8_lossy(&kept.iter().copied().collect::<Vec<_>>()).into_owned()
+        let text = String::from_utf8_lossy(&kept.iter().copied().collect::<Vec<_>>()).into_owned();
+        printable(text.trim()).into_owned()
     }
 }
 
@@ -360,8 +366,10 @@ impl WasiView for State {
 impl bindings::wasmconfd::haproxy::types::Host for State {}
 
 impl bindings::wasmconfd::haproxy::host::Host for State {
+    /// A guest's message, with control characters escaped so it cannot forge log lines.
     fn log(&mut self, level: Level, message: String) {
         let guest = self.guest.as_str();
+        let message = printable(&message);
         match level {
             Level::Debug => tracing::debug!(guest, "{message}"),
             Level::Info => tracing::info!(guest, "{message}"),

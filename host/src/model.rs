@@ -9,8 +9,10 @@ use crate::source::Objects;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 
 /// Annotation keys, each with the bare key python-confd used as a fallback.
 pub const DOMAIN: [&str; 2] = ["wasmconfd.io/domain", "domain"];
@@ -24,13 +26,56 @@ pub const PATH: &str = "wasmconfd.io/path";
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// An object that was left out of the model, and why.
+/// What the model lets through, beyond what is always checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// The ports `wasmconfd.io/listen-port` may name. Below 1024 are the ports a proxy node's
+    /// own frontends (80, 443) and system services (22) use, so they are not handed out.
+    pub listen_ports: RangeInclusive<u16>,
+    /// Accept endpoint addresses in 127.0.0.0/8 and ::1. Off by default: such an endpoint
+    /// would send a team's domain to a service on the proxy node itself (Kubernetes refuses
+    /// them in Endpoints for the same reason). For development and tests on one machine.
+    pub allow_loopback: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            listen_ports: 1024..=65535,
+            allow_loopback: false,
+        }
+    }
+}
+
+/// An object, or part of one, that was left out of the model, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
-    /// `Service namespace/name` or `Endpoints namespace/name`.
+    /// `Service namespace/name`, `EndpointSlice namespace/name` or `Endpoints namespace/name`,
+    /// with control characters escaped.
     pub object: String,
-    /// What is wrong and what to do.
+    /// What is wrong and what to do, with control characters escaped.
     pub reason: String,
+    /// The whole object was left out; otherwise a part of it, which `reason` names.
+    pub whole: bool,
+}
+
+impl Problem {
+    /// The whole object is left out.
+    pub fn new(object: &str, reason: &str) -> Problem {
+        Problem {
+            object: printable(object).into_owned(),
+            reason: printable(reason).into_owned(),
+            whole: true,
+        }
+    }
+
+    /// A part of the object (an endpoint, a port), which `reason` names, is left out.
+    pub fn part(object: &str, reason: &str) -> Problem {
+        Problem {
+            whole: false,
+            ..Problem::new(object, reason)
+        }
+    }
 }
 
 impl std::fmt::Display for Problem {
@@ -39,16 +84,34 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Log each object that was left out, and why.
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so a value from the cluster or a
+/// guest cannot forge or break log lines.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Log each object (or part of one) that was left out, and why.
 pub fn warn_skipped(problems: &[Problem]) {
     for problem in problems {
-        tracing::warn!(object = %problem.object, "skipped: {}", problem.reason);
+        let skipped = if problem.whole { "skipped: " } else { "" };
+        tracing::warn!(object = %problem.object, "{skipped}{}", problem.reason);
     }
 }
 
 /// The services of `objects` that carry a valid proto annotation, sorted by namespace and name,
-/// and the problems found with the others.
-pub fn build(objects: &Objects) -> (Vec<Service>, Vec<Problem>) {
+/// and the problems found with the others (or with parts of them, which were left out).
+pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Service>, Vec<Problem>) {
     let mut problems = Vec::new();
 
     let mut slices: HashMap<(&str, &str), Vec<&discovery::EndpointSlice>> = HashMap::new();
@@ -84,7 +147,7 @@ pub fn build(objects: &Objects) -> (Vec<Service>, Vec<Problem>) {
             meta: &service.metadata,
             // python-confd annotated Endpoints objects: their keys count where the Service has none.
             extra: endpoints.map(|e| &e.metadata),
-            ports: Some(service_ports(service)),
+            service: Some(service),
             backing,
         });
     }
@@ -100,7 +163,7 @@ pub fn build(objects: &Objects) -> (Vec<Service>, Vec<Problem>) {
                 kind: "Endpoints",
                 meta: &endpoints.metadata,
                 extra: None,
-                ports: None,
+                service: None,
                 backing: Backing::Legacy(Some(endpoints)),
             });
         }
@@ -108,13 +171,10 @@ pub fn build(objects: &Objects) -> (Vec<Service>, Vec<Problem>) {
 
     let mut services = Vec::new();
     for candidate in candidates {
-        match candidate.to_service() {
+        match candidate.to_service(rules, &mut problems) {
             Ok(Some(service)) => services.push(service),
             Ok(None) => {}
-            Err(reason) => problems.push(Problem {
-                object: candidate.id(),
-                reason,
-            }),
+            Err(reason) => problems.push(Problem::new(&candidate.id(), &reason)),
         }
     }
     let mut services = resolve_domain_conflicts(services, &mut problems);
@@ -133,7 +193,8 @@ struct Candidate<'a> {
     kind: &'static str,
     meta: &'a ObjectMeta,
     extra: Option<&'a ObjectMeta>,
-    ports: Option<Vec<ServicePort>>,
+    /// The Service, unless this is a legacy Endpoints object without one.
+    service: Option<&'a core::Service>,
     backing: Backing<'a>,
 }
 
@@ -152,8 +213,13 @@ impl Candidate<'_> {
         all
     }
 
-    /// `Ok(None)` for an object that is not ours (no proto annotation).
-    fn to_service(&self) -> Result<Option<Service>, String> {
+    /// `Ok(None)` for an object that is not ours (no proto annotation). Invalid ports and
+    /// endpoints are left out, each with a problem in `problems`.
+    fn to_service(
+        &self,
+        rules: &Rules,
+        problems: &mut Vec<Problem>,
+    ) -> Result<Option<Service>, String> {
         let annotations = self.annotations();
         let get = |keys: &[&'static str]| {
             keys.iter()
@@ -182,15 +248,18 @@ impl Candidate<'_> {
         }
         let listen_port = annotations
             .get(LISTEN_PORT)
-            .map(|v| parse_port(v).map_err(|e| format!("annotation {LISTEN_PORT}: {e}")))
+            .map(|v| {
+                parse_listen_port(v, &rules.listen_ports)
+                    .map_err(|e| format!("annotation {LISTEN_PORT}: {e}"))
+            })
             .transpose()?;
 
-        let mut endpoints = self.endpoints();
-        let ports = match &self.ports {
-            Some(ports) => ports.clone(),
+        let mut endpoints = self.endpoints(rules, problems);
+        let ports = match self.service {
+            Some(service) => service_ports(service, &self.id(), problems),
             None => ports_from_endpoints(&endpoints),
         };
-        if ports.is_empty() && self.ports.is_some() {
+        if ports.is_empty() && self.service.is_some() {
             return Err("declares no ports, so there is nothing to send traffic to".into());
         }
         let port = match annotations.get(PORT) {
@@ -227,45 +296,50 @@ impl Candidate<'_> {
         }))
     }
 
-    /// Every endpoint, one per address (ports merged, ready if ready anywhere), sorted by address.
-    fn endpoints(&self) -> Vec<Endpoint> {
+    /// Every valid endpoint, one per address (ports merged, ready if ready anywhere), sorted by
+    /// address. An invalid endpoint or port is left out with a problem naming its object.
+    fn endpoints(&self, rules: &Rules, problems: &mut Vec<Problem>) -> Vec<Endpoint> {
         let mut by_address: BTreeMap<String, Endpoint> = BTreeMap::new();
-        let mut add = |endpoint: Endpoint| match by_address.get_mut(&endpoint.address) {
-            Some(seen) => {
-                seen.ready |= endpoint.ready;
-                seen.serving |= endpoint.serving;
-                seen.terminating &= endpoint.terminating;
-                for port in endpoint.ports {
-                    if !seen.ports.contains(&port) {
-                        seen.ports.push(port);
+        let mut add = |object: &str, endpoint: Endpoint, problems: &mut Vec<Problem>| {
+            let endpoint = match check_endpoint(endpoint, rules) {
+                Ok(endpoint) => endpoint,
+                Err(reason) => return problems.push(Problem::part(object, &reason)),
+            };
+            match by_address.get_mut(&endpoint.address) {
+                Some(seen) => {
+                    seen.ready |= endpoint.ready;
+                    seen.serving |= endpoint.serving;
+                    seen.terminating &= endpoint.terminating;
+                    for port in endpoint.ports {
+                        if !seen.ports.contains(&port) {
+                            seen.ports.push(port);
+                        }
                     }
                 }
-            }
-            None => {
-                by_address.insert(endpoint.address.clone(), endpoint);
+                None => {
+                    by_address.insert(endpoint.address.clone(), endpoint);
+                }
             }
         };
         match self.backing {
             Backing::Slices(slices) => {
                 for slice in slices.iter().filter(|s| s.address_type != "FQDN") {
-                    let ports: Vec<_> = slice
-                        .ports
-                        .iter()
-                        .flatten()
-                        .filter_map(|p| {
-                            Some(EndpointPort {
-                                name: p.name.clone().unwrap_or_default(),
-                                number: u16::try_from(p.port?).ok()?,
-                                protocol: protocol(p.protocol.as_deref()),
-                            })
-                        })
-                        .collect();
+                    let object = format!(
+                        "EndpointSlice {}/{}",
+                        namespace(&slice.metadata),
+                        name(&slice.metadata)
+                    );
+                    let ports = slice.ports.iter().flatten().map(|p| {
+                        let number = p.port.unwrap_or(0);
+                        (p.name.as_deref(), number, p.protocol.as_deref(), None)
+                    });
+                    let ports = endpoint_ports(ports, &object, problems);
                     for endpoint in &slice.endpoints {
                         let conditions = endpoint.conditions.clone().unwrap_or_default();
                         // Kubernetes: an unknown ready condition is to be read as ready.
                         let ready = conditions.ready.unwrap_or(true);
                         for address in &endpoint.addresses {
-                            add(Endpoint {
+                            let endpoint = Endpoint {
                                 address: address.clone(),
                                 port: None,
                                 ports: ports.clone(),
@@ -275,43 +349,46 @@ impl Candidate<'_> {
                                 node: endpoint.node_name.clone(),
                                 zone: endpoint.zone.clone(),
                                 target_pod: pod_name(endpoint.target_ref.as_ref()),
-                            });
+                            };
+                            add(&object, endpoint, problems);
                         }
                     }
                 }
             }
             Backing::Legacy(endpoints) => {
-                for subset in endpoints.iter().flat_map(|e| e.subsets.iter().flatten()) {
-                    let ports: Vec<_> = subset
-                        .ports
-                        .iter()
-                        .flatten()
-                        .filter_map(|p| {
-                            Some(EndpointPort {
-                                name: p.name.clone().unwrap_or_default(),
-                                number: u16::try_from(p.port).ok()?,
-                                protocol: protocol(p.protocol.as_deref()),
-                            })
-                        })
-                        .collect();
-                    let ready = subset.addresses.iter().flatten().map(|a| (a, true));
-                    let not_ready = subset
-                        .not_ready_addresses
-                        .iter()
-                        .flatten()
-                        .map(|a| (a, false));
-                    for (address, ready) in ready.chain(not_ready) {
-                        add(Endpoint {
-                            address: address.ip.clone(),
-                            port: None,
-                            ports: ports.clone(),
-                            ready,
-                            serving: ready,
-                            terminating: false,
-                            node: address.node_name.clone(),
-                            zone: None,
-                            target_pod: pod_name(address.target_ref.as_ref()),
-                        });
+                if let Some(endpoints) = endpoints {
+                    let object = format!(
+                        "Endpoints {}/{}",
+                        namespace(&endpoints.metadata),
+                        name(&endpoints.metadata)
+                    );
+                    for subset in endpoints.subsets.iter().flatten() {
+                        let ports = subset
+                            .ports
+                            .iter()
+                            .flatten()
+                            .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref(), None));
+                        let ports = endpoint_ports(ports, &object, problems);
+                        let ready = subset.addresses.iter().flatten().map(|a| (a, true));
+                        let not_ready = subset
+                            .not_ready_addresses
+                            .iter()
+                            .flatten()
+                            .map(|a| (a, false));
+                        for (address, ready) in ready.chain(not_ready) {
+                            let endpoint = Endpoint {
+                                address: address.ip.clone(),
+                                port: None,
+                                ports: ports.clone(),
+                                ready,
+                                serving: ready,
+                                terminating: false,
+                                node: address.node_name.clone(),
+                                zone: None,
+                                target_pod: pod_name(address.target_ref.as_ref()),
+                            };
+                            add(&object, endpoint, problems);
+                        }
                     }
                 }
             }
@@ -342,20 +419,76 @@ fn protocol(name: Option<&str>) -> Protocol {
     }
 }
 
-fn service_ports(service: &core::Service) -> Vec<ServicePort> {
-    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
-    ports
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some(ServicePort {
-                name: p.name.clone().unwrap_or_default(),
-                number: u16::try_from(p.port).ok()?,
-                protocol: protocol(p.protocol.as_deref()),
-                app_protocol: p.app_protocol.clone(),
+/// A port as Kubernetes declares it: (name, number, protocol, appProtocol).
+type RawPort<'a> = (Option<&'a str>, i32, Option<&'a str>, Option<&'a str>);
+
+/// The valid ports among `ports` of `object`; each invalid one is a problem.
+fn valid_ports<'a>(
+    ports: impl Iterator<Item = RawPort<'a>>,
+    object: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<ServicePort> {
+    let mut valid = Vec::new();
+    for (name, number, protocol_name, app_protocol) in ports {
+        let name = name.unwrap_or_default();
+        let checked = check_port_name(name)
+            .and_then(|()| {
+                u16::try_from(number)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{number} is not a port number (1-65535)"))
             })
+            .and_then(|number| {
+                app_protocol.map(check_app_protocol).transpose()?;
+                Ok(number)
+            });
+        match checked {
+            Ok(number) => valid.push(ServicePort {
+                name: name.to_string(),
+                number,
+                protocol: protocol(protocol_name),
+                app_protocol: app_protocol.map(str::to_string),
+            }),
+            Err(reason) => problems.push(Problem::part(
+                object,
+                &format!("port {name:?} left out: {reason}"),
+            )),
+        }
+    }
+    valid
+}
+
+fn endpoint_ports<'a>(
+    ports: impl Iterator<Item = RawPort<'a>>,
+    object: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<EndpointPort> {
+    valid_ports(ports, object, problems)
+        .into_iter()
+        .map(|p| EndpointPort {
+            name: p.name,
+            number: p.number,
+            protocol: p.protocol,
         })
         .collect()
+}
+
+fn service_ports(
+    service: &core::Service,
+    object: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<ServicePort> {
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+    let ports = ports.into_iter().flatten().map(|p| {
+        let app_protocol = p.app_protocol.as_deref();
+        (
+            p.name.as_deref(),
+            p.port,
+            p.protocol.as_deref(),
+            app_protocol,
+        )
+    });
+    valid_ports(ports, object, problems)
 }
 
 /// For an Endpoints object without a Service: the ports its addresses serve, by name.
@@ -372,6 +505,119 @@ fn ports_from_endpoints(endpoints: &[Endpoint]) -> Vec<ServicePort> {
         }
     }
     ports
+}
+
+/// `endpoint` with its address in canonical form, if every field is valid.
+fn check_endpoint(mut endpoint: Endpoint, rules: &Rules) -> Result<Endpoint, String> {
+    let address = check_address(&endpoint.address, rules.allow_loopback)
+        .map_err(|e| format!("endpoint {:?} left out: {e}", endpoint.address))?;
+    let fields = [
+        (
+            "node",
+            &endpoint.node,
+            check_subdomain as fn(&str) -> Result<(), String>,
+        ),
+        ("zone", &endpoint.zone, check_label_value),
+        ("target pod", &endpoint.target_pod, check_subdomain),
+    ];
+    for (field, value, check) in fields {
+        if let Some(value) = value {
+            check(value)
+                .map_err(|e| format!("endpoint {address} left out: its {field} {value:?} {e}"))?;
+        }
+    }
+    endpoint.address = address.to_string();
+    Ok(endpoint)
+}
+
+/// An endpoint address: an IPv4 or IPv6 address (no port, no brackets, no zone) that can be a
+/// pod's. Refused: unspecified (`0.0.0.0`, `::`: HAProxy would send the traffic to whatever
+/// address the client connected to), multicast and broadcast, link-local (`169.254.0.0/16`,
+/// where cloud metadata services answer, and `fe80::/10`), and loopback unless allowed.
+pub fn check_address(address: &str, allow_loopback: bool) -> Result<IpAddr, String> {
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| "not an IPv4 or IPv6 address".to_string())?;
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if ip.is_unspecified() {
+        Err("an unspecified address (HAProxy would send traffic to the address the client connected to)".into())
+    } else if ip.is_multicast() || link_local {
+        Err("a multicast, broadcast or link-local address, never a pod's".into())
+    } else if ip.is_loopback() && !allow_loopback {
+        Err(
+            "a loopback address, which would reach the proxy node itself \
+             (--allow-loopback-endpoints allows it, for development)"
+                .into(),
+        )
+    } else {
+        Ok(ip)
+    }
+}
+
+/// A port name: empty, or at most 63 lower-case letters, digits and inner hyphens.
+fn check_port_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || check_label(name) {
+        Ok(())
+    } else {
+        Err(
+            "not a valid port name (at most 63 lower-case letters, digits and inner hyphens)"
+                .into(),
+        )
+    }
+}
+
+/// An `appProtocol`: an IANA service name or a prefixed one such as `kubernetes.io/h2c`.
+fn check_app_protocol(value: &str) -> Result<(), String> {
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("appProtocol {value:?} is not a protocol name"))
+    }
+}
+
+/// A DNS-1123 label: 1-63 lower-case letters, digits and inner hyphens.
+fn check_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// A DNS-1123 subdomain (node and pod names): dot-separated labels, at most 253 characters.
+fn check_subdomain(text: &str) -> Result<(), String> {
+    if text.len() <= 253 && text.split('.').all(check_label) {
+        Ok(())
+    } else {
+        Err("is not a valid Kubernetes name".into())
+    }
+}
+
+/// A label value (zones): at most 63 letters, digits, `-`, `_` and `.`, starting and ending
+/// with a letter or digit.
+fn check_label_value(text: &str) -> Result<(), String> {
+    let valid = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err("is not a valid label value".into())
+    }
 }
 
 /// The port `wanted` names, by name or else by number.
@@ -431,14 +677,14 @@ fn resolve_domain_conflicts(
             } else {
                 format!(" path {path}")
             };
-            problems.push(Problem {
-                object: format!("Service {id}"),
-                reason: format!(
+            problems.push(Problem::new(
+                &format!("Service {id}"),
+                &format!(
                     "domain {domain}{path} ({}) is already claimed by the older service {owner}; \
                      remove it from one of them",
                     service.proto
                 ),
-            });
+            ));
             continue;
         }
         for domain in &service.domains {
@@ -483,6 +729,9 @@ pub fn parse_domains(value: &str) -> Result<Vec<String>, String> {
 pub fn check_domain(domain: &str) -> Result<(), String> {
     if domain.is_empty() {
         return Err("empty domain (check for a stray comma)".into());
+    }
+    if domain == "*" {
+        return Err("a bare `*` would take every host: use `*.example.com`".into());
     }
     if domain.parse::<IpAddr>().is_ok() {
         return Ok(());
@@ -529,21 +778,23 @@ pub fn check_proto(proto: &str) -> Result<(), String> {
 
 /// A Kubernetes object name as HAProxy names can carry it: a DNS-1123 label.
 fn check_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid {
+    if check_label(name) {
         Ok(())
     } else {
         Err(format!("{name:?} is not a valid Kubernetes name"))
     }
 }
 
-fn parse_port(value: &str) -> Result<u16, String> {
+/// A listen port within `allowed`.
+fn parse_listen_port(value: &str, allowed: &RangeInclusive<u16>) -> Result<u16, String> {
     match value.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
+        Ok(port) if allowed.contains(&port) => Ok(port),
+        Ok(port) if port > 0 => Err(format!(
+            "port {port} is outside the listen ports this proxy hands out ({}-{}, \
+             --listen-ports)",
+            allowed.start(),
+            allowed.end()
+        )),
         _ => Err(format!("{value:?} is not a port number (1-65535)")),
     }
 }
@@ -556,7 +807,7 @@ mod tests {
     fn model(yaml: &str) -> (Vec<Service>, Vec<Problem>) {
         let (objects, problems) = parse_snapshot(yaml).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
-        build(&objects)
+        build(&objects, &Rules::default())
     }
 
     fn service(name: &str, annotations: &str, created: &str) -> String {
@@ -807,5 +1058,147 @@ mod tests {
         let (services, problems) = model(yaml);
         assert!(services.is_empty());
         assert_eq!(problems[0].object, "Service default/x");
+    }
+
+    #[test]
+    fn endpoint_addresses_must_be_ip_addresses_of_pods() {
+        for good in ["10.1.2.3", "fd00::1", "2001:db8::5"] {
+            assert!(check_address(good, false).is_ok(), "{good} refused");
+        }
+        for bad in [
+            "",
+            "10.1.21.1\n  server x 10.97.0.1:80",
+            "evil.example.com",
+            "[::1]",
+            "1.2.3.4:80",
+            "fd@3",
+            "${HOME}",
+            "0.0.0.0",
+            "::",
+            "169.254.169.254",
+            "fe80::1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            " 10.1.2.3",
+        ] {
+            assert!(check_address(bad, false).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_address("127.0.0.1", true).is_ok());
+        assert!(check_address("::1", true).is_ok());
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_left_out_naming_its_slice_and_the_service_stays() {
+        let slice = |name: &str, endpoint: &str, port: i32| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\n\
+                 metadata: {{name: {name}, namespace: ns, labels: {{kubernetes.io/service-name: a}}}}\n\
+                 ports: [{{name: http, port: {port}}}]\nendpoints: [{endpoint}]\n---\n"
+            )
+        };
+        let yaml = [
+            service(
+                "a",
+                "    proto: http\n    domain: a.example.com",
+                "2024-01-01T00:00:00Z",
+            ),
+            slice(
+                "good",
+                "{addresses: [10.0.0.1], nodeName: n-1.example, zone: eu-west_1.a}",
+                80,
+            ),
+            slice("host", "{addresses: [evil.example.com]}", 80),
+            slice("node", "{addresses: [10.0.0.2], nodeName: \"n\\nx\"}", 80),
+            slice("zone", "{addresses: [10.0.0.3], zone: \"a zone\"}", 80),
+            slice(
+                "pod",
+                "{addresses: [10.0.0.4], targetRef: {kind: Pod, name: Pod_X}}",
+                80,
+            ),
+            slice("zero", "{addresses: [10.0.0.5]}", 0),
+            slice("loop", "{addresses: [127.0.0.1]}", 80),
+        ]
+        .concat();
+        let (objects, _) = parse_snapshot(&yaml).unwrap();
+        let (services, problems) = build(&objects, &Rules::default());
+        let addresses: Vec<_> = services[0]
+            .endpoints
+            .iter()
+            .map(|e| (e.address.as_str(), e.port))
+            .collect();
+        assert_eq!(
+            addresses,
+            [("10.0.0.1", Some(80)), ("10.0.0.5", None)],
+            "a slice whose port is invalid keeps its endpoints, without that port"
+        );
+        let objects: Vec<_> = problems.iter().map(|p| p.object.as_str()).collect();
+        assert_eq!(
+            objects,
+            [
+                "EndpointSlice ns/host",
+                "EndpointSlice ns/node",
+                "EndpointSlice ns/zone",
+                "EndpointSlice ns/pod",
+                "EndpointSlice ns/zero",
+                "EndpointSlice ns/loop",
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].reason.contains("\\n"),
+            "escaped: {}",
+            problems[1]
+        );
+
+        let rules = Rules {
+            allow_loopback: true,
+            ..Rules::default()
+        };
+        let (services, _) = build(&objects_of(&yaml), &rules);
+        assert!(
+            services[0]
+                .endpoints
+                .iter()
+                .any(|e| e.address == "127.0.0.1")
+        );
+    }
+
+    fn objects_of(yaml: &str) -> Objects {
+        parse_snapshot(yaml).unwrap().0
+    }
+
+    #[test]
+    fn listen_ports_are_handed_out_only_within_the_range() {
+        let redis = |port: &str| {
+            service(
+                "r",
+                &format!("    proto: redis\n    wasmconfd.io/listen-port: \"{port}\""),
+                "2024-01-01T00:00:00Z",
+            )
+        };
+        assert_eq!(model(&redis("6379")).0[0].listen_port, Some(6379));
+        for refused in ["80", "443", "22", "0", "65536", "http"] {
+            let (services, problems) = model(&redis(refused));
+            assert!(services.is_empty(), "{refused} accepted");
+            assert!(problems[0].reason.contains(LISTEN_PORT), "{problems:?}");
+        }
+        let (_, problems) = model(&redis("80"));
+        assert!(problems[0].reason.contains("1024-65535"), "{problems:?}");
+        let rules = Rules {
+            listen_ports: 80..=80,
+            ..Rules::default()
+        };
+        let (services, _) = build(&objects_of(&redis("80")), &rules);
+        assert_eq!(services[0].listen_port, Some(80));
+    }
+
+    #[test]
+    fn a_bare_star_is_not_a_domain_and_names_are_escaped_in_problems() {
+        assert!(parse_domains("*").is_err());
+        assert!(parse_domains("*.example.com").is_ok());
+        let problem = Problem::new("Service ns/a\nb\u{1b}[31m", "bad \r");
+        assert_eq!(problem.to_string(), "Service ns/a\\nb\\u{1b}[31m: bad \\r");
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output, Part, Source};
 use crate::bindings::{Cluster, Context, Fragment, Service};
+use crate::claims::{Listeners, static_binds};
 use crate::guests::{Guest, GuestError, Limits, Runtime};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -134,8 +135,35 @@ impl Pipeline {
         assemble::assemble(&outputs)
     }
 
+    /// Give each listening address to its first claimant: the static files, then the guests in
+    /// slot order. A guest's section that binds an address already claimed is dropped from
+    /// `fragments` (the outputs of [`Pipeline::run`]); each error names both claimants.
+    pub fn claim_listeners(&self, fragments: &mut [Fragment]) -> Vec<String> {
+        let mut listeners = Listeners::default();
+        let mut errors = Vec::new();
+        for (part, _) in &self.parts {
+            if let Source::Static(text) = &part.source {
+                let owner = format!("static file {}", part.slot);
+                for bind in static_binds(text) {
+                    if let Err(error) = listeners.claim(&owner, [bind]) {
+                        errors.push(format!("{owner} {error}: change one of them"));
+                    }
+                }
+            }
+        }
+        let guests = self
+            .parts
+            .iter()
+            .filter(|(_, loaded)| matches!(loaded, Loaded::Guest { .. }));
+        for ((part, _), fragment) in guests.zip(fragments) {
+            let owner = format!("guest {}", part.slot);
+            errors.extend(listeners.claim_sections(&owner, &mut fragment.sections));
+        }
+        errors
+    }
+
     /// Render `services` into a configuration; any guest failing fails the render, with every
-    /// guest's error.
+    /// guest's error. Sections that lose a listening address are left out, with an error log.
     pub fn render(&self, services: Vec<Service>) -> Result<Assembled, Vec<PipelineError>> {
         let (fragments, errors): (Vec<_>, Vec<_>) =
             self.run(services).into_iter().partition(Result::is_ok);
@@ -146,7 +174,10 @@ impl Pipeline {
                 .map(Into::into)
                 .collect());
         }
-        let fragments: Vec<_> = fragments.into_iter().filter_map(Result::ok).collect();
+        let mut fragments: Vec<_> = fragments.into_iter().filter_map(Result::ok).collect();
+        for error in self.claim_listeners(&mut fragments) {
+            tracing::error!("{error}");
+        }
         self.assemble(&fragments).map_err(|e| vec![e.into()])
     }
 }

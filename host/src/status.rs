@@ -2,16 +2,18 @@
 //! `/metrics`, liveness at `/healthz`, readiness at `/readyz`.
 //!
 //! Ready means: the first complete list from the Kubernetes API is in, the configuration rendered
-//! from it is installed and loaded by HAProxy, and the API answers. When the API stops answering
-//! HAProxy keeps serving, but what it serves may be stale, and readiness says so.
+//! from it is installed and loaded by HAProxy, HAProxy runs (its master socket, or else the admin
+//! socket of the configuration, accepts a connection), and the API answers. When the API stops
+//! answering HAProxy keeps serving, but what it serves may be stale, and readiness says so.
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::fmt::Write;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Counters and states, shared by the watchers, the render loop and the HTTP server.
 #[derive(Default)]
@@ -27,6 +29,11 @@ pub struct Status {
     pub draining_servers: AtomicU64,
     /// Registry guests left out at start (--allow-missing-guests) and not loaded since.
     pub missing_guests: AtomicU64,
+    /// Objects with a part (or all) left out of the model at the last render.
+    pub skipped_objects: AtomicU64,
+    /// Where HAProxy answers when it runs: the master socket, or the configuration's admin
+    /// socket. Without one, readiness cannot see HAProxy and goes by what was installed.
+    pub haproxy_socket: Mutex<Option<PathBuf>>,
     /// The first complete list is in.
     pub synced: AtomicBool,
     /// The last watch request failed and none has succeeded since.
@@ -40,20 +47,32 @@ pub struct Status {
 
 impl Status {
     /// Why the daemon is not ready, if it is not.
-    pub fn not_ready(&self) -> Option<&'static str> {
+    pub fn not_ready(&self) -> Option<String> {
         if !self.synced.load(Ordering::Relaxed) {
-            Some("waiting for the first complete list from the Kubernetes API")
+            Some("waiting for the first complete list from the Kubernetes API".into())
         } else if !self.installed.load(Ordering::Relaxed) {
-            Some("no configuration installed yet")
+            Some("no configuration installed yet".into())
+        } else if let Some(error) = self.haproxy_down() {
+            Some(error)
         } else if self.reload_pending.load(Ordering::Relaxed) {
-            Some("a configuration is installed but HAProxy has not reloaded it yet")
+            Some("a configuration is installed but HAProxy has not reloaded it yet".into())
         } else if self.api_failing.load(Ordering::Relaxed) {
             Some(
-                "the Kubernetes API does not answer: HAProxy serves the last configuration, which may be stale",
+                "the Kubernetes API does not answer: HAProxy serves the last configuration, which may be stale".into(),
             )
         } else {
             None
         }
+    }
+
+    /// Why HAProxy does not seem to run, if its socket is known and refuses a connection.
+    fn haproxy_down(&self) -> Option<String> {
+        let socket = self.haproxy_socket.lock().unwrap().clone()?;
+        let error = std::os::unix::net::UnixStream::connect(&socket).err()?;
+        Some(format!(
+            "HAProxy does not answer on {}: {error}; is it running?",
+            socket.display()
+        ))
     }
 
     /// The Prometheus text format.
@@ -123,6 +142,12 @@ impl Status {
             "gauge",
             "Registry guests left out at start because they could not be loaded (--allow-missing-guests), and not loaded since.",
             &[("", get(&self.missing_guests))],
+        );
+        metric(
+            "wasmconfd_skipped_objects",
+            "gauge",
+            "Objects left out of the model at the last render, whole or in part (an endpoint, a port), because they are invalid; the log names each one and why.",
+            &[("", get(&self.skipped_objects))],
         );
         metric(
             "wasmconfd_reload_pending",

@@ -69,8 +69,10 @@ struct Scene {
     http: u16,
     /// wasmconfd's `--status-address` port.
     status: u16,
-    _haproxy: Killed,
-    _daemon: Killed,
+    /// `wasmconfd`'s arguments, to start it again.
+    daemon_args: Vec<String>,
+    haproxy: Option<Killed>,
+    daemon: Option<Killed>,
 }
 
 impl Scene {
@@ -97,57 +99,81 @@ impl Scene {
             "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
              frontend boot\n    bind 127.0.0.1:{http}\n    http-request return status 503 content-type text/plain string booting\n"
         )).unwrap();
-        let socket = dir.path().join("master.sock");
-        let haproxy = start_haproxy(
-            &[
-                OsStr::new("-W"),
-                OsStr::new("-S"),
-                socket.as_os_str(),
-                OsStr::new("-p"),
-            ]
-            .into_iter()
+        let daemon_args: Vec<String> = ["run", "--haproxy-conf", config.to_str().unwrap()]
+            .iter()
+            .map(|arg| arg.to_string())
+            .chain(
+                reload
+                    .iter()
+                    .map(|arg| arg.replace("{dir}", dir.path().to_str().unwrap())),
+            )
+            .chain(["--api-servers", api_servers, "--allow-loopback-endpoints"].map(String::from))
             .chain([
-                dir.path().join("haproxy.pid").as_os_str(),
-                OsStr::new("-f"),
-                config.as_os_str(),
-            ])
-            .collect::<Vec<_>>(),
-            &dir.path().join("haproxy.log"),
-        );
-        wait_for(http, "any", "booting");
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let daemon = Killed(
-            wasmconfd()
-                .arg("run")
-                .arg("--haproxy-conf")
-                .arg(&config)
-                .args(
-                    reload
-                        .iter()
-                        .map(|arg| arg.replace("{dir}", dir.path().to_str().unwrap())),
-                )
-                .args(["--api-servers", api_servers])
-                .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
-                .args(["--set", &format!("https.bind=127.0.0.1:{https}")])
-                .args(["--set", "base.log=none"])
-                .args(["--status-address", &format!("127.0.0.1:{status}")])
-                .arg("--set")
-                .arg(format!(
+                "--set".into(),
+                format!("http.bind=127.0.0.1:{http}"),
+                "--set".into(),
+                format!("https.bind=127.0.0.1:{https}"),
+                "--set".into(),
+                "base.log=none".into(),
+                "--status-address".into(),
+                format!("127.0.0.1:{status}"),
+                "--set".into(),
+                format!(
                     "base.admin-socket={}",
                     dir.path().join("admin.sock").display()
-                ))
-                .args(extra)
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        Scene {
+                ),
+            ])
+            .chain(extra.iter().map(|arg| arg.to_string()))
+            .collect();
+        let mut scene = Scene {
             dir,
             http,
             status,
-            _haproxy: haproxy,
-            _daemon: daemon,
-        }
+            daemon_args,
+            haproxy: None,
+            daemon: None,
+        };
+        scene.start_haproxy();
+        wait_for(http, "any", "booting");
+        scene.start_daemon();
+        scene
+    }
+
+    /// Start HAProxy in master-worker mode on the scene's configuration file.
+    fn start_haproxy(&mut self) {
+        let dir = self.dir.path();
+        let [socket, pid, config] =
+            ["master.sock", "haproxy.pid", "haproxy.cfg"].map(|f| dir.join(f));
+        let args = [
+            OsStr::new("-W"),
+            OsStr::new("-S"),
+            socket.as_os_str(),
+            OsStr::new("-p"),
+            pid.as_os_str(),
+            OsStr::new("-f"),
+            config.as_os_str(),
+        ];
+        self.haproxy = Some(start_haproxy(&args, &dir.join("haproxy.log")));
+    }
+
+    fn stop_haproxy(&mut self) {
+        self.haproxy = None;
+    }
+
+    /// Start `wasmconfd run`, logging to `daemon.log` (replaced).
+    fn start_daemon(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("daemon.log")).unwrap();
+        self.daemon = Some(Killed(
+            wasmconfd()
+                .args(&self.daemon_args)
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+    }
+
+    fn stop_daemon(&mut self) {
+        self.daemon = None;
     }
 
     /// (status code, body) of wasmconfd's own `path`: `/metrics`, `/readyz`.
@@ -742,4 +768,186 @@ fn a_failed_reload_is_retried_until_it_succeeds() {
     std::fs::write(&open, "").unwrap();
     scene.wait_for("shop.test", "a");
     assert!(!scene.dir.path().join("haproxy.cfg.reload-pending").exists());
+}
+
+#[test]
+fn after_an_api_server_restart_a_change_applies_within_two_seconds() {
+    let (a, b) = (backend("a"), backend("b"));
+    let mut api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "a");
+
+    // Restarted on a compacted etcd: every watch resuming from before gets 410 Gone, and for
+    // its first second every request is refused while its authorizer warms up.
+    api.stop();
+    api.jump_ahead();
+    api.set_fault(Fault::Forbidden);
+    api.restart();
+    let changed = Instant::now();
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    std::thread::sleep(Duration::from_secs(1));
+    api.set_fault(Fault::None);
+    scene.wait_for("shop.test", "b");
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the change took {took:?}:\n{}",
+        scene.log()
+    );
+    assert!(
+        scene.log().contains("resource version gone"),
+        "{}",
+        scene.log()
+    );
+}
+
+#[test]
+fn while_one_resources_watch_fails_changes_to_the_others_apply() {
+    let (a, b) = (backend("a"), backend("b"));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "a");
+
+    // Every EndpointSlice request fails from now on; the open watches are cut.
+    api.set_fault_on(Kind::EndpointSlice, Fault::Status500);
+    api.drop_connections();
+    let failing = |scene: &Scene| {
+        scene
+            .log()
+            .lines()
+            .filter(|l| l.contains("watch failed") && l.contains("endpointslices"))
+            .count()
+    };
+    // The 1st, 2nd and 4th failures in a row are logged: it has been failing for a while.
+    scene.wait_until(Duration::from_secs(10), || failing(&scene) >= 3);
+
+    let changed = Instant::now();
+    api.apply(service("shop", "shop.test,shop2.test"));
+    scene.wait_for("shop2.test", "a");
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "a Service change waited {took:?} for the failing EndpointSlice watch:\n{}",
+        scene.log()
+    );
+
+    // The failing watch recovers by itself once the API answers again.
+    api.set_fault(Fault::None);
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    scene.wait_for("shop.test", "b");
+}
+
+#[test]
+fn readiness_comes_from_haproxy_itself() {
+    let a = backend("a");
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let mut scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "a");
+    scene.wait_for_readiness(200);
+
+    // The daemon restarts with the configuration installed, and HAProxy is gone: the file on
+    // disk matches the render, but nothing serves it.
+    scene.stop_daemon();
+    scene.stop_haproxy();
+    scene.start_daemon();
+    scene.wait_until(Duration::from_secs(20), || {
+        scene
+            .get_status("/readyz")
+            .1
+            .contains("HAProxy does not answer")
+    });
+    let (code, body) = scene.get_status("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("master.sock"), "{body}");
+
+    scene.start_haproxy();
+    scene.wait_for_readiness(200);
+    scene.wait_for("shop.test", "a");
+}
+
+/// Objects that are invalid, whole or in part, beside good ones in a live cluster: each is
+/// warned about once (not at every render), counted, and every good service is routed. A redis
+/// service asking for the http frontend's port is left out, and takes no request.
+#[test]
+fn hostile_objects_are_warned_about_once_and_every_good_service_is_routed() {
+    let (a, b, thief) = (backend("a"), backend("b"), backend("thief"));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    // The http guest's very address, so that two listeners would split its connections.
+    let scene = Scene::start(&api.url(), &["--set", "redis.bind-address=127.0.0.1"]);
+    scene.wait_for("shop.test", "a");
+
+    let hostile_slice = |name: &str, address: &str| {
+        let mut slice = slice("shop", &[address], a);
+        slice["metadata"]["name"] = json!(name);
+        slice
+    };
+    api.apply(hostile_slice(
+        "shop-newline",
+        "10.1.21.1\n  server x 10.97.0.1:80",
+    ));
+    api.apply(hostile_slice("shop-metadata", "169.254.169.254"));
+    api.apply(hostile_slice("shop-hostname", "evil.example.com"));
+    let mut star = service("star", "*");
+    star["metadata"]["namespace"] = json!("evil");
+    api.apply(star);
+    api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "thief", "namespace": "evil", "creationTimestamp": "2020-01-01T00:00:00Z",
+                     "annotations": {"wasmconfd.io/proto": "redis",
+                                     "wasmconfd.io/listen-port": scene.http.to_string()}},
+        "spec": {"ports": [{"name": "redis", "port": 6379}]}}));
+    let mut thief_slice = slice("thief", &["127.0.0.1"], thief);
+    thief_slice["metadata"]["namespace"] = json!("evil");
+    api.apply(thief_slice);
+    api.apply(service("blog", "blog.test"));
+    api.apply(slice("blog", &["127.0.0.1"], b));
+    scene.wait_for("blog.test", "b");
+    scene.wait_until(Duration::from_secs(10), || {
+        scene
+            .get_status("/metrics")
+            .1
+            .contains("wasmconfd_skipped_objects 4")
+    });
+
+    // More renders: a change to a good service, twice.
+    for port in [b, a] {
+        api.apply(slice("blog", &["127.0.0.1"], port));
+        scene.wait_for("blog.test", if port == b { "b" } else { "a" });
+    }
+    let log = scene.log();
+    for object in [
+        "EndpointSlice e2e/shop-newline",
+        "EndpointSlice e2e/shop-metadata",
+        "EndpointSlice e2e/shop-hostname",
+        "Service evil/star",
+    ] {
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(object))
+            .count();
+        assert_eq!(
+            warnings, 1,
+            "{object} warned about {warnings} times:\n{log}"
+        );
+    }
+    let conflicts = log
+        .lines()
+        .filter(|l| l.contains("section `listen redis_evil_thief` left out"))
+        .count();
+    assert_eq!(conflicts, 1, "{log}");
+    let answers: Vec<_> = (0..40).map(|_| get(scene.http, "shop.test")).collect();
+    assert!(answers.iter().all(|a| a == "a"), "{answers:?}");
+    assert!(!scene.config().contains("10.97.0.1"), "{}", scene.config());
+
+    // The bad slices go: the objects are no longer skipped, and the log says so once.
+    for name in ["shop-newline", "shop-metadata", "shop-hostname"] {
+        assert!(api.delete(Kind::EndpointSlice, "e2e", name));
+    }
+    assert!(api.delete(Kind::Service, "evil", "star"));
+    scene.wait_until(Duration::from_secs(10), || {
+        scene
+            .get_status("/metrics")
+            .1
+            .contains("wasmconfd_skipped_objects 0")
+    });
+    assert!(scene.log().contains("no longer skipped"), "{}", scene.log());
 }

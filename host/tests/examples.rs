@@ -174,7 +174,12 @@ fn the_example_guest_routes_real_traffic_by_path() {
     let http = free_port();
     let config = dir.path().join("haproxy.cfg");
     let (ok, _, stderr) = run(wasmconfd()
-        .args(["render", "--check", "--cluster"])
+        .args([
+            "render",
+            "--check",
+            "--allow-loopback-endpoints",
+            "--cluster",
+        ])
         .arg(&cluster)
         .arg("--guests")
         .arg(&guests)

@@ -142,6 +142,23 @@ fn hostile_objects_are_skipped_by_name_and_the_rest_renders() {
         "Service evil/no-ports",
         "Service evil/bad-port",
         "Service evil/port-typo",
+        "Service evil/star",
+        "Service evil/redis-80",
+        "Service evil/forged\\n\\u{1b}[31mERROR",
+        "EndpointSlice good/evil-port-zero",
+        "EndpointSlice good/evil-newline",
+        "EndpointSlice good/evil-hostname",
+        "EndpointSlice good/evil-brackets",
+        "EndpointSlice good/evil-port",
+        "EndpointSlice good/evil-fd",
+        "EndpointSlice good/evil-env",
+        "EndpointSlice good/evil-empty",
+        "EndpointSlice good/evil-unspecified",
+        "EndpointSlice good/evil-metadata",
+        "EndpointSlice good/evil-loopback",
+        "EndpointSlice good/evil-node",
+        "EndpointSlice good/evil-zone",
+        "EndpointSlice good/evil-pod",
     ] {
         let line = stderr.lines().find(|l| l.contains(object));
         assert!(
@@ -152,6 +169,17 @@ fn hostile_objects_are_skipped_by_name_and_the_rest_renders() {
     assert!(
         stdout.contains("backend http_good_web"),
         "the valid service is missing:\n{stdout}"
+    );
+    // The service whose slices carried the hostile fields keeps its one valid endpoint.
+    assert!(
+        stdout.contains(
+            "backend http_good_api\n    mode http\n    server 10.0.0.2:8080 10.0.0.2:8080 check\n\n"
+        ),
+        "good/api must keep exactly its valid endpoint:\n{stdout}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("forged\n"),
+        "a name forged a log line:\n{stderr}"
     );
     assert!(
         stdout.contains("backend http_legacy_empty\n"),

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{backend, free_port, http_get as get, run, start_haproxy, wasmconfd};
+use common::{
+    backend, free_port, haproxy_check, http_get as get, misbehave_guest, run, start_haproxy,
+    wasmconfd,
+};
 use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -31,7 +34,12 @@ fn http_requests_reach_the_service_their_host_names() {
     let (http, https) = (free_port(), free_port());
     let config = dir.path().join("haproxy.cfg");
     let (ok, _, stderr) = run(wasmconfd()
-        .args(["render", "--check", "--cluster"])
+        .args([
+            "render",
+            "--check",
+            "--allow-loopback-endpoints",
+            "--cluster",
+        ])
         .arg(&cluster)
         .arg("--output")
         .arg(&config)
@@ -74,4 +82,81 @@ fn http_requests_reach_the_service_their_host_names() {
         "a wildcard does not match its own base"
     );
     assert_eq!(get(http, "unknown.test").0, 404);
+}
+
+/// A guest in a later slot that binds the port the http guest listens on is left out, so
+/// HAProxy never runs two listeners on it (with SO_REUSEPORT both would start and split the
+/// connections): every request reaches the service it names.
+#[test]
+fn a_guest_binding_another_guests_port_is_left_out_and_takes_no_request() {
+    let victim = backend("victim");
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: shop, namespace: t, annotations: \
+             {{wasmconfd.io/domain: shop.test, wasmconfd.io/proto: http}}}}\n\
+             spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\n\
+             metadata: {{name: shop-1, namespace: t, labels: {{kubernetes.io/service-name: shop}}}}\n\
+             ports: [{{name: http, port: {victim}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
+        ),
+    )
+    .unwrap();
+    let guests = dir.path().join("guests");
+    std::fs::create_dir(&guests).unwrap();
+    std::fs::write(guests.join("50-misbehave.wasm"), misbehave_guest()).unwrap();
+    let http = free_port();
+    let config = dir.path().join("haproxy.cfg");
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["render", "--allow-loopback-endpoints", "--cluster"])
+        .arg(&cluster)
+        .arg("--guests")
+        .arg(&guests)
+        .arg("--output")
+        .arg(&config)
+        .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
+        .args(["--set", "misbehave.mode=listen"])
+        // The very address the http guest binds: HAProxy would split its connections.
+        .args(["--set", &format!("misbehave.bind=127.0.0.1:{http}")])
+        .args(["--set", &format!("https.bind=127.0.0.1:{}", free_port())])
+        .args(["--set", "base.log=none"])
+        .args(["--set", "base.admin-socket=none"]));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "guest 50-misbehave: section `listen misbehave` left out: it binds 127.0.0.1:{http}, \
+             which guest 20-http, section `frontend http` already binds"
+        )),
+        "the error must name both sections:\n{stderr}"
+    );
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(!written.contains("listen misbehave"), "{written}");
+    let (valid, output) = haproxy_check(&config);
+    assert!(valid, "{output}");
+
+    let _haproxy = start_haproxy(
+        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
+        &dir.path().join("haproxy.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "HAProxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answers: Vec<_> = (0..40)
+        .map(|_| {
+            get(http, "shop.test")
+                .1
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(
+        answers.iter().all(|a| a == "victim"),
+        "requests went elsewhere: {answers:?}"
+    );
 }

@@ -95,7 +95,9 @@ impl Connection {
     pub async fn list(&self) -> Result<Objects, SourceError> {
         let mut tried = Vec::new();
         let mut last = String::new();
-        for config in self.configs().await? {
+        let configs = self.configs().await?;
+        let count = configs.len();
+        for (i, config) in configs.into_iter().enumerate() {
             let server = config.cluster_url.to_string();
             let result = async {
                 let client = kube::Client::try_from(config)?;
@@ -105,7 +107,9 @@ impl Connection {
                 Ok(objects) => return Ok(objects),
                 Err(error) => {
                     let error = error_chain(&error);
-                    tracing::warn!(%server, %error, "cannot read from API server, trying the next");
+                    if i + 1 < count {
+                        tracing::warn!(%server, %error, "cannot read from API server, trying the next");
+                    }
                     last = error;
                     tried.push(server);
                 }

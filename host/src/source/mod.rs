@@ -7,6 +7,7 @@ pub mod kubernetes;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::path::Path;
 
 use crate::model::Problem;
@@ -26,12 +27,17 @@ pub enum SnapshotError {
         path: String,
         source: std::io::Error,
     },
-    #[error("snapshot {path} is not valid YAML or JSON: {source}")]
+    #[error("snapshot {path} is not valid {format}: {message}")]
     Syntax {
         path: String,
-        source: serde_yaml::Error,
+        format: &'static str,
+        message: String,
     },
 }
+
+/// Deeper nesting than this is refused before parsing. Kubernetes objects nest about ten
+/// levels; a file nested thousands deep is an attack on the parser (YAML's is quadratic in it).
+pub const MAX_DEPTH: usize = 100;
 
 /// Read a snapshot file. Objects that do not parse are reported as problems, not fatal.
 pub fn read_snapshot(path: &Path) -> Result<(Objects, Vec<Problem>), SnapshotError> {
@@ -40,15 +46,47 @@ pub fn read_snapshot(path: &Path) -> Result<(Objects, Vec<Problem>), SnapshotErr
         path: name.clone(),
         source,
     })?;
-    parse_snapshot(&text).map_err(|source| SnapshotError::Syntax { path: name, source })
+    parse_snapshot(&text).map_err(|(format, message)| SnapshotError::Syntax {
+        path: name,
+        format,
+        message,
+    })
 }
 
-/// Parse snapshot text: YAML or JSON, one `List` or many documents.
-pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), serde_yaml::Error> {
+/// Parse snapshot text: JSON (when it starts with `{` or `[`, as `kubectl -o json` prints it)
+/// or YAML, one `List` or many documents. The error says which format was read, and why not.
+pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), (&'static str, String)> {
+    let json = text.trim_start().starts_with(['{', '[']);
+    let format = if json { "JSON" } else { "YAML" };
+    let depth = nesting_depth(text, json);
+    if depth > MAX_DEPTH {
+        return Err((
+            format,
+            format!("it nests deeper than {MAX_DEPTH} levels, which no Kubernetes object does"),
+        ));
+    }
     let mut objects = Objects::default();
     let mut problems = Vec::new();
+    if json {
+        let documents = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+        for document in documents {
+            let document = document.map_err(|e| (format, e.to_string()))?;
+            let parsed: Document =
+                serde_json::from_str(document.get()).map_err(|e| (format, e.to_string()))?;
+            match parsed.items {
+                Some(items) if parsed.kind.ends_with("List") => {
+                    for item in items {
+                        objects.add_json(item, &mut problems);
+                    }
+                }
+                _ => objects.add_json(document, &mut problems),
+            }
+        }
+        return Ok((objects, problems));
+    }
     for document in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_json::Value::deserialize(document)?;
+        let value =
+            serde_json::Value::deserialize(document).map_err(|e| (format, e.to_string()))?;
         let items = match value.get("kind").and_then(|k| k.as_str()) {
             Some(kind) if kind.ends_with("List") => value
                 .get("items")
@@ -65,6 +103,90 @@ pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), serde_yaml:
         }
     }
     Ok((objects, problems))
+}
+
+/// A JSON document: a `List` of items, or one object.
+#[derive(Deserialize)]
+struct Document<'a> {
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+/// What identifies an object, read before the object itself.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: HeaderMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct HeaderMeta {
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// How deep `text` nests: exactly for JSON (brackets outside strings); for YAML, its flow
+/// collections (`[`, `{` where a value starts, outside quoted strings, comments and block
+/// scalars), which is where a YAML parser's time goes. Block nesting costs the parser nothing
+/// and is bounded by its recursion limit.
+fn nesting_depth(text: &str, json: bool) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    // YAML: inside a block scalar (`|`, `>`), the indentation its lines are deeper than.
+    let mut block_scalar: Option<usize> = None;
+    for line in text.split('\n') {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(parent) = block_scalar {
+            if line.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let (mut value_starts, mut after_space) = (true, true);
+        let mut bytes = line.bytes().peekable();
+        while let Some(b) = bytes.next() {
+            if let Some(q) = quote {
+                if b == b'\\' && q == b'"' {
+                    bytes.next();
+                } else if b == q && !(q == b'\'' && bytes.next_if_eq(&b'\'').is_some()) {
+                    quote = None;
+                }
+                continue;
+            }
+            // Whether a value may start after this byte.
+            let mut next_value_starts = matches!(b, b'-' | b':' | b'?' | b',');
+            match b {
+                b' ' | b'\t' | b'\r' => {
+                    after_space = true;
+                    continue;
+                }
+                b'"' if value_starts => quote = Some(b),
+                b'\'' if value_starts && !json => quote = Some(b),
+                b'#' if after_space && !json => break,
+                b'[' | b'{' if json || depth > 0 || value_starts => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                    next_value_starts = true;
+                }
+                b']' | b'}' if json || depth > 0 => depth = depth.saturating_sub(1),
+                b'|' | b'>' if value_starts && depth == 0 && !json => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                _ => {}
+            }
+            value_starts = next_value_starts;
+            after_space = false;
+        }
+    }
+    deepest
 }
 
 /// The snapshot format: a v1 `List` of every object, as YAML.
@@ -87,27 +209,11 @@ pub fn to_snapshot(objects: &Objects) -> Result<String, serde_yaml::Error> {
 }
 
 impl Objects {
-    /// Add one object; other kinds are ignored.
+    /// Add one object read from YAML; other kinds are ignored.
     fn add(&mut self, item: serde_json::Value) -> Result<(), Problem> {
-        let text = |key: &str| {
-            item.get(key)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
-        let (api_version, kind) = (text("apiVersion"), text("kind"));
-        let meta = |key: &str| {
-            item.pointer(&format!("/metadata/{key}"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
-                .to_string()
-        };
-        let object = format!("{kind} {}/{}", meta("namespace"), meta("name"));
-        let invalid = |e: serde_json::Error| Problem {
-            object: object.clone(),
-            reason: format!("not a valid {kind}: {e}"),
-        };
-        match (api_version.as_str(), kind.as_str()) {
+        let header = Header::deserialize(&item).unwrap_or_default();
+        let invalid = |e: serde_json::Error| header.problem(e);
+        match (header.api_version.as_str(), header.kind.as_str()) {
             ("v1", "Service") => self
                 .services
                 .push(serde_json::from_value(item).map_err(invalid)?),
@@ -117,9 +223,59 @@ impl Objects {
             ("discovery.k8s.io/v1", "EndpointSlice") => self
                 .endpoint_slices
                 .push(serde_json::from_value(item).map_err(invalid)?),
-            _ => tracing::debug!(%object, %api_version, "ignoring an object of another kind"),
+            _ => header.ignore(),
         }
         Ok(())
+    }
+
+    /// Add one object read from JSON, straight into its Kubernetes type; other kinds are
+    /// ignored.
+    fn add_json(&mut self, item: &RawValue, problems: &mut Vec<Problem>) {
+        let header: Header = match serde_json::from_str(item.get()) {
+            Ok(header) => header,
+            Err(error) => return problems.push(Header::default().problem(error)),
+        };
+        let result = match (header.api_version.as_str(), header.kind.as_str()) {
+            ("v1", "Service") => serde_json::from_str(item.get()).map(|o| self.services.push(o)),
+            ("v1", "Endpoints") => serde_json::from_str(item.get()).map(|o| self.endpoints.push(o)),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                serde_json::from_str(item.get()).map(|o| self.endpoint_slices.push(o))
+            }
+            _ => {
+                header.ignore();
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            problems.push(header.problem(error));
+        }
+    }
+}
+
+impl Header {
+    /// `Service namespace/name`.
+    fn object(&self) -> String {
+        let meta = |value: &Option<String>| value.clone().unwrap_or_else(|| "?".into());
+        format!(
+            "{} {}/{}",
+            self.kind,
+            meta(&self.metadata.namespace),
+            meta(&self.metadata.name)
+        )
+    }
+
+    fn problem(&self, error: serde_json::Error) -> Problem {
+        let kind = if self.kind.is_empty() {
+            "object"
+        } else {
+            &self.kind
+        };
+        Problem::new(&self.object(), &format!("not a valid {kind}: {error}"))
+    }
+
+    fn ignore(&self) {
+        let (object, api_version) = (self.object(), &self.api_version);
+        tracing::debug!(object = %crate::model::printable(&object), %api_version, "ignoring an object of another kind");
     }
 }
 
@@ -159,5 +315,60 @@ mod tests {
     #[test]
     fn broken_yaml_is_an_error() {
         assert!(parse_snapshot("kind: [unclosed").is_err());
+    }
+
+    #[test]
+    fn json_is_read_as_json_whatever_kubectl_puts_in_its_strings() {
+        let long_key = "k".repeat(2000);
+        let json = format!(
+            "{{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [\
+             {{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {{\"name\": \"a\", \
+             \"annotations\": {{\"note\": \"del \u{7f} c1 \u{85} nonchar \u{fffe}\", \"{long_key}\": \"x\"}}}}}},\
+             {{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {{\"name\": \"bad\"}}, \"spec\": {{\"ports\": 7}}}},\
+             {{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"c\"}}}}]}}"
+        );
+        let (objects, problems) = parse_snapshot(&json).unwrap();
+        assert_eq!(objects.services.len(), 1);
+        let annotations = objects.services[0].metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["note"], "del \u{7f} c1 \u{85} nonchar \u{fffe}");
+        assert!(annotations.contains_key(&long_key));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].object, "Service ?/bad");
+        let (format, _) = parse_snapshot("{\"kind\": ").unwrap_err();
+        assert_eq!(format, "JSON");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing_in_both_formats() {
+        let deep = "[".repeat(180_000) + &"]".repeat(180_000);
+        let started = std::time::Instant::now();
+        let (format, message) = parse_snapshot(&deep).unwrap_err();
+        assert_eq!(format, "JSON");
+        assert!(message.contains("deeper than 100"), "{message}");
+        let yaml = format!("items: {deep}\n");
+        let (format, _) = parse_snapshot(&yaml).unwrap_err();
+        assert_eq!(format, "YAML");
+        let block = format!("a:\n{}", "- ".repeat(1000) + "x\n");
+        assert!(
+            parse_snapshot(&block).is_err(),
+            "block nesting hits the parser's own limit"
+        );
+        // A guard against the parser's quadratic time, not a speed target.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn brackets_in_plain_and_block_scalars_are_not_nesting() {
+        let brackets = "[".repeat(200);
+        let yaml = format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations:\n    \
+             plain: x{brackets}\n    quoted: '{brackets}'\n    block: |\n      {brackets}\n      \"\n\
+             # {brackets}\nspec: {{ports: [{{name: \"]]]\", port: 80}}]}}\n"
+        );
+        let (objects, problems) = parse_snapshot(&yaml).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let annotations = objects.services[0].metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["block"], format!("{brackets}\n\"\n"));
+        assert_eq!(nesting_depth(&yaml, false), 3);
     }
 }

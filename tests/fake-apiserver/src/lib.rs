@@ -40,6 +40,9 @@ pub enum Fault {
     Garbage,
     /// Accept the request and never answer.
     Hang,
+    /// Answer 403 with a Status object, as a restarted API server does while its authorizer
+    /// warms up.
+    Forbidden,
 }
 
 /// The resources the server knows.
@@ -111,6 +114,8 @@ struct State {
     /// Watches from before this resource version get 410 Gone.
     oldest: u64,
     fault: Fault,
+    /// When set, only requests for this kind get the fault.
+    fault_only: Option<Kind>,
     /// When set, requests must carry `Authorization: Bearer <token>`.
     token: Option<String>,
     lists: usize,
@@ -175,6 +180,7 @@ impl FakeApi {
                 history: Vec::new(),
                 oldest: 0,
                 fault: Fault::None,
+                fault_only: None,
                 token: None,
                 lists: 0,
                 watches: 0,
@@ -275,6 +281,13 @@ impl FakeApi {
         state.oldest = state.resource_version + 1;
     }
 
+    /// Move the resource version far ahead and forget the history, as an API server restarted
+    /// on a compacted etcd looks to a client: every watch resuming from before gets 410 Gone.
+    pub fn jump_ahead(&self) {
+        self.shared.state.lock().unwrap().resource_version += 1000;
+        self.compact();
+    }
+
     /// Close every open connection (watches included), as a restarting API server does.
     pub fn drop_connections(&self) {
         self.shared.generation.send_modify(|n| *n += 1);
@@ -291,13 +304,30 @@ impl FakeApi {
     /// Listen again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        let listener = self.runtime.block_on(TcpListener::bind(self.addr)).unwrap();
+        // The stopped listener closes once its aborted task is dropped, which may take a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match self.runtime.block_on(TcpListener::bind(self.addr)) {
+                Ok(listener) => break listener,
+                Err(error) if std::time::Instant::now() > deadline => {
+                    panic!("cannot listen on {} again: {error}", self.addr)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
         self.accept = Some(self.runtime.spawn(accept(listener, self.shared.clone())));
     }
 
     /// Misbehave from now on (or stop misbehaving with [`Fault::None`]).
     pub fn set_fault(&self, fault: Fault) {
-        self.shared.state.lock().unwrap().fault = fault;
+        let mut state = self.shared.state.lock().unwrap();
+        (state.fault, state.fault_only) = (fault, None);
+    }
+
+    /// Misbehave from now on, only for requests about `kind`.
+    pub fn set_fault_on(&self, kind: Kind, fault: Fault) {
+        let mut state = self.shared.state.lock().unwrap();
+        (state.fault, state.fault_only) = (fault, Some(kind));
     }
 
     /// Answer 401 to requests without `Authorization: Bearer <token>`.
@@ -388,9 +418,14 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 }
 
 async fn handle(request: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    let route = Kind::route(request.uri().path());
     let (fault, token) = {
         let state = shared.state.lock().unwrap();
-        (state.fault, state.token.clone())
+        let applies = state
+            .fault_only
+            .is_none_or(|only| route.as_ref().is_some_and(|(kind, _)| *kind == only));
+        let fault = if applies { state.fault } else { Fault::None };
+        (fault, state.token.clone())
     };
     if let Some(token) = token {
         let sent = request
@@ -410,8 +445,12 @@ async fn handle(request: Request<hyper::body::Incoming>, shared: Arc<Shared>) ->
         }
         Fault::Garbage => return full(StatusCode::OK, "this is not JSON {{{"),
         Fault::Hang => std::future::pending().await,
+        Fault::Forbidden => {
+            let body = status(403, "Forbidden", "the fake API server was told to forbid");
+            return full(StatusCode::FORBIDDEN, body.to_string());
+        }
     }
-    let Some((kind, namespace)) = Kind::route(request.uri().path()) else {
+    let Some((kind, namespace)) = route else {
         let body = status(
             404,
             "NotFound",

@@ -4,6 +4,8 @@
 //! - `loop`: never returns; `alloc`: allocates without bound; `panic`: panics;
 //! - `newline`: returns an argument with a newline; `bad-name`: a section name with a space;
 //! - `error`: returns a render error; `probe`: reports what it can see of the outside world;
+//! - `listen`: a `listen misbehave` section on the setting `bind` (default `:80`) answering
+//!   every HTTP request with `misbehave`, as a guest trying to take another guest's port;
 //! - anything else: a small valid backend.
 //!
 //! A service annotated `misbehave.wasmconfd.io/do: panic` makes it panic, and `invalid` makes it
@@ -40,6 +42,28 @@ impl Guest for Misbehave {
             "bad-name" => backend.name = Some("two words".into()),
             "error" => return Err(RenderError::Other("misbehave was told to fail".into())),
             "invalid" => backend.push("no-such-keyword", ["here"]),
+            "listen" => {
+                let listen = Section::listen("misbehave")
+                    .with("mode", ["http"])
+                    .with("bind", [cluster.setting_or("bind", ":80")])
+                    .with(
+                        "http-request",
+                        [
+                            "return",
+                            "status",
+                            "200",
+                            "content-type",
+                            "text/plain",
+                            "string",
+                        ]
+                        .into_iter()
+                        .chain(["misbehave"]),
+                    );
+                return Ok(Fragment {
+                    sections: vec![listen],
+                    maps: Vec::new(),
+                });
+            }
             "chatty" => {
                 // Far more than any buffer the host keeps, on both streams.
                 for line in 0..2000 {
