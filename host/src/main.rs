@@ -27,11 +27,11 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Logs go to stderr (stdout may carry a configuration). Compiler noise is off unless asked for,
-/// and so is the kube client's own error line for a failed request (wasmconfd logs it, with the
-/// server and what happens next).
+/// and so are the kube client's own lines for a failed request or watch (wasmconfd logs them,
+/// with the server, the resource and what happens next).
 fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::builder().parse_lossy(format!(
-        "cranelift=warn,wasmtime=warn,kube_client::client::builder=off,{}",
+        "cranelift=warn,wasmtime=warn,kube_client::client::builder=off,kube_runtime::watcher=error,{}",
         cli.log_level
     ));
     let builder = tracing_subscriber::fmt()
