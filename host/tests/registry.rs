@@ -263,6 +263,59 @@ fn unsigned_wrong_key_moved_tag_and_copied_signature_are_refused() {
     assert!(stderr.contains("are for another artifact"), "{stderr}");
 }
 
+/// A valid signature made in one repository, copied with its digest into another, does not
+/// make the other one trusted (cosign's identity check: the payload names the repository); a
+/// reference with `..` in its path is refused before anything is fetched.
+#[test]
+fn a_signature_copied_from_another_repository_is_refused() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let marker = format!("oci://{}/team/marker:v1", registry.host());
+    let signed = push_and_sign(&registry, &bundled("http"), &marker, &key);
+    // The same component in team/good has the same digest; its signature tag gets a copy of
+    // team/marker's signature, with the blobs it names mounted across.
+    let good = format!("oci://{}/team/good:v1", registry.host());
+    let (ok, _, stderr) = guest(
+        &registry,
+        &["push", bundled("http").to_str().unwrap(), &good],
+    );
+    assert!(ok, "{stderr}");
+    let digest = signed.rsplit_once('@').unwrap().1;
+    let tag = format!("{}.sig", digest.replace(':', "-"));
+    let copied = get_manifest(&registry, "team/marker", &tag);
+    let manifest: serde_json::Value = serde_json::from_slice(&copied).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    for blob in layers.iter().chain([&manifest["config"]]) {
+        let url = format!(
+            "https://{}/v2/team/good/blobs/uploads/?mount={}&from=team/marker",
+            registry.host(),
+            blob["digest"].as_str().unwrap()
+        );
+        curl(&registry, &["-X", "POST", &url]);
+    }
+    put_manifest(&registry, "team/good", &tag, &copied);
+
+    let (ok, _, stderr) = guest(&registry, &["verify", &good, "--key", &public]);
+    assert!(!ok, "a signature from team/marker made team/good trusted");
+    assert!(
+        stderr.contains(&format!(
+            "were made for another repository ({}/team/marker)",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = guest(&registry, &["verify", &marker, "--key", &public]);
+    assert!(ok, "{stderr}");
+
+    let traversal = format!("oci://{}/../../v2/team/good:v1", registry.host());
+    let (ok, _, stderr) = guest(&registry, &["verify", &traversal, "--key", &public]);
+    assert!(
+        !ok && stderr.contains("is not a guest reference"),
+        "{stderr}"
+    );
+}
+
 /// An artifact as oci-client and Kubewarden push it (config `vnd.wasm.config.v1+json`, layer
 /// `vnd.wasm.content.layer.v1+wasm`) pulls like one of ours; an image that is not Wasm does not.
 #[test]

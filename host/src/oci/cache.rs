@@ -61,7 +61,7 @@ impl Cache {
             .ok_or_else(|| anyhow::anyhow!("nothing is cached for it"))?;
         match &record.signature {
             Some(signature) => {
-                if signature.check(&record.digest, &trust.keys).is_err() {
+                if signature.check(guest, &record.digest, &trust.keys).is_err() {
                     anyhow::bail!("its cached signature is not by a trusted key");
                 }
             }

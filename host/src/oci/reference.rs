@@ -54,14 +54,19 @@ impl FromStr for GuestRef {
             Some((repository, tag)) => (repository, Some(tag)),
             None => (path, None),
         };
+        // The OCI distribution grammar: each part starts and ends with a letter or digit, with
+        // single separators between, so `.` and `..` are never parts.
+        let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
         let component = |c: &str| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            c.bytes().next().is_some_and(alphanumeric)
+                && c.bytes().last().is_some_and(alphanumeric)
+                && c.bytes().all(|b| alphanumeric(b) || b"._-".contains(&b))
+                && !c.contains("..")
         };
         if !repository.split('/').all(component) {
             return Err(bad(
-                "the repository must be lower-case letters, digits and ._- in /-separated parts",
+                "the repository must be /-separated parts of lower-case letters and digits, \
+                 with single ._- between them",
             ));
         }
         if let Some(tag) = tag {
@@ -182,5 +187,20 @@ mod tests {
         assert!(error("oci://r.example.com/paths@md5:abc").contains("sha256:"));
         assert!(error("oci://r.example.com/paths:a b").contains("a tag is"));
         assert!(error("oci://r.example.com//paths:1").contains("repository"));
+        for path in [
+            "../../v2/team/good",
+            "team/../good",
+            "team/./good",
+            "team/.good",
+            "team-/g",
+        ] {
+            let text = format!("oci://r.example.com/{path}:1");
+            assert!(error(&text).contains("repository"), "{text} accepted");
+        }
+        assert!(
+            "oci://r.example.com/team/my_guest.v-2:1"
+                .parse::<GuestRef>()
+                .is_ok()
+        );
     }
 }

@@ -24,6 +24,11 @@ pub enum SignatureError {
     )]
     OtherArtifact(String, String),
     #[error(
+        "the signatures of {0} were made for another repository ({1}), copied next to this one: \
+         refused; sign it in this repository"
+    )]
+    OtherRepository(String, String),
+    #[error(
         "{0} is signed, but by none of the trusted keys: refused; add the signer's public key \
          with --trusted-key, or sign it with a trusted key"
     )]
@@ -82,17 +87,43 @@ fn payload(guest: &GuestRef, digest: &str) -> Vec<u8> {
     serde_json::to_vec(&payload).expect("a JSON value serializes")
 }
 
-/// The digest a simple-signing payload vouches for, if it is one.
-fn signed_digest(payload: &[u8]) -> Option<String> {
+/// What a simple-signing payload vouches for, if it is one: (repository, digest).
+fn signed_claim(payload: &[u8]) -> Option<(String, String)> {
     let payload: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let critical = &payload["critical"];
-    (critical["type"] == SIGNATURE_TYPE)
-        .then(|| {
-            critical["image"]["docker-manifest-digest"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .flatten()
+    if critical["type"] != SIGNATURE_TYPE {
+        return None;
+    }
+    let repository = critical["identity"]["docker-reference"].as_str()?;
+    let digest = critical["image"]["docker-manifest-digest"].as_str()?;
+    Some((repository.to_string(), digest.to_string()))
+}
+
+/// `registry/repository` as cosign names it in a signature, without a tag or digest, and with
+/// Docker Hub's three host names as one.
+fn repository_name(reference: &str) -> String {
+    let reference = reference.split('@').next().unwrap_or_default();
+    let reference = match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => reference,
+    };
+    for hub in ["index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = reference.strip_prefix(hub) {
+            return format!("docker.io/{rest}");
+        }
+    }
+    reference.to_string()
+}
+
+/// Why a signature does not vouch for a digest in a repository.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// It signs another digest.
+    OtherDigest(String),
+    /// It signs this digest in another repository.
+    OtherRepository(String),
+    /// None of the keys made it, or it is not a signature.
+    NoKey,
 }
 
 impl Registry {
@@ -194,7 +225,7 @@ impl Registry {
             let tag = guest.signatures(digest).tag.unwrap_or_default();
             return Err(SignatureError::Unsigned(pinned, tag));
         }
-        let mut other = None;
+        let mut refusal = Refusal::NoKey;
         for (layer, payload) in layers {
             let Some(der) = layer
                 .annotations
@@ -205,15 +236,17 @@ impl Registry {
                 continue;
             };
             let signature = Signature { payload, der };
-            match signature.check(digest, keys) {
+            match signature.check(guest, digest, keys) {
                 Ok(key) => return Ok((signature, key)),
-                Err(Some(signed)) => other = Some(signed),
-                Err(None) => {}
+                // A signature for another digest says more than one by an unknown key.
+                Err(Refusal::NoKey) => {}
+                Err(other) => refusal = other,
             }
         }
-        Err(match other {
-            Some(signed) => SignatureError::OtherArtifact(pinned, signed),
-            None => SignatureError::UntrustedKey(pinned),
+        Err(match refusal {
+            Refusal::OtherDigest(signed) => SignatureError::OtherArtifact(pinned, signed),
+            Refusal::OtherRepository(signed) => SignatureError::OtherRepository(pinned, signed),
+            Refusal::NoKey => SignatureError::UntrustedKey(pinned),
         })
     }
 }
@@ -228,22 +261,27 @@ pub struct Signature {
 }
 
 impl Signature {
-    /// Which of `keys` made this signature for `digest`: `Err(Some(other))` when it is for
-    /// another digest, `Err(None)` when no key made it.
+    /// Which of `keys` made this signature for `digest` in `guest`'s repository (the payload's
+    /// `docker-reference` must name it, as `cosign verify` checks), or why it does not count.
     pub(super) fn check(
         &self,
+        guest: &GuestRef,
         digest: &str,
         keys: &[p256::ecdsa::VerifyingKey],
-    ) -> Result<usize, Option<String>> {
+    ) -> Result<usize, Refusal> {
         use p256::ecdsa::signature::Verifier as _;
-        let signed = signed_digest(&self.payload).ok_or(None)?;
+        let (repository, signed) = signed_claim(&self.payload).ok_or(Refusal::NoKey)?;
         if signed != digest {
-            return Err(Some(signed));
+            return Err(Refusal::OtherDigest(signed));
         }
-        let signature = p256::ecdsa::Signature::from_der(&self.der).map_err(|_| None)?;
+        let wanted = repository_name(&format!("{}/{}", guest.registry, guest.repository));
+        if repository_name(&repository) != wanted {
+            return Err(Refusal::OtherRepository(repository));
+        }
+        let signature = p256::ecdsa::Signature::from_der(&self.der).map_err(|_| Refusal::NoKey)?;
         keys.iter()
             .position(|key| key.verify(&self.payload, &signature).is_ok())
-            .ok_or(None)
+            .ok_or(Refusal::NoKey)
     }
 }
 
@@ -301,11 +339,44 @@ mod tests {
         };
         let other = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
         let other_key = *other.verifying_key();
-        assert_eq!(signature.check(digest, &[other_key, key]), Ok(1));
-        assert_eq!(signature.check(digest, &[other_key]), Err(None));
+        let busybox: GuestRef = "oci://registry-testing.svc.lan/busybox:1".parse().unwrap();
+        assert_eq!(signature.check(&busybox, digest, &[other_key, key]), Ok(1));
         assert_eq!(
-            signature.check(DIGEST, &[key]),
-            Err(Some(digest.to_string()))
+            signature.check(&busybox, digest, &[other_key]),
+            Err(Refusal::NoKey)
+        );
+        assert_eq!(
+            signature.check(&busybox, DIGEST, &[key]),
+            Err(Refusal::OtherDigest(digest.to_string()))
+        );
+        let elsewhere: GuestRef = "oci://registry-testing.svc.lan/team/good:1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            signature.check(&elsewhere, digest, &[key]),
+            Err(Refusal::OtherRepository(
+                "registry-testing.svc.lan/busybox".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn repositories_are_compared_without_tags_and_with_docker_hubs_names_as_one() {
+        assert_eq!(
+            repository_name("r.example.com:5000/team/x:1.0"),
+            "r.example.com:5000/team/x"
+        );
+        assert_eq!(
+            repository_name("r.example.com:5000/team/x"),
+            "r.example.com:5000/team/x"
+        );
+        assert_eq!(
+            repository_name("r.example.com/x@sha256:00"),
+            "r.example.com/x"
+        );
+        assert_eq!(
+            repository_name("index.docker.io/library/x"),
+            "docker.io/library/x"
         );
     }
 }
