@@ -889,7 +889,7 @@ pub fn inspect_guest(args: &InspectArgs) -> anyhow::Result<()> {
             report.push(("reference", reference.to_string()));
             report.push(("pinned", reference.at(&digest).to_string()));
             report.push(("signature", signature));
-            registry.pull(&reference, &digest).await
+            anyhow::Ok(registry.pull(&reference, &digest).await?.1)
         })?
     } else {
         let file = PathBuf::from(&args.guest);

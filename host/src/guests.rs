@@ -71,7 +71,108 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     limits: Limits,
-    cache_dir: Option<PathBuf>,
+    compiled: Option<CompiledCache>,
+}
+
+/// Precompiled guests in a directory, each file sealed with an HMAC-SHA256 tag under a key of
+/// this node's, kept beside the directory (`<dir>.key`, mode 0600, made on first use), not in
+/// it: whoever can write the cache (a shared volume, say) cannot make this node run their code.
+struct CompiledCache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+type Mac = hmac::Hmac<Sha256>;
+
+impl CompiledCache {
+    /// The cache in `dir` with its key, made when missing. `None`, with a warning, when the
+    /// key cannot be made or read, or others could read or change it.
+    fn open_dir(dir: PathBuf) -> Option<CompiledCache> {
+        let path = crate::files::with_suffix(&dir, ".key");
+        match read_or_make_key(&path) {
+            Ok(key) => Some(CompiledCache { dir, key }),
+            Err(error) => {
+                tracing::warn!(key = %path.display(), %error, "precompiled guests are not cached: every start compiles them");
+                None
+            }
+        }
+    }
+
+    fn mac(&self, name: &str, code: &[u8]) -> Mac {
+        use hmac::Mac as _;
+        let mut mac = Mac::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(name.as_bytes());
+        mac.update(&[0]);
+        mac.update(code);
+        mac
+    }
+
+    /// The tag, then `code`, as the file `name` holds it.
+    fn seal(&self, name: &str, code: &[u8]) -> Vec<u8> {
+        use hmac::Mac as _;
+        let mut file = self.mac(name, code).finalize().into_bytes().to_vec();
+        file.extend_from_slice(code);
+        file
+    }
+
+    /// The code in `file` (named `name`), if its tag is this node's for it.
+    fn open<'a>(&self, name: &str, file: &'a [u8]) -> Option<&'a [u8]> {
+        use hmac::Mac as _;
+        let (tag, code) = file.split_at_checked(32)?;
+        self.mac(name, code).verify_slice(tag).ok()?;
+        Some(code)
+    }
+}
+
+/// The 32-byte key in `path`, made (mode 0600) when there is none. Made whole under another
+/// name and linked into place, so processes starting together agree on one key.
+fn read_or_make_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    loop {
+        match std::fs::File::open(path) {
+            Ok(mut file) => {
+                if file.metadata()?.mode() & 0o077 != 0 {
+                    return Err(invalid(
+                        "others may read or change the key: make it mode 0600 (or remove it)",
+                    ));
+                }
+                let mut key = [0; 32];
+                file.read_exact(&mut key)?;
+                if file.read(&mut [0])? != 0 {
+                    return Err(invalid(
+                        "the key is not 32 bytes: remove it to make a new one",
+                    ));
+                }
+                return Ok(key);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0; 32];
+                std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+                let dir = crate::files::parent_dir(path);
+                std::fs::create_dir_all(dir)?;
+                let temporary = dir.join(format!(".wasmconfd-key-{}", std::process::id()));
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&temporary)?;
+                file.write_all(&key)?;
+                file.sync_all()?;
+                let linked = std::fs::hard_link(&temporary, path);
+                std::fs::remove_file(&temporary)?;
+                match linked {
+                    Ok(()) => return Ok(key),
+                    // Another process made it first: read theirs.
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// A compiled, pre-instantiated guest.
@@ -112,7 +213,7 @@ impl Runtime {
             engine,
             linker,
             limits,
-            cache_dir,
+            compiled: cache_dir.and_then(CompiledCache::open_dir),
         })
     }
 
@@ -134,19 +235,33 @@ impl Runtime {
         })
     }
 
+    /// Compile `wasm`, or load its precompiled code from the cache. Precompiled code is native
+    /// code run as it is, so it is deserialized only when this node's key authenticates it for
+    /// this very component and engine: a file swapped, edited or written by anyone else is
+    /// compiled again from the component.
     fn compile(&self, name: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
-        let Some(path) = self.cache_path(wasm) else {
+        let Some(cache) = &self.compiled else {
             tracing::info!(guest = name, "compiling guest (no cache directory)");
             return Component::new(&self.engine, wasm);
         };
-        if path.exists() {
-            // SAFETY: the file was written by `precompile_component` of an engine with the same
-            // compatibility hash (part of the file name), into a directory this host owns.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(error) => {
-                    tracing::warn!(guest = name, path = %path.display(), %error, "ignoring a broken precompiled guest")
-                }
+        let file_name = self.compiled_name(wasm);
+        let path = cache.dir.join(&file_name);
+        if let Ok(file) = std::fs::read(&path) {
+            match cache.open(&file_name, &file) {
+                // SAFETY: the code is authenticated as written by `precompile_component` of an
+                // engine with this compatibility hash for this component, by this node.
+                Some(code) => match unsafe { Component::deserialize(&self.engine, code) } {
+                    Ok(component) => return Ok(component),
+                    Err(error) => {
+                        tracing::warn!(guest = name, path = %path.display(), %error, "ignoring a broken precompiled guest")
+                    }
+                },
+                None => tracing::warn!(
+                    guest = name,
+                    path = %path.display(),
+                    "the precompiled guest is not authenticated by this node's key (changed, or \
+                     written elsewhere): compiling it again from the component"
+                ),
             }
         }
         let started = Instant::now();
@@ -157,22 +272,21 @@ impl Runtime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compiled guest"
         );
-        if let Err(error) = crate::files::write_atomically(&path, &bytes) {
+        if let Err(error) = crate::files::write_atomically(&path, &cache.seal(&file_name, &bytes)) {
             tracing::warn!(guest = name, path = %path.display(), %error, "cannot cache the compiled guest");
         }
         // SAFETY: the bytes were just produced by this engine.
         unsafe { Component::deserialize(&self.engine, &bytes) }
     }
 
-    /// `<cache>/<sha256 of the wasm>-<engine compatibility>.cwasm`.
-    fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
-        let dir = self.cache_dir.as_ref()?;
+    /// `<sha256 of the wasm>-<engine compatibility>.cwasm`.
+    fn compiled_name(&self, wasm: &[u8]) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
         let digest = hex::encode(Sha256::digest(wasm));
-        Some(dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish())))
+        format!("{digest}-{:016x}.cwasm", hasher.finish())
     }
 
     /// Run `guest` on `cluster` in a fresh store.

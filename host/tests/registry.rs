@@ -461,6 +461,88 @@ fn with_the_registry_down_a_warm_cache_still_serves_verified_guests_and_a_cold_o
     );
 }
 
+/// Whoever can write the cache cannot make an unsigned guest run: a record pointed at another
+/// cached component, a record copied from another guest, and a component replaced with
+/// another's are each refused or ignored, with the registry down; the guest that loads is the
+/// signed one or none.
+#[test]
+fn a_tampered_cache_never_runs_what_was_not_signed_for_the_reference() {
+    let mut registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "team");
+    let host = registry.host();
+    let (http_ref, redis_ref) = (
+        format!("oci://{host}/team/http:v1"),
+        format!("oci://{host}/team/redis:v1"),
+    );
+    push_and_sign(&registry, &bundled("http"), &http_ref, &key);
+    push_and_sign(&registry, &bundled("redis"), &redis_ref, &key);
+    let cache = dir.path().join("cache");
+    let ca = registry.ca();
+    let pull = |reference: &str| {
+        let out = dir.path().join("pulled.wasm");
+        let _ = std::fs::remove_file(&out);
+        let (ok, _, stderr) = guest_with_ca(
+            &ca,
+            &[
+                "pull",
+                reference,
+                "--trusted-key",
+                &public,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        );
+        (ok, stderr, std::fs::read(&out).ok())
+    };
+    for reference in [&http_ref, &redis_ref] {
+        let (ok, stderr, _) = pull(reference);
+        assert!(ok, "{stderr}");
+    }
+    registry.stop();
+    let http = std::fs::read(bundled("http")).unwrap();
+    let redis = std::fs::read(bundled("redis")).unwrap();
+    let record = |reference: &str| {
+        let key = wasmconfd::oci::digest_of(reference.as_bytes());
+        cache
+            .join("oci/refs")
+            .join(format!("{}.json", key.trim_start_matches("sha256:")))
+    };
+    let original = std::fs::read(record(&redis_ref)).unwrap();
+
+    // The record names another cached component: the record names nothing that runs.
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    edited["component"] = serde_json::json!(wasmconfd::oci::digest_of(&http));
+    std::fs::write(record(&redis_ref), edited.to_string()).unwrap();
+    let (ok, stderr, pulled) = pull(&redis_ref);
+    assert!(ok, "{stderr}");
+    assert!(
+        pulled.unwrap() == redis,
+        "a cache record chose the component"
+    );
+
+    // The record of another guest copied over this one's: signed for another repository.
+    std::fs::copy(record(&http_ref), record(&redis_ref)).unwrap();
+    let (ok, stderr, pulled) = pull(&redis_ref);
+    assert!(!ok && pulled.is_none(), "another guest's record loaded");
+    assert!(stderr.contains("made for another repository"), "{stderr}");
+
+    // The component replaced by another guest's: it no longer has the signed digest.
+    std::fs::write(record(&redis_ref), &original).unwrap();
+    let blob = cache
+        .join("oci/blobs/sha256")
+        .join(wasmconfd::oci::digest_of(&redis).trim_start_matches("sha256:"));
+    std::fs::write(&blob, &http).unwrap();
+    let (ok, stderr, pulled) = pull(&redis_ref);
+    assert!(!ok && pulled.is_none(), "a swapped component loaded");
+    assert!(
+        stderr.contains("cached component is missing or damaged"),
+        "{stderr}"
+    );
+}
+
 /// `wasmconfd render` of the example cluster with `args`, the registry's credentials, its CA
 /// (whether or not it still runs) and an OCI cache in `cache`.
 fn render_example(ca: &Path, cache: &Path, args: &[&str]) -> (bool, String, String) {

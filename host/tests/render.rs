@@ -323,3 +323,49 @@ fn ten_thousand_services_render_and_pass_the_check() {
     let hosts = std::fs::read_to_string(dir.path().join("maps/http-hosts.map")).unwrap();
     assert_eq!(hosts.lines().count(), 10_000);
 }
+
+/// Precompiled guests are native code: one runs only when this node's key authenticates it for
+/// its component. A compiled file swapped for another guest's is compiled again, and the guest
+/// that runs is the right one; a key others could change is not used.
+#[test]
+fn a_swapped_precompiled_guest_is_compiled_again_and_the_right_guest_runs() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let render = || {
+        run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(repo().join("examples/cluster.yaml"))
+            .env("WASMCONFD_CACHE_DIR", &cache))
+    };
+    let (ok, first, stderr) = render();
+    assert!(ok, "{stderr}");
+    let compiled = |guest: &str| {
+        let wasm = std::fs::read(repo().join(format!("host/guests/{guest}.wasm"))).unwrap();
+        let digest = wasmconfd::oci::digest_of(&wasm);
+        let prefix = digest.trim_start_matches("sha256:");
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no compiled {guest} guest in {}", cache.display()))
+    };
+    std::fs::copy(compiled("redis"), compiled("http")).unwrap();
+    let (ok, second, stderr) = render();
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("not authenticated by this node's key"),
+        "{stderr}"
+    );
+    assert_eq!(second, first, "another guest's code ran in the http slot");
+
+    let key = dir.path().join("compiled.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, third, stderr) = render();
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("others may read or change the key"),
+        "{stderr}"
+    );
+    assert_eq!(third, first);
+}

@@ -2,19 +2,25 @@
 
 use super::{GuestRef, Registry, Signature, SignatureError, Trust, digest_of};
 
-/// What the cache remembers of a reference: the digest it resolved to, the component's digest,
-/// and the signature that was verified (none for an unsigned guest that was allowed).
+/// What the cache remembers of a reference: the manifest digest it resolved to and the
+/// signature that was verified for it (none for an unsigned guest that was allowed). The
+/// component is found through the manifest, so the record names nothing that runs.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record {
     reference: String,
     digest: String,
-    component: String,
     signature: Option<Signature>,
 }
 
-/// A content-addressed store of pulled guests under `dir`: `blobs/sha256/<hex>` (checked on
-/// every read) and `refs/<sha256 of the reference>.json` (the digest and verified signature), so
-/// a restart works while the registry is down.
+/// A content-addressed store of pulled guests under `dir`: `blobs/sha256/<hex>` (manifests and
+/// components, each checked against its digest on every read) and `refs/<sha256 of the
+/// reference>.json` (the digest and verified signature), so a restart works while the registry
+/// is down.
+///
+/// Nothing in it is trusted for being there: a load checks the signature of the record's
+/// digest against today's keys and this repository, the manifest against that digest, and the
+/// component against the digest the manifest names. Whoever can write the cache can make a
+/// guest fail to load, never make an unsigned one run.
 pub struct Cache {
     dir: std::path::PathBuf,
 }
@@ -24,53 +30,68 @@ impl Cache {
         Cache { dir }
     }
 
-    fn blob(&self, digest: &str) -> std::path::PathBuf {
+    fn blob_path(&self, digest: &str) -> std::path::PathBuf {
         self.dir
             .join("blobs/sha256")
             .join(digest.trim_start_matches("sha256:"))
     }
 
-    fn record(&self, guest: &GuestRef) -> std::path::PathBuf {
+    fn record_path(&self, guest: &GuestRef) -> std::path::PathBuf {
         let key = digest_of(guest.to_string().as_bytes());
         self.dir
             .join("refs")
             .join(format!("{}.json", key.trim_start_matches("sha256:")))
     }
 
-    fn store(&self, record: &Record, wasm: &[u8], guest: &GuestRef) -> std::io::Result<()> {
-        crate::files::write_atomically(&self.blob(&record.component), wasm)?;
+    fn store_blob(&self, blob: &[u8]) -> std::io::Result<()> {
+        crate::files::write_atomically(&self.blob_path(&digest_of(blob)), blob)
+    }
+
+    fn store_record(&self, guest: &GuestRef, record: &Record) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(record).expect("a record serializes");
-        crate::files::write_atomically(&self.record(guest), &json)
+        crate::files::write_atomically(&self.record_path(guest), &json)
     }
 
-    fn read(&self, guest: &GuestRef) -> Option<Record> {
-        serde_json::from_slice(&std::fs::read(self.record(guest)).ok()?).ok()
+    /// The blob with digest `digest`, if the cache holds it intact.
+    fn blob(&self, digest: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.blob_path(digest)).ok()?;
+        (digest_of(&bytes) == digest).then_some(bytes)
     }
 
-    /// The component with digest `digest`, if the cache holds it intact.
-    fn component(&self, digest: &str) -> Option<Vec<u8>> {
-        let wasm = std::fs::read(self.blob(digest)).ok()?;
-        (digest_of(&wasm) == digest).then_some(wasm)
+    /// The component of the artifact whose manifest has digest `digest`: the manifest and the
+    /// component it names, each checked against its digest.
+    fn component(&self, guest: &GuestRef, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let manifest = self
+            .blob(digest)
+            .ok_or_else(|| anyhow::anyhow!("the cached manifest is missing or damaged"))?;
+        let layer = super::registry::wasm_layer(guest, &manifest)?;
+        self.blob(&layer.digest)
+            .ok_or_else(|| anyhow::anyhow!("the cached component is missing or damaged"))
     }
 
     /// The cached component of `guest`, with its signature checked again against `trust` and
-    /// its bytes against their digest.
+    /// `guest`'s repository, and its bytes against the digests the signed manifest names.
     fn load(&self, guest: &GuestRef, trust: &Trust) -> anyhow::Result<(String, Vec<u8>)> {
-        let record = self
-            .read(guest)
+        let record: Record = std::fs::read(self.record_path(guest))
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
             .ok_or_else(|| anyhow::anyhow!("nothing is cached for it"))?;
+        if guest.digest.as_ref().is_some_and(|d| *d != record.digest) {
+            anyhow::bail!(
+                "the cached record is for another digest ({})",
+                record.digest
+            );
+        }
         match &record.signature {
             Some(signature) => {
-                if signature.check(guest, &record.digest, &trust.keys).is_err() {
-                    anyhow::bail!("its cached signature is not by a trusted key");
+                if let Err(refusal) = signature.check(guest, &record.digest, &trust.keys) {
+                    anyhow::bail!("its cached signature does not count: {refusal}");
                 }
             }
             None if trust.allow_unsigned => {}
             None => anyhow::bail!("the cached copy is unsigned"),
         }
-        let wasm = self
-            .component(&record.component)
-            .ok_or_else(|| anyhow::anyhow!("the cached component is missing or damaged"))?;
+        let wasm = self.component(guest, &record.digest)?;
         Ok((record.digest, wasm))
     }
 }
@@ -143,22 +164,23 @@ pub async fn fetch(
         }
         Err(error) => return Err(error.into()),
     };
-    // Pulled before at this digest: the cached component, checked against its digest.
-    let cached = cache
-        .read(guest)
-        .filter(|record| record.digest == digest)
-        .and_then(|record| cache.component(&record.component));
-    let wasm = match cached {
-        Some(wasm) => wasm,
-        None => registry.pull(guest, &digest).await?,
+    // Pulled before at this digest: the cached manifest and component, checked against it.
+    let (wasm, stored) = match cache.component(guest, &digest) {
+        Ok(wasm) => (wasm, Ok(())),
+        Err(_) => {
+            let (manifest, wasm) = registry.pull(guest, &digest).await?;
+            let stored = cache
+                .store_blob(&manifest)
+                .and_then(|()| cache.store_blob(&wasm));
+            (wasm, stored)
+        }
     };
     let record = Record {
         reference: guest.to_string(),
         digest: digest.clone(),
-        component: digest_of(&wasm),
         signature,
     };
-    if let Err(error) = cache.store(&record, &wasm, guest) {
+    if let Err(error) = stored.and_then(|()| cache.store_record(guest, &record)) {
         tracing::warn!(%error, "cannot cache {guest}; the next start needs the registry");
     }
     Ok((digest, wasm))

@@ -101,9 +101,9 @@ impl Registry {
             .map_err(|e| failed(format!("cannot resolve {guest}"), e))
     }
 
-    /// The component of the artifact at `digest` in `guest`'s repository, pulled by digest:
-    /// the manifest must hash to `digest` and the layer to the manifest's layer digest.
-    pub async fn pull(&self, guest: &GuestRef, digest: &str) -> anyhow::Result<Vec<u8>> {
+    /// The artifact at `digest` in `guest`'s repository, pulled by digest: its manifest, which
+    /// must hash to `digest`, and its component, which must hash to the manifest's layer digest.
+    pub async fn pull(&self, guest: &GuestRef, digest: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         let pinned = guest.at(digest).reference();
         let (raw, _) = self
             .client
@@ -119,25 +119,10 @@ impl Registry {
                 "the manifest the registry sent for {guest} does not have digest {digest}: refused"
             );
         }
-        let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(&raw)
-            .map_err(|e| {
-                anyhow::anyhow!("the manifest of {guest} is not an OCI image manifest: {e}")
-            })?;
-        let [layer] = manifest.layers.as_slice() else {
-            anyhow::bail!(
-                "{guest} has {} layers; a guest artifact has exactly one, of type {LAYER_MEDIA_TYPE}",
-                manifest.layers.len()
-            );
-        };
-        if layer.media_type != LAYER_MEDIA_TYPE && layer.media_type != OLDER_LAYER_MEDIA_TYPE {
-            anyhow::bail!(
-                "{guest} is not a Wasm artifact: its layer is {}, not {LAYER_MEDIA_TYPE}",
-                layer.media_type
-            );
-        }
+        let layer = wasm_layer(guest, &raw)?;
         let mut wasm = Vec::new();
         self.client
-            .pull_blob(&pinned, layer, &mut wasm)
+            .pull_blob(&pinned, &layer, &mut wasm)
             .await
             .map_err(|e| failed(format!("cannot pull the component of {guest}"), e))?;
         if digest_of(&wasm) != layer.digest {
@@ -147,8 +132,32 @@ impl Registry {
                 layer.digest
             );
         }
-        Ok(wasm)
+        Ok((raw.to_vec(), wasm))
     }
+}
+
+/// The one Wasm layer of `guest`'s artifact manifest `raw`.
+pub(super) fn wasm_layer(
+    guest: &GuestRef,
+    raw: &[u8],
+) -> anyhow::Result<oci_client::manifest::OciDescriptor> {
+    let manifest: oci_client::manifest::OciImageManifest =
+        serde_json::from_slice(raw).map_err(|e| {
+            anyhow::anyhow!("the manifest of {guest} is not an OCI image manifest: {e}")
+        })?;
+    let [layer] = manifest.layers.as_slice() else {
+        anyhow::bail!(
+            "{guest} has {} layers; a guest artifact has exactly one, of type {LAYER_MEDIA_TYPE}",
+            manifest.layers.len()
+        );
+    };
+    if layer.media_type != LAYER_MEDIA_TYPE && layer.media_type != OLDER_LAYER_MEDIA_TYPE {
+        anyhow::bail!(
+            "{guest} is not a Wasm artifact: its layer is {}, not {LAYER_MEDIA_TYPE}",
+            layer.media_type
+        );
+    }
+    Ok(layer.clone())
 }
 
 /// `what` failed because of `error`, with what to do for the common causes.

@@ -116,13 +116,13 @@ fn repository_name(reference: &str) -> String {
 }
 
 /// Why a signature does not vouch for a digest in a repository.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub(super) enum Refusal {
-    /// It signs another digest.
+    #[error("it signs another digest ({0})")]
     OtherDigest(String),
-    /// It signs this digest in another repository.
+    #[error("it was made for another repository ({0})")]
     OtherRepository(String),
-    /// None of the keys made it, or it is not a signature.
+    #[error("it is not by a trusted key")]
     NoKey,
 }
 
