@@ -209,6 +209,26 @@ pub struct RegistryArgs {
     /// Speak plain HTTP to this registry (host[:port]); only for tests and labs.
     #[arg(long, env = "WASMCONFD_PLAIN_HTTP_REGISTRY", value_name = "HOST")]
     pub plain_http_registry: Vec<String>,
+    /// Limit on connecting to a registry (TCP and TLS).
+    #[arg(long, env = "WASMCONFD_REGISTRY_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub registry_connect_timeout: Duration,
+    /// Limit on waiting for the next bytes of a registry's answer.
+    #[arg(long, env = "WASMCONFD_REGISTRY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub registry_read_timeout: Duration,
+    /// Limit on each request to a registry as a whole (resolving a tag, reading signatures,
+    /// pulling a guest). A guest whose registry does not answer in time comes from the cache,
+    /// or is not loaded.
+    #[arg(long, env = "WASMCONFD_REGISTRY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub registry_timeout: Duration,
+    /// Largest guest component pulled from a registry, in MiB. A larger one is refused before
+    /// it is downloaded, and a registry that sends more bytes than the manifest names is cut off.
+    #[arg(
+        long,
+        env = "WASMCONFD_MAX_GUEST_SIZE_MIB",
+        default_value_t = 64,
+        value_name = "MIB"
+    )]
+    pub max_guest_size_mib: u64,
 }
 
 impl RegistryArgs {
@@ -232,6 +252,12 @@ impl RegistryArgs {
             },
             ca_files: self.registry_ca.clone(),
             plain_http: self.plain_http_registry.clone(),
+            limits: crate::oci::RegistryLimits {
+                connect_timeout: self.registry_connect_timeout,
+                read_timeout: self.registry_read_timeout,
+                timeout: self.registry_timeout,
+                max_guest_size: self.max_guest_size_mib << 20,
+            },
         })
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use common::{repo, run, wasmconfd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use test_registry::{PASSWORD, Registry, USER};
+use test_registry::{Behaviour, Misbehaving, PASSWORD, Registry, USER};
 
 /// `wasmconfd guest ARGS... --registry-ca CA` with the registry's credentials.
 fn guest(registry: &Registry, args: &[&str]) -> (bool, String, String) {
@@ -541,6 +541,68 @@ fn a_tampered_cache_never_runs_what_was_not_signed_for_the_reference() {
         stderr.contains("cached component is missing or damaged"),
         "{stderr}"
     );
+}
+
+/// A registry that never answers, sends bytes without end, or names a huge component: each is
+/// cut off in time or in size with an error that says so, and a warm cache still starts.
+#[test]
+fn a_misbehaving_registry_is_cut_off_in_time_and_in_size() {
+    let registry = Misbehaving::start(std::fs::read(bundled("http")).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let reference = format!("oci://{}/team/guest:v1", registry.host());
+    let render = |cache: &str| {
+        let started = std::time::Instant::now();
+        let result = run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(repo().join("examples/cluster.yaml"))
+            .arg(format!("--guest=20-http={reference}"))
+            .args(["--insecure-allow-unsigned", "--registry-timeout", "2s"])
+            .args(["--plain-http-registry", &registry.host()])
+            .arg("--cache-dir")
+            .arg(dir.path().join(cache)));
+        (result, started.elapsed())
+    };
+    let ((ok, config, stderr), _) = render("warm");
+    assert!(ok, "{stderr}");
+    assert!(config.contains("# --- guest 20-http (oci://"), "{config}");
+
+    registry.set(Behaviour::Hang);
+    let ((ok, again, stderr), took) = render("warm");
+    assert!(ok, "{stderr}");
+    assert_eq!(again, config);
+    assert!(
+        stderr.contains("did not finish within 2s") && stderr.contains("using the cached copy"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let ((ok, _, stderr), took) = render("cold");
+    assert!(
+        !ok && stderr.contains("did not finish within 2s"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+
+    registry.set(Behaviour::EndlessBlob);
+    let before = registry.sent();
+    let ((ok, _, stderr), _) = render("cold");
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("sent more than the") && stderr.contains("cut off and refused"),
+        "{stderr}"
+    );
+    let sent = registry.sent() - before;
+    assert!(sent < 64 << 20, "{sent} bytes were taken before refusing");
+
+    registry.set(Behaviour::HugeManifestSize);
+    let before = registry.sent();
+    let ((ok, _, stderr), _) = render("cold");
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("more than the 67108864 allowed")
+            && stderr.contains("--max-guest-size-mib"),
+        "{stderr}"
+    );
+    assert_eq!(registry.sent(), before, "nothing is downloaded");
 }
 
 /// `wasmconfd render` of the example cluster with `args`, the registry's credentials, its CA

@@ -11,7 +11,7 @@ pub use cache::{Cache, Remote, fetch};
 pub use reference::GuestRef;
 pub use registry::{
     CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, OLDER_LAYER_MEDIA_TYPE, Registry, RegistryAccess,
-    read_logins,
+    RegistryLimits, read_logins,
 };
 pub use signature::{Signature, SignatureError, Trust, read_public_key, read_signing_key};
 

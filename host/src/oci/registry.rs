@@ -2,6 +2,7 @@
 
 use super::{GuestRef, digest_of};
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// The Wasm OCI artifact layout: the config's media type, and the layer's.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
@@ -21,6 +22,31 @@ pub struct RegistryAccess {
     pub ca_files: Vec<std::path::PathBuf>,
     /// Registries (`host[:port]`) spoken to over plain HTTP.
     pub plain_http: Vec<String>,
+    pub limits: RegistryLimits,
+}
+
+/// How long registry requests may take and how much they may send.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryLimits {
+    /// Connecting (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Waiting for the next bytes of an answer.
+    pub read_timeout: Duration,
+    /// One request as a whole.
+    pub timeout: Duration,
+    /// The largest component pulled, in bytes.
+    pub max_guest_size: u64,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(60),
+            max_guest_size: 64 << 20,
+        }
+    }
 }
 
 /// A client for the registries of guest references.
@@ -28,6 +54,7 @@ pub struct Registry {
     pub(super) client: oci_client::Client,
     credentials: Option<(String, String)>,
     logins: HashMap<String, (String, String)>,
+    limits: RegistryLimits,
 }
 
 impl Registry {
@@ -47,13 +74,60 @@ impl Registry {
         let config = oci_client::client::ClientConfig {
             protocol: oci_client::client::ClientProtocol::HttpsExcept(access.plain_http.clone()),
             extra_root_certificates: certificates,
+            connect_timeout: Some(access.limits.connect_timeout),
+            read_timeout: Some(access.limits.read_timeout),
             ..Default::default()
         };
         Ok(Registry {
             client: oci_client::Client::new(config),
             credentials: access.credentials.clone(),
             logins: access.logins.clone(),
+            limits: access.limits,
         })
+    }
+
+    /// `request`, given up after the total timeout with an error saying `what` did not finish.
+    pub(super) async fn within<T, E>(
+        &self,
+        what: impl FnOnce() -> String,
+        request: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E>
+    where
+        E: From<TimedOut>,
+    {
+        match tokio::time::timeout(self.limits.timeout, request).await {
+            Ok(result) => result,
+            Err(_) => Err(TimedOut(format!(
+                "{}: the registry did not finish within {} (--registry-timeout)",
+                what(),
+                humantime::format_duration(self.limits.timeout)
+            ))
+            .into()),
+        }
+    }
+
+    /// The blob `layer` of `reference`, refused when it is (or turns out to be) larger than
+    /// its descriptor says or than `max` (which `limit` names), without reading more than that.
+    pub(super) async fn pull_bounded(
+        &self,
+        reference: &oci_client::Reference,
+        layer: &oci_client::manifest::OciDescriptor,
+        (max, limit): (u64, &str),
+    ) -> Result<Vec<u8>, oci_client::errors::OciDistributionError> {
+        let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+        if size > max {
+            return Err(oci_client::errors::OciDistributionError::GenericError(
+                Some(format!(
+                    "its manifest says it has {size} bytes, more than the {max} allowed ({limit})"
+                )),
+            ));
+        }
+        let mut out = Bounded {
+            bytes: Vec::new(),
+            limit: size,
+        };
+        self.client.pull_blob(reference, layer, &mut out).await?;
+        Ok(out.bytes)
     }
 
     /// How to log in to `guest`'s registry.
@@ -95,36 +169,47 @@ impl Registry {
         if let Some(digest) = &guest.digest {
             return Ok(digest.clone());
         }
-        self.client
-            .fetch_manifest_digest(&guest.reference(), &self.auth(guest))
-            .await
-            .map_err(|e| failed(format!("cannot resolve {guest}"), e))
+        let what = || format!("cannot resolve {guest}");
+        self.within(what, async {
+            self.client
+                .fetch_manifest_digest(&guest.reference(), &self.auth(guest))
+                .await
+                .map_err(|e| failed(what(), e))
+        })
+        .await
     }
 
     /// The artifact at `digest` in `guest`'s repository, pulled by digest: its manifest, which
     /// must hash to `digest`, and its component, which must hash to the manifest's layer digest.
     pub async fn pull(&self, guest: &GuestRef, digest: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         let pinned = guest.at(digest).reference();
+        let what = || format!("cannot pull the manifest of {guest}");
         let (raw, _) = self
-            .client
-            .pull_manifest_raw(
-                &pinned,
-                &self.auth(guest),
-                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
-            )
-            .await
-            .map_err(|e| failed(format!("cannot pull the manifest of {guest}"), e))?;
+            .within(what, async {
+                self.client
+                    .pull_manifest_raw(
+                        &pinned,
+                        &self.auth(guest),
+                        &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+                    )
+                    .await
+                    .map_err(|e| failed(what(), e))
+            })
+            .await?;
         if digest_of(&raw) != digest {
             anyhow::bail!(
                 "the manifest the registry sent for {guest} does not have digest {digest}: refused"
             );
         }
         let layer = wasm_layer(guest, &raw)?;
-        let mut wasm = Vec::new();
-        self.client
-            .pull_blob(&pinned, &layer, &mut wasm)
-            .await
-            .map_err(|e| failed(format!("cannot pull the component of {guest}"), e))?;
+        let wasm = self
+            .within(|| format!("cannot pull the component of {guest}"), async {
+                let max = (self.limits.max_guest_size, "--max-guest-size-mib");
+                self.pull_bounded(&pinned, &layer, max)
+                    .await
+                    .map_err(|e| failed(format!("cannot pull the component of {guest}"), e))
+            })
+            .await?;
         if digest_of(&wasm) != layer.digest {
             anyhow::bail!(
                 "the component the registry sent for {guest} does not have digest {}: refused \
@@ -158,6 +243,49 @@ pub(super) fn wasm_layer(
         );
     }
     Ok(layer.clone())
+}
+
+/// A registry request that did not finish in time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TimedOut(String);
+
+/// Collects a blob, failing as soon as it grows past `limit` bytes.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: u64,
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if (self.bytes.len() + data.len()) as u64 > self.limit {
+            let limit = self.limit;
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {limit} bytes the manifest names: cut off and \
+                 refused"
+            ))));
+        }
+        self.bytes.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// `what` failed because of `error`, with what to do for the common causes.

@@ -9,6 +9,8 @@ use super::{GuestRef, Registry};
 const SIGNATURE_LAYER: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const SIGNATURE_TYPE: &str = "cosign container image signature";
+/// The largest signature payload read; cosign's are a few hundred bytes.
+const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 
 /// Why a guest's signature does not check out.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum SignatureError {
     UntrustedKey(String),
     #[error("cannot check the signatures of {0}: {1}")]
     Registry(String, String),
+    #[error(transparent)]
+    TimedOut(#[from] super::registry::TimedOut),
 }
 
 /// A trusted public key, from a PEM file such as cosign's `cosign.pub`.
@@ -138,11 +142,15 @@ impl Registry {
         let registry_error = |e: oci_client::errors::OciDistributionError| {
             SignatureError::Registry(guest.to_string(), e.to_string())
         };
-        let manifest = match self
-            .client
-            .pull_image_manifest(&tag, &self.auth(guest))
-            .await
-        {
+        let what = || format!("cannot read the signatures of {guest}");
+        let pulled = self.within(what, async {
+            Ok::<_, super::registry::TimedOut>(
+                self.client
+                    .pull_image_manifest(&tag, &self.auth(guest))
+                    .await,
+            )
+        });
+        let manifest = match pulled.await? {
             Ok((manifest, _)) => manifest,
             Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
                 return Ok(Vec::new());
@@ -157,11 +165,13 @@ impl Registry {
             if layer.media_type != SIGNATURE_LAYER {
                 continue;
             }
-            let mut payload = Vec::new();
-            self.client
-                .pull_blob(&tag, &layer, &mut payload)
-                .await
-                .map_err(registry_error)?;
+            let pulled = self.within(what, async {
+                Ok::<_, super::registry::TimedOut>(
+                    self.pull_bounded(&tag, &layer, (MAX_SIGNATURE_SIZE, "for a signature"))
+                        .await,
+                )
+            });
+            let payload = pulled.await?.map_err(registry_error)?;
             layers.push((layer, payload));
         }
         Ok(layers)

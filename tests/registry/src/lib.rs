@@ -3,6 +3,13 @@
 //! HTTPS with a certificate from a throwaway CA and requires basic auth from an htpasswd file
 //! (bcrypt). Its storage is a directory the test can reach into, to tamper with blobs. The
 //! process is stopped when the [`Registry`] is dropped.
+//!
+//! [`Misbehaving`] is a registry written for the tests, for what a real one does not do: hang,
+//! or send more than it should.
+
+mod misbehaving;
+
+pub use misbehaving::{Behaviour, Misbehaving};
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
