@@ -2,11 +2,11 @@
 //! nothing is touched when nothing changed; a configuration HAProxy rejects never replaces the
 //! live one; the live file is replaced atomically and the previous one kept beside it.
 
-use crate::assemble::{Assembled, MAPS_DIR, read_maps, replace_maps};
-use crate::files::{parent_dir, with_suffix};
+use crate::assemble::Assembled;
+use crate::files::with_suffix;
+use crate::install::{Staged, installed_maps};
 use crate::runtime_api::RuntimeError;
 use crate::validate::{self, CheckError};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -93,10 +93,10 @@ impl Applier {
         assembled: &Assembled,
         runtime: Option<&dyn Fn() -> Result<(), RuntimeError>>,
     ) -> Result<Applied, ApplyError> {
-        let maps_dir = parent_dir(&self.target).join(MAPS_DIR);
-        let previous_maps = read_maps(&maps_dir);
         let live = std::fs::read_to_string(&self.target).ok();
-        if live.as_deref() == Some(assembled.config.as_str()) && previous_maps == assembled.maps {
+        if live.as_deref() == Some(assembled.config.as_str())
+            && installed_maps(&self.target) == assembled.maps
+        {
             if !self.pending_marker().exists() {
                 return Ok(Applied::Unchanged);
             }
@@ -107,21 +107,13 @@ impl Applier {
             return Ok(Applied::Reloaded);
         }
 
-        // The check must see the new maps where the configuration refers to them (beside it),
-        // so they go in first and are put back if HAProxy rejects the configuration.
-        let dir = parent_dir(&self.target);
+        // Everything is written and checked beside the live files before any of them changes.
         let write_error = |path: &Path| {
             let path = path.display().to_string();
             move |source| ApplyError::Write { path, source }
         };
-        replace_maps(&maps_dir, &assembled.maps).map_err(write_error(&maps_dir))?;
-        let staged = stage(dir, &assembled.config).map_err(write_error(dir))?;
-        if let Err(error) = validate::check(&self.check_command, staged.path(), assembled) {
-            if let Err(restore) = replace_maps(&maps_dir, &previous_maps) {
-                tracing::error!(%restore, dir = %maps_dir.display(), "cannot put the previous map files back");
-            }
-            return Err(error.into());
-        }
+        let staged = Staged::new(&self.target, assembled).map_err(write_error(&self.target))?;
+        validate::check(&self.check_command, &staged.config(), assembled)?;
 
         let hitless = match runtime {
             Some(_) if self.pending_marker().exists() => {
@@ -138,17 +130,12 @@ impl Applier {
             None => false,
         };
 
-        if live.is_some() {
-            keep_previous(&self.target).map_err(write_error(&self.target))?;
-        }
         if !hitless {
             // Until a reload succeeds, the file on disk is ahead of the running HAProxy.
             std::fs::write(self.pending_marker(), b"")
                 .map_err(write_error(&self.pending_marker()))?;
         }
-        staged
-            .persist(&self.target)
-            .map_err(|e| write_error(&self.target)(e.error))?;
+        staged.commit().map_err(write_error(&self.target))?;
         tracing::info!(path = %self.target.display(), "configuration installed");
         if hitless {
             return Ok(Applied::Runtime);
@@ -175,29 +162,6 @@ impl Applier {
     pub fn pending_marker(&self) -> PathBuf {
         with_suffix(&self.target, ".reload-pending")
     }
-}
-
-/// A temporary file in `dir` holding `config`, readable like the file it will replace.
-fn stage(dir: &Path, config: &str) -> std::io::Result<tempfile::NamedTempFile> {
-    let mut file = tempfile::Builder::new()
-        .prefix(".wasmconfd-")
-        .suffix(".cfg")
-        .tempfile_in(dir)?;
-    file.write_all(config.as_bytes())?;
-    file.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    file.as_file().sync_all()?;
-    Ok(file)
-}
-
-/// `target` -> `target.prev`, without a moment where `target` is missing: a hard link, renamed.
-fn keep_previous(target: &Path) -> std::io::Result<()> {
-    let link = tempfile::Builder::new()
-        .prefix(".wasmconfd-prev-")
-        .make_in(parent_dir(target), |path| std::fs::hard_link(target, path))?;
-    link.persist(with_suffix(target, ".prev"))
-        .map_err(|e| e.error)?;
-    Ok(())
 }
 
 fn run_reload_command(command: &str) -> Result<(), String> {

@@ -9,7 +9,6 @@
 //! guest meant. Control characters are refused, so no value can start a new line or section.
 
 use crate::bindings::{Fragment, SectionKind};
-use crate::files::{parent_dir, write_atomically};
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -178,37 +177,6 @@ fn digit_run(s: &str) -> (bool, &str, &str) {
     (digits, &s[..end], &s[end..])
 }
 
-/// The `*.map` files of `dir`, sorted by name (empty when there is no such directory).
-pub fn read_maps(dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut maps: Vec<_> = entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "map"))
-        .filter_map(|e| {
-            let contents = std::fs::read_to_string(e.path()).ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), contents))
-        })
-        .collect();
-    maps.sort();
-    maps
-}
-
-/// Make `dir` hold exactly `maps` (as far as `*.map` files go).
-pub fn replace_maps(dir: &Path, maps: &[(String, String)]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, contents) in maps {
-        write_atomically(&dir.join(name), contents.as_bytes())?;
-    }
-    for (name, _) in read_maps(dir) {
-        if !maps.iter().any(|(keep, _)| *keep == name) {
-            std::fs::remove_file(dir.join(name))?;
-        }
-    }
-    Ok(())
-}
-
 /// What one part produced.
 pub enum Output<'a> {
     Static(&'a str),
@@ -230,15 +198,6 @@ impl Assembled {
     pub fn origin_of(&self, line: usize) -> Option<&str> {
         let index = self.origins.partition_point(|(first, _)| *first <= line);
         index.checked_sub(1).map(|i| self.origins[i].1.as_str())
-    }
-
-    /// Write the configuration to `config` and its map files into `maps/` beside it, replacing
-    /// map files from an earlier render that are no longer produced. Maps are written first, so
-    /// the configuration never refers to a map that is not there yet. Each file is replaced
-    /// atomically.
-    pub fn write(&self, config: &Path) -> std::io::Result<()> {
-        replace_maps(&parent_dir(config).join(MAPS_DIR), &self.maps)?;
-        write_atomically(config, self.config.as_bytes())
     }
 }
 

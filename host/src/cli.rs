@@ -463,6 +463,7 @@ impl RunArgs {
                 signal: self.reload_signal,
             },
         };
+        crate::install::refuse_symlink(&self.haproxy_conf)?;
         let (guests, remote) = self.guests.config()?;
         let remote = remote.filter(|_| !guests.missing.is_empty());
         Ok(DaemonConfig {
@@ -830,8 +831,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
 
     match &args.output {
         Some(path) => {
-            assembled
-                .write(path)
+            crate::install::write(path, &assembled)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tracing::info!(path = %path.display(), maps = assembled.maps.len(), "configuration written");
         }

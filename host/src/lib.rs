@@ -17,6 +17,7 @@ pub mod cli;
 pub mod daemon;
 pub mod files;
 pub mod guests;
+pub mod install;
 pub mod model;
 pub mod oci;
 pub mod render;

@@ -29,7 +29,7 @@ pub enum CheckError {
 pub fn check_staged(command: &str, assembled: &Assembled) -> Result<String, CheckError> {
     let staging = tempfile::tempdir().map_err(CheckError::Stage)?;
     let config = staging.path().join("haproxy.cfg");
-    assembled.write(&config).map_err(CheckError::Stage)?;
+    crate::install::write(&config, assembled).map_err(CheckError::Stage)?;
     check(command, &config, assembled)
 }
 

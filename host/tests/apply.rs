@@ -116,7 +116,7 @@ fn master_socket_reloads_follow_each_change_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("haproxy.cfg");
     let port = free_port();
-    config(port, "one").write(&target).unwrap();
+    wasmconfd::install::write(&target, &config(port, "one")).unwrap();
     let master = Master::start(dir.path(), &target, port);
     assert_eq!(get(port), "one");
 
@@ -189,7 +189,7 @@ fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
         let socket = format!("    stats socket {} level admin\n", admin.display());
         config_with_global(port, word, &socket)
     };
-    config("one").write(&target).unwrap();
+    wasmconfd::install::write(&target, &config("one")).unwrap();
     let master = Master::start(dir.path(), &target, port);
     let (_, _, workers) = master.state();
     let applier = Applier {
@@ -243,7 +243,7 @@ fn signal_and_command_reloads_and_a_failed_reload_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("haproxy.cfg");
     let port = free_port();
-    config(port, "one").write(&target).unwrap();
+    wasmconfd::install::write(&target, &config(port, "one")).unwrap();
     let master = Master::start(dir.path(), &target, port);
     let workers = master.state().2;
 
@@ -321,4 +321,179 @@ fn a_missing_target_is_a_first_install() {
         std::fs::read_to_string(dir.path().join("conf/maps/words.map")).unwrap(),
         "word one\n"
     );
+}
+
+/// [`config`] that also denies the paths in `maps/deny.map`, which it writes: HAProxy refuses
+/// to start without that file.
+fn config_with_deny_map(port: u16, word: &str) -> Assembled {
+    let text = format!(
+        "global\n    default-path config\ndefaults\n    mode http\n    timeout connect 1s\n    \
+         timeout client 5s\n    timeout server 5s\nfrontend f\n    bind 127.0.0.1:{port}\n    \
+         http-request deny if {{ path -m beg -f maps/deny.map }}\n    \
+         http-request return status 200 content-type text/plain lf-string %[str(word),map(maps/words.map)]\n"
+    );
+    let part = Part {
+        slot: "10-test".into(),
+        origin: "test".into(),
+        source: Source::Static(text.clone()),
+    };
+    let map = |name: &str, key: &str, value: &str| MapFile {
+        name: name.into(),
+        entries: vec![MapEntry {
+            key: key.into(),
+            value: value.into(),
+        }],
+    };
+    let maps = Fragment {
+        sections: Vec::new(),
+        maps: vec![
+            map("words.map", "word", word),
+            map("deny.map", "/admin", "x"),
+        ],
+    };
+    let maps_part = Part {
+        slot: "20-maps".into(),
+        ..part.clone()
+    };
+    assemble::assemble(&[
+        (&part, Output::Static(&text)),
+        (&maps_part, Output::Fragment(&maps)),
+    ])
+    .unwrap()
+}
+
+/// A tmpfs of its own, to fill up; unmounted when dropped. Mounting needs root, which the
+/// test machines have: a test that cannot mount fails, it does not skip.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(kib: usize) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (this test needs root)"
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fill the disk, then free `pages` pages of 4 KiB again.
+    fn fill_leaving(&self, pages: u64) {
+        use std::io::Write as _;
+        let filler = self.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = [0u8; 4096];
+        let mut written = 0u64;
+        while file.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        drop(file);
+        let keep = written.saturating_sub(pages * 4096);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+    }
+
+    fn empty(&self) {
+        let _ = std::fs::remove_file(self.path().join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The disk fills up at each step of an install in turn (a map, the record, the
+/// configuration...): each time, what was installed before is complete (its maps, even one the
+/// new configuration drops, are there), passes `haproxy -c` and serves; an operator's own map
+/// file survives every install; and once there is room the new configuration goes in whole.
+#[test]
+fn a_full_disk_at_any_step_of_an_install_leaves_the_previous_configuration_complete() {
+    let disk = SmallDisk::mount(256);
+    let conf = disk.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let target = conf.join("haproxy.cfg");
+    let applier = Applier {
+        target: target.clone(),
+        check_command: "haproxy -c -f".into(),
+        reload: Reload::Command("true".into()),
+    };
+    let port = free_port();
+    let before = config_with_deny_map(port, "before");
+    let after = config(port, "after");
+    applier.apply(&before).unwrap();
+    let operator = conf.join("maps/operator-acl.map");
+    std::fs::write(&operator, "10.0.0.0/8 allowed\n").unwrap();
+    let read = |name: &str| std::fs::read_to_string(conf.join(name)).ok();
+
+    let (mut failed, mut succeeded) = (0, 0);
+    for pages in 0..8 {
+        disk.fill_leaving(pages);
+        let result = applier.apply(&after);
+        disk.empty();
+        assert!(
+            read("maps/operator-acl.map").is_some(),
+            "the operator's map was removed"
+        );
+        let (valid, output) = common::haproxy_check(&target);
+        assert!(
+            valid,
+            "{pages} pages free: the installed configuration is broken:\n{output}"
+        );
+        match result {
+            Err(error) => {
+                failed += 1;
+                assert!(matches!(error, ApplyError::Write { .. }), "{error}");
+                assert_eq!(read("haproxy.cfg").as_deref(), Some(before.config.as_str()));
+                assert!(
+                    read("maps/deny.map").is_some(),
+                    "{pages} pages: a map it uses is gone"
+                );
+            }
+            Ok(_) => {
+                succeeded += 1;
+                assert_eq!(read("haproxy.cfg").as_deref(), Some(after.config.as_str()));
+                assert_eq!(read("maps/deny.map"), None, "a map no longer written stays");
+                assert_eq!(read("maps/words.map").as_deref(), Some("word after\n"));
+                applier.apply(&before).unwrap();
+            }
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&conf)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(".wasmconfd-stage"))
+            .collect();
+        assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    }
+    assert!(
+        failed >= 2 && succeeded >= 1,
+        "{failed} failed, {succeeded} succeeded"
+    );
+
+    // What is installed after a failure serves.
+    disk.fill_leaving(0);
+    assert!(applier.apply(&after).is_err());
+    disk.empty();
+    let master = Master::start(disk.path(), &target, port);
+    assert_eq!(get(port), "before");
+    drop(master);
+    assert!(operator.exists());
 }

@@ -65,6 +65,9 @@ fn golden_cases() {
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
+        if path.file_name().unwrap() == ".wasmconfd-maps" {
+            continue;
+        }
         let target = to.join(path.file_name().unwrap());
         if path.is_dir() {
             std::fs::create_dir_all(&target).unwrap();
@@ -75,12 +78,13 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// (file name, contents) of every file in `dir`, sorted.
+/// (file name, contents) of every file in `dir` but wasmconfd's record of them, sorted.
 fn listing(dir: &Path) -> Vec<(String, String)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.file_name().unwrap() != ".wasmconfd-maps")
+        .map(|path| {
             (
                 path.file_name().unwrap().to_string_lossy().into_owned(),
                 std::fs::read_to_string(&path).unwrap(),

@@ -97,7 +97,7 @@ fn a_hitless_change_is_applied_read_back_and_followed_by_traffic() {
     ])
     .unwrap();
     let config = dir.path().join("haproxy.cfg");
-    assembled.write(&config).unwrap();
+    wasmconfd::install::write(&config, &assembled).unwrap();
     let _haproxy = start_haproxy(
         &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
         &dir.path().join("haproxy.log"),

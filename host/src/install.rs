@@ -1,0 +1,282 @@
+//! Putting a configuration and its map files on disk so that a failure at any step (a full
+//! disk, a crash) leaves the previous configuration complete.
+//!
+//! Everything new is written first, into a staging directory beside the configuration, where
+//! it can be checked: the staged configuration sees its new maps in `maps/` and everything else
+//! of the configuration's directory through links, so relative paths resolve as they will. Only
+//! then do renames, which need no space, put the maps and, last, the configuration in place.
+//! Map files an earlier install wrote and this one does not are removed after that. Only those:
+//! wasmconfd records the map files it writes (`maps/.wasmconfd-maps`), and never touches the
+//! others, such as an operator's own.
+
+use crate::assemble::{Assembled, MAPS_DIR};
+use crate::files::{parent_dir, with_suffix};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The record of the map files wasmconfd wrote, in the maps directory.
+const RECORD: &str = ".wasmconfd-maps";
+/// Names of staging directories and temporary files beside the configuration.
+const STAGING_PREFIX: &str = ".wasmconfd-";
+
+/// A configuration and its maps written beside `target`, not yet in place.
+pub struct Staged {
+    dir: tempfile::TempDir,
+    target: PathBuf,
+    maps: Vec<String>,
+}
+
+impl Staged {
+    /// Write `assembled` into a new staging directory beside `target`.
+    pub fn new(target: &Path, assembled: &Assembled) -> std::io::Result<Staged> {
+        refuse_symlink(target)?;
+        let live = parent_dir(target);
+        std::fs::create_dir_all(live)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{STAGING_PREFIX}stage-"))
+            .tempdir_in(live)?;
+        let name = target.file_name().unwrap_or_default();
+        for entry in std::fs::read_dir(live)? {
+            let entry = entry?.file_name();
+            let ours = entry == name
+                || entry == MAPS_DIR
+                || entry.to_string_lossy().starts_with(STAGING_PREFIX);
+            if !ours {
+                std::os::unix::fs::symlink(Path::new("..").join(&entry), dir.path().join(&entry))?;
+            }
+        }
+        let (maps, live_maps) = (dir.path().join(MAPS_DIR), live.join(MAPS_DIR));
+        std::fs::create_dir(&maps)?;
+        let mut record = String::new();
+        for (name, contents) in &assembled.maps {
+            write_new(&maps.join(name), contents.as_bytes(), &live_maps.join(name))?;
+            record.push_str(name);
+            record.push('\n');
+        }
+        write_new(
+            &maps.join(RECORD),
+            record.as_bytes(),
+            &live_maps.join(RECORD),
+        )?;
+        write_new(&dir.path().join(name), assembled.config.as_bytes(), target)?;
+        Ok(Staged {
+            target: target.to_path_buf(),
+            maps: assembled
+                .maps
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+            dir,
+        })
+    }
+
+    /// The staged configuration, to check.
+    pub fn config(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(self.target.file_name().unwrap_or_default())
+    }
+
+    /// Put the staged files in place: the maps, then the configuration (keeping the one it
+    /// replaces as `<target>.prev`), then the record of maps; then remove the maps the previous
+    /// record lists that this install does not have.
+    pub fn commit(self) -> std::io::Result<()> {
+        let live_maps = parent_dir(&self.target).join(MAPS_DIR);
+        let before = recorded(&live_maps);
+        if self.target.exists() {
+            keep_previous(&self.target)?;
+        }
+        std::fs::create_dir_all(&live_maps)?;
+        let staged_maps = self.dir.path().join(MAPS_DIR);
+        for name in &self.maps {
+            std::fs::rename(staged_maps.join(name), live_maps.join(name))?;
+        }
+        std::fs::rename(self.config(), &self.target)?;
+        std::fs::rename(staged_maps.join(RECORD), live_maps.join(RECORD))?;
+        sync_dir(&live_maps)?;
+        sync_dir(parent_dir(&self.target))?;
+        for stale in before.iter().filter(|name| !self.maps.contains(name)) {
+            match std::fs::remove_file(live_maps.join(stale)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(%error, map = %stale, "cannot remove a map file no longer written")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write `bytes` to a new file at `path`, on disk, with the permissions of the file `like`
+/// that it will replace, or `0644` (readable by HAProxy after a privilege drop).
+fn write_new(path: &Path, bytes: &[u8], like: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    let permissions = match std::fs::metadata(like) {
+        Ok(existing) => existing.permissions(),
+        Err(_) => std::fs::Permissions::from_mode(0o644),
+    };
+    file.set_permissions(permissions)?;
+    file.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The configuration is replaced by renaming, which would replace a symbolic link with a file
+/// and leave what it points to as it was.
+pub fn refuse_symlink(target: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let points_to = std::fs::read_link(target).unwrap_or_default();
+            Err(std::io::Error::other(format!(
+                "{} is a symbolic link (to {}): wasmconfd replaces the configuration by renaming \
+                 a new file over it, which would replace the link; name the file itself",
+                target.display(),
+                points_to.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The map files the last install recorded writing into `maps`.
+fn recorded(maps: &Path) -> Vec<String> {
+    std::fs::read_to_string(maps.join(RECORD))
+        .unwrap_or_default()
+        .lines()
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The map files the last install beside `target` wrote, with their contents, sorted by name.
+pub fn installed_maps(target: &Path) -> Vec<(String, String)> {
+    let maps = parent_dir(target).join(MAPS_DIR);
+    let mut installed: Vec<_> = recorded(&maps)
+        .into_iter()
+        .filter_map(|name| {
+            Some((
+                name.clone(),
+                std::fs::read_to_string(maps.join(&name)).ok()?,
+            ))
+        })
+        .collect();
+    installed.sort();
+    installed
+}
+
+/// Write `assembled` to `target` and its maps beside it, as [`Staged`] does, without a check.
+pub fn write(target: &Path, assembled: &Assembled) -> std::io::Result<()> {
+    Staged::new(target, assembled)?.commit()
+}
+
+/// `target` -> `target.prev`, without a moment where `target` is missing: a hard link, renamed.
+fn keep_previous(target: &Path) -> std::io::Result<()> {
+    let link = tempfile::Builder::new()
+        .prefix(&format!("{STAGING_PREFIX}prev-"))
+        .make_in(parent_dir(target), |path| std::fs::hard_link(target, path))?;
+    link.persist(with_suffix(target, ".prev"))
+        .map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assemble::{Output, Part, Source, assemble};
+    use crate::bindings::{Fragment, MapEntry, MapFile};
+
+    /// A configuration `text` with map files `maps` (name, one key).
+    fn assembled(text: &str, maps: &[&str]) -> Assembled {
+        let part = Part {
+            slot: "10-test".into(),
+            origin: "test".into(),
+            source: Source::Static(text.into()),
+        };
+        let fragment = Fragment {
+            sections: Vec::new(),
+            maps: maps
+                .iter()
+                .map(|name| MapFile {
+                    name: name.to_string(),
+                    entries: vec![MapEntry {
+                        key: "k".into(),
+                        value: text.trim().into(),
+                    }],
+                })
+                .collect(),
+        };
+        assemble(&[
+            (&part, Output::Static(text)),
+            (&part, Output::Fragment(&fragment)),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn only_maps_wasmconfd_wrote_are_removed_and_staging_is_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("haproxy.cfg");
+        write(&target, &assembled("one", &["a.map", "b.map"])).unwrap();
+        std::fs::write(dir.path().join("maps/operator.map"), "mine\n").unwrap();
+        std::fs::write(dir.path().join("errors.http"), "x").unwrap();
+        let two = assembled("two", &["a.map"]);
+        let staged = Staged::new(&target, &two).unwrap();
+        // The staged configuration sees the directory's other files where they will be.
+        assert!(staged.config().with_file_name("errors.http").exists());
+        assert_eq!(
+            std::fs::read_to_string(staged.config().with_file_name("maps").join("a.map")).unwrap(),
+            "k two\n"
+        );
+        staged.commit().unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("maps"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(names, [".wasmconfd-maps", "a.map", "operator.map"]);
+        assert_eq!(installed_maps(&target), two.maps);
+        assert!(target.with_extension("cfg.prev").exists());
+        let leftovers = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".wasmconfd")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn a_symlinked_target_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.cfg");
+        std::fs::write(&real, "old").unwrap();
+        let link = dir.path().join("haproxy.cfg");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let error = write(&link, &assembled("new", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("is a symbolic link") && error.contains("real.cfg"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "old");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+}
