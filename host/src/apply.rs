@@ -62,6 +62,8 @@ pub struct Applier {
     pub target: PathBuf,
     pub check_command: String,
     pub reload: Reload,
+    /// How long the check command, and a reload command, may take.
+    pub command_timeout: Duration,
 }
 
 impl Applier {
@@ -113,7 +115,8 @@ impl Applier {
             move |source| ApplyError::Write { path, source }
         };
         let staged = Staged::new(&self.target, assembled).map_err(write_error(&self.target))?;
-        validate::check(&self.check_command, &staged.config(), assembled)?;
+        let timeout = self.command_timeout;
+        validate::check(&self.check_command, &staged.config(), assembled, timeout)?;
 
         let hitless = match runtime {
             Some(_) if self.pending_marker().exists() => {
@@ -147,7 +150,7 @@ impl Applier {
     /// Tell HAProxy to load the configuration on disk.
     pub fn reload(&self) -> Result<(), ApplyError> {
         match &self.reload {
-            Reload::Command(command) => run_reload_command(command),
+            Reload::Command(command) => run_reload_command(command, self.command_timeout),
             Reload::MasterSocket(socket) => reload_through_master(socket, Duration::from_secs(10)),
             Reload::Signal { pid_file, signal } => send_signal(pid_file, *signal),
         }
@@ -164,18 +167,14 @@ impl Applier {
     }
 }
 
-fn run_reload_command(command: &str) -> Result<(), String> {
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .output()
-        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
-    if output.status.success() {
+fn run_reload_command(command: &str, timeout: Duration) -> Result<(), String> {
+    let finished = crate::process::run(Command::new("sh").arg("-c").arg(command), timeout)
+        .map_err(|e| format!("`{command}`: {e}"))?;
+    if finished.status.success() {
         return Ok(());
     }
-    let said = String::from_utf8_lossy(&output.stderr).trim().to_string()
-        + String::from_utf8_lossy(&output.stdout).trim();
-    Err(format!("`{command}` failed ({}): {said}", output.status))
+    let said = finished.output.trim();
+    Err(format!("`{command}` failed ({}): {said}", finished.status))
 }
 
 fn send_signal(pid_file: &Path, signal: Signal) -> Result<(), String> {

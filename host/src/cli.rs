@@ -351,6 +351,11 @@ pub struct RunArgs {
     #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = validate::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
     pub check_cmd: String,
 
+    /// Time the check command, and a reload command, may take before they are killed (with
+    /// every process they started) and count as failed.
+    #[arg(long, env = "WASMCONFD_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub command_timeout: Duration,
+
     /// How to reload HAProxy.
     #[arg(long, env = "WASMCONFD_RELOAD_METHOD", value_enum, default_value_t = ReloadMethod::Command)]
     pub reload_method: ReloadMethod,
@@ -475,6 +480,7 @@ impl RunArgs {
                 target: self.haproxy_conf.clone(),
                 check_command: self.check_cmd.clone(),
                 reload,
+                command_timeout: self.command_timeout,
             },
             debounce: self.debounce,
             max_delay: self.max_delay,
@@ -609,6 +615,10 @@ pub struct RenderArgs {
     /// Check command; the path of the file to check is appended.
     #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = validate::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
     pub check_cmd: String,
+
+    /// Time the check command may take before it is killed and counts as failed.
+    #[arg(long, env = "WASMCONFD_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub command_timeout: Duration,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -822,7 +832,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     };
 
     if args.check {
-        let output = validate::check_staged(&args.check_cmd, &assembled)?;
+        let output = validate::check_staged(&args.check_cmd, &assembled, args.command_timeout)?;
         for line in output.lines().filter(|l| l.contains("[WARNING]")) {
             tracing::warn!("haproxy: {line}");
         }

@@ -20,6 +20,7 @@ pub mod guests;
 pub mod install;
 pub mod model;
 pub mod oci;
+pub mod process;
 pub mod render;
 pub mod runtime_api;
 pub mod scaffold;

@@ -3,16 +3,17 @@
 use crate::assemble::Assembled;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// The check command HAProxy users know; the file to check is appended.
 pub const DEFAULT_CHECK_COMMAND: &str = "haproxy -c -f";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("cannot run the check command `{command}`: {source}")]
-    Spawn {
+    #[error("the check command `{command}`: {source}")]
+    Run {
         command: String,
-        source: std::io::Error,
+        source: crate::process::RunError,
     },
     #[error("cannot write the configuration to check: {0}")]
     Stage(std::io::Error),
@@ -25,38 +26,45 @@ pub enum CheckError {
     },
 }
 
+/// How long a check or reload command may take by default.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Write `assembled` (with its maps) into a temporary directory and [`check`] it there.
-pub fn check_staged(command: &str, assembled: &Assembled) -> Result<String, CheckError> {
+pub fn check_staged(
+    command: &str,
+    assembled: &Assembled,
+    timeout: Duration,
+) -> Result<String, CheckError> {
     let staging = tempfile::tempdir().map_err(CheckError::Stage)?;
     let config = staging.path().join("haproxy.cfg");
     crate::install::write(&config, assembled).map_err(CheckError::Stage)?;
-    check(command, &config, assembled)
+    check(command, &config, assembled, timeout)
 }
 
-/// Run `command` (split on whitespace) with `config` appended. On success, returns what it
-/// printed (HAProxy's warnings). On failure, its output, with the part and section that wrote
-/// each line it complains about.
-pub fn check(command: &str, config: &Path, assembled: &Assembled) -> Result<String, CheckError> {
+/// Run `command` (split on whitespace) with `config` appended, killed after `timeout`. On
+/// success, returns what it printed (HAProxy's warnings). On failure, its output, with the part
+/// and section that wrote each line it complains about.
+pub fn check(
+    command: &str,
+    config: &Path,
+    assembled: &Assembled,
+    timeout: Duration,
+) -> Result<String, CheckError> {
     let mut words = command.split_whitespace();
     let program = words.next().ok_or_else(|| CheckError::Empty {
         command: command.into(),
     })?;
-    let output = Command::new(program)
-        .args(words)
-        .arg(config)
-        .output()
-        .map_err(|source| CheckError::Spawn {
+    let finished = crate::process::run(Command::new(program).args(words).arg(config), timeout)
+        .map_err(|source| CheckError::Run {
             command: command.into(),
             source,
         })?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    if output.status.success() {
-        Ok(text)
+    if finished.status.success() {
+        Ok(finished.output)
     } else {
         Err(CheckError::Rejected {
-            status: output.status,
-            output: explain(&text, assembled),
+            status: finished.status,
+            output: explain(&finished.output, assembled),
         })
     }
 }

@@ -123,6 +123,7 @@ fn master_socket_reloads_follow_each_change_and_nothing_else() {
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
+        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::MasterSocket(master.socket.clone()),
     };
     assert_eq!(
@@ -195,6 +196,7 @@ fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
+        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::MasterSocket(master.socket.clone()),
     };
 
@@ -250,6 +252,7 @@ fn signal_and_command_reloads_and_a_failed_reload_is_an_error() {
     let mut applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
+        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::Signal {
             pid_file: master.pid_file.clone(),
             signal: Signal::Usr2,
@@ -310,6 +313,7 @@ fn a_missing_target_is_a_first_install() {
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
+        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::Command("true".into()),
     };
     assert_eq!(
@@ -434,6 +438,7 @@ fn a_full_disk_at_any_step_of_an_install_leaves_the_previous_configuration_compl
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
+        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::Command("true".into()),
     };
     let port = free_port();
@@ -496,4 +501,67 @@ fn a_full_disk_at_any_step_of_an_install_leaves_the_previous_configuration_compl
     assert_eq!(get(port), "before");
     drop(master);
     assert!(operator.exists());
+}
+
+/// A check command or a reload command that hangs is killed after its time and fails: the
+/// live configuration stays, nothing staged is left behind, and the call returns.
+#[test]
+fn a_hanging_check_or_reload_command_times_out() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let hang = dir.path().join("hang.sh");
+    std::fs::write(&hang, "#!/bin/sh\nsleep 30 &\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.path().join("haproxy.cfg");
+    let port = free_port();
+    let applier = Applier {
+        target: target.clone(),
+        check_command: "haproxy -c -f".into(),
+        command_timeout: Duration::from_millis(500),
+        reload: Reload::Command("true".into()),
+    };
+    applier.apply(&config(port, "one")).unwrap();
+
+    let hanging_check = Applier {
+        check_command: hang.display().to_string(),
+        ..applier.clone()
+    };
+    let started = Instant::now();
+    let error = hanging_check.apply(&config(port, "two")).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        error.to_string().contains("did not finish within 500ms"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        config(port, "one").config
+    );
+    let staged = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".wasmconfd")
+        })
+        .count();
+    assert_eq!(staged, 0, "a staging directory was left behind");
+
+    let hanging_reload = Applier {
+        reload: Reload::Command(hang.display().to_string()),
+        ..applier
+    };
+    let started = Instant::now();
+    let error = hanging_reload.apply(&config(port, "three")).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(error, ApplyError::Reload(_)) && error.to_string().contains("did not finish"),
+        "{error}"
+    );
 }
