@@ -22,6 +22,43 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How much of the end of a guest's stderr is kept, to explain a crash.
 const STDERR_KEPT: usize = 4 << 10;
 
+/// How much one render of a guest may return and log, so that the host work its output causes
+/// (writing files, holding and assembling the text, logging) stays bounded like the guest's own
+/// time and memory. Far above what 50,000 services need.
+pub const OUTPUT_LIMITS: OutputLimits = OutputLimits {
+    sections: 200_000,
+    directives: 2_000_000,
+    map_files: 100,
+    map_entries: 1_000_000,
+    log_bytes: 1 << 20,
+};
+
+/// See [`OUTPUT_LIMITS`].
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    pub sections: usize,
+    pub directives: usize,
+    pub map_files: usize,
+    pub map_entries: usize,
+    pub log_bytes: usize,
+}
+
+impl OutputLimits {
+    /// What of `fragment` goes over a limit, if anything: (what, how many, limit).
+    fn exceeded(&self, fragment: &Fragment) -> Option<(&'static str, usize, usize)> {
+        let directives = fragment.sections.iter().map(|s| s.directives.len()).sum();
+        let entries = fragment.maps.iter().map(|m| m.entries.len()).sum();
+        [
+            ("sections", fragment.sections.len(), self.sections),
+            ("directives", directives, self.directives),
+            ("map files", fragment.maps.len(), self.map_files),
+            ("map entries", entries, self.map_entries),
+        ]
+        .into_iter()
+        .find(|(_, count, limit)| count > limit)
+    }
+}
+
 /// Per-render limits of a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -53,6 +90,13 @@ pub enum GuestError {
     OutOfMemory { guest: String, limit_mib: usize },
     #[error("guest {guest} crashed: {message}")]
     Trap { guest: String, message: String },
+    #[error("guest {guest} returned {count} {what}, more than the {limit} one render may return")]
+    TooLarge {
+        guest: String,
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
     #[error("guest {guest} could not render: {}", describe(.error))]
     Render { guest: String, error: RenderError },
 }
@@ -315,7 +359,15 @@ impl Runtime {
             );
         }
         match result {
-            Ok(Ok(fragment)) => Ok(fragment),
+            Ok(Ok(fragment)) => match OUTPUT_LIMITS.exceeded(&fragment) {
+                None => Ok(fragment),
+                Some((what, count, limit)) => Err(GuestError::TooLarge {
+                    guest: guest.name.clone(),
+                    what,
+                    count,
+                    limit,
+                }),
+            },
             Ok(Err(error)) => Err(GuestError::Render {
                 guest: guest.name.clone(),
                 error,
@@ -357,6 +409,8 @@ struct State {
     limiter: MemoryLimiter,
     /// What the guest writes to stderr (a panic message, a traceback), to explain a crash.
     stderr: Tail,
+    /// Bytes of log messages in this render so far.
+    logged: usize,
 }
 
 impl State {
@@ -381,6 +435,7 @@ impl State {
                 exceeded: false,
             },
             stderr,
+            logged: 0,
         }
     }
 }
@@ -483,6 +538,18 @@ impl bindings::wasmconfd::haproxy::host::Host for State {
     /// A guest's message, with control characters escaped so it cannot forge log lines.
     fn log(&mut self, level: Level, message: String) {
         let guest = self.guest.as_str();
+        let limit = OUTPUT_LIMITS.log_bytes;
+        let before = self.logged;
+        self.logged = self.logged.saturating_add(message.len());
+        if self.logged > limit {
+            if before <= limit {
+                tracing::warn!(
+                    guest,
+                    "the guest logged more than {limit} bytes in one render; the rest of its messages are dropped"
+                );
+            }
+            return;
+        }
         let message = printable(&message);
         match level {
             Level::Debug => tracing::debug!(guest, "{message}"),

@@ -373,3 +373,39 @@ fn a_swapped_precompiled_guest_is_compiled_again_and_the_right_guest_runs() {
     );
     assert_eq!(third, first);
 }
+
+/// A guest's output cannot make the host do unbounded work: a render that returns more map
+/// files than allowed fails with the guest's name, and logging is cut off after 1 MiB.
+#[test]
+fn a_guest_cannot_make_the_host_write_or_log_without_bound() {
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(guests.path().join("50-misbehave.wasm"), misbehave_guest()).unwrap();
+    let render = |mode: &str| {
+        run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(repo().join("examples/cluster.yaml"))
+            .arg("--guests")
+            .arg(guests.path())
+            .args(["--set", &format!("misbehave.mode={mode}")]))
+    };
+    let (ok, stdout, stderr) = render("maps");
+    assert!(!ok && stdout.is_empty());
+    assert!(
+        stderr.contains(
+            "guest misbehave returned 101 map files, more than the 100 one render may return"
+        ),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = render("log");
+    assert!(ok, "{}", &stderr[stderr.len().saturating_sub(2000)..]);
+    assert_eq!(
+        stderr
+            .matches("logged more than 1048576 bytes in one render")
+            .count(),
+        1,
+        "{}",
+        &stderr[stderr.len().saturating_sub(2000)..]
+    );
+    assert!(stderr.len() < 1_300_000, "{} bytes of log", stderr.len());
+}

@@ -4,6 +4,7 @@
 //! - `loop`: never returns; `alloc`: allocates without bound; `panic`: panics;
 //! - `newline`: returns an argument with a newline; `bad-name`: a section name with a space;
 //! - `error`: returns a render error; `probe`: reports what it can see of the outside world;
+//! - `maps`: 101 map files, one more than a render may return; `log`: logs 2 MiB;
 //! - `listen`: a `listen misbehave` section on the setting `bind` (default `:80`) answering
 //!   every HTTP request with `misbehave`, as a guest trying to take another guest's port;
 //! - anything else: a small valid backend.
@@ -42,6 +43,21 @@ impl Guest for Misbehave {
             "bad-name" => backend.name = Some("two words".into()),
             "error" => return Err(RenderError::Other("misbehave was told to fail".into())),
             "invalid" => backend.push("no-such-keyword", ["here"]),
+            "maps" => {
+                let maps = (0..101)
+                    .map(|i| wasmconfd_guest::MapFile::new(format!("flood-{i}.map")))
+                    .collect();
+                return Ok(Fragment {
+                    sections: vec![backend],
+                    maps,
+                });
+            }
+            "log" => {
+                let line = "x".repeat(1024);
+                for _ in 0..2048 {
+                    wasmconfd_guest::log::info(&line);
+                }
+            }
             "listen" => {
                 let listen = Section::listen("misbehave")
                     .with("mode", ["http"])
