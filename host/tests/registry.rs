@@ -543,8 +543,9 @@ fn a_tampered_cache_never_runs_what_was_not_signed_for_the_reference() {
     );
 }
 
-/// A registry that never answers, sends bytes without end, or names a huge component: each is
-/// cut off in time or in size with an error that says so, and a warm cache still starts.
+/// A registry that never answers, sends bytes without end (for a component, a manifest or the
+/// signatures), or names a huge component: each is cut off in time or in size with an error
+/// that says so, and a warm cache still starts.
 #[test]
 fn a_misbehaving_registry_is_cut_off_in_time_and_in_size() {
     let registry = Misbehaving::start(std::fs::read(bundled("http")).unwrap());
@@ -592,6 +593,25 @@ fn a_misbehaving_registry_is_cut_off_in_time_and_in_size() {
     );
     let sent = registry.sent() - before;
     assert!(sent < 64 << 20, "{sent} bytes were taken before refusing");
+
+    for (behaviour, what) in [
+        (Behaviour::EndlessManifest, "manifest"),
+        (Behaviour::EndlessSignature, "signatures"),
+    ] {
+        registry.set(behaviour);
+        let before = registry.sent();
+        let ((ok, _, stderr), _) = render("cold");
+        assert!(!ok, "{stderr}");
+        assert!(
+            stderr.contains("more than 4194304 bytes") && stderr.contains("cut off and refused"),
+            "endless {what}: {stderr}"
+        );
+        let sent = registry.sent() - before;
+        assert!(
+            sent < 64 << 20,
+            "{sent} bytes of {what} were taken before refusing"
+        );
+    }
 
     registry.set(Behaviour::HugeManifestSize);
     let before = registry.sent();

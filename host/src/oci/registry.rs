@@ -55,7 +55,14 @@ pub struct Registry {
     credentials: Option<(String, String)>,
     logins: HashMap<String, (String, String)>,
     limits: RegistryLimits,
+    /// For manifests, read with a size limit (oci-client reads them whole).
+    http: reqwest::Client,
+    plain_http: Vec<String>,
 }
+
+/// The largest manifest read. The OCI distribution spec lets registries refuse manifests over
+/// 4 MiB; a guest's is under 1 KiB.
+pub(super) const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
 impl Registry {
     pub fn new(access: &RegistryAccess) -> anyhow::Result<Registry> {
@@ -63,9 +70,15 @@ impl Registry {
         // reqwest is built without a crypto provider of its own: use the one kube uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut certificates = Vec::new();
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(access.limits.connect_timeout)
+            .read_timeout(access.limits.read_timeout);
         for file in &access.ca_files {
             let data = std::fs::read(file)
                 .with_context(|| format!("cannot read CA file {}", file.display()))?;
+            let certificate = reqwest::Certificate::from_pem(&data)
+                .with_context(|| format!("{} is not a certificate in PEM", file.display()))?;
+            http = http.tls_certs_merge([certificate]);
             certificates.push(oci_client::client::Certificate {
                 encoding: oci_client::client::CertificateEncoding::Pem,
                 data,
@@ -83,7 +96,74 @@ impl Registry {
             credentials: access.credentials.clone(),
             logins: access.logins.clone(),
             limits: access.limits,
+            http: http.build()?,
+            plain_http: access.plain_http.clone(),
         })
+    }
+
+    /// The manifest `reference` (a tag or a digest) of `guest`'s repository, as the registry
+    /// sent it, read only up to [`MAX_MANIFEST_SIZE`]; `None` when there is no such manifest.
+    pub(super) async fn manifest(
+        &self,
+        guest: &GuestRef,
+        reference: &str,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        use futures::StreamExt as _;
+        let image = guest.reference();
+        let token = self
+            .client
+            .auth(
+                &image,
+                &self.auth(guest),
+                oci_client::RegistryOperation::Pull,
+            )
+            .await
+            .map_err(|e| failed(format!("cannot log in to {}", guest.registry), e))?;
+        let scheme = if self.plain_http.contains(&guest.registry) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!(
+            "{scheme}://{}/v2/{}/manifests/{reference}",
+            guest.registry, guest.repository
+        );
+        let mut request = self.http.get(&url).header(
+            reqwest::header::ACCEPT,
+            oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+        );
+        request = match (token, self.auth(guest)) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
+                request.basic_auth(user, Some(password))
+            }
+            (None, _) => request,
+        };
+        let cannot = |e: reqwest::Error| anyhow::anyhow!("cannot read {url}: {e}");
+        let response = request.send().await.map_err(cannot)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status = response.status();
+        let mut body = Vec::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(cannot)?;
+            if body.len() + chunk.len() > MAX_MANIFEST_SIZE {
+                anyhow::bail!(
+                    "the registry sent more than {MAX_MANIFEST_SIZE} bytes for {url}, more than \
+                     any manifest: cut off and refused"
+                );
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            anyhow::bail!(
+                "{url} answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(512)])
+            );
+        }
+        Ok(Some(body))
     }
 
     /// `request`, given up after the total timeout with an error saying `what` did not finish.
@@ -184,18 +264,11 @@ impl Registry {
     pub async fn pull(&self, guest: &GuestRef, digest: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         let pinned = guest.at(digest).reference();
         let what = || format!("cannot pull the manifest of {guest}");
-        let (raw, _) = self
-            .within(what, async {
-                self.client
-                    .pull_manifest_raw(
-                        &pinned,
-                        &self.auth(guest),
-                        &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
-                    )
-                    .await
-                    .map_err(|e| failed(what(), e))
-            })
-            .await?;
+        let raw = self
+            .within(what, self.manifest(guest, digest))
+            .await
+            .map_err(|e| e.context(what()))?
+            .ok_or_else(|| anyhow::anyhow!("{}: the registry has no manifest {digest}", what()))?;
         if digest_of(&raw) != digest {
             anyhow::bail!(
                 "the manifest the registry sent for {guest} does not have digest {digest}: refused"
@@ -217,7 +290,7 @@ impl Registry {
                 layer.digest
             );
         }
-        Ok((raw.to_vec(), wasm))
+        Ok((raw, wasm))
     }
 }
 

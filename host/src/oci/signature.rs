@@ -138,28 +138,22 @@ impl Registry {
         guest: &GuestRef,
         digest: &str,
     ) -> Result<Vec<(oci_client::manifest::OciDescriptor, Vec<u8>)>, SignatureError> {
-        let tag = guest.signatures(digest).reference();
-        let registry_error = |e: oci_client::errors::OciDistributionError| {
-            SignatureError::Registry(guest.to_string(), e.to_string())
-        };
+        let signatures = guest.signatures(digest);
+        let tag = signatures.reference();
+        let registry_error = |e: String| SignatureError::Registry(guest.to_string(), e);
         let what = || format!("cannot read the signatures of {guest}");
+        let name = signatures.tag.unwrap_or_default();
         let pulled = self.within(what, async {
-            Ok::<_, super::registry::TimedOut>(
-                self.client
-                    .pull_image_manifest(&tag, &self.auth(guest))
-                    .await,
-            )
+            Ok::<_, super::registry::TimedOut>(self.manifest(guest, &name).await)
         });
-        let manifest = match pulled.await? {
-            Ok((manifest, _)) => manifest,
-            Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
-                return Ok(Vec::new());
-            }
-            Err(e) if e.to_string().to_lowercase().contains("manifest unknown") => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(registry_error(e)),
+        let Some(raw) = pulled
+            .await?
+            .map_err(|e| registry_error(format!("{e:#}")))?
+        else {
+            return Ok(Vec::new());
         };
+        let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(&raw)
+            .map_err(|e| registry_error(format!("its signatures are not an OCI manifest: {e}")))?;
         let mut layers = Vec::new();
         for layer in manifest.layers {
             if layer.media_type != SIGNATURE_LAYER {
@@ -171,7 +165,7 @@ impl Registry {
                         .await,
                 )
             });
-            let payload = pulled.await?.map_err(registry_error)?;
+            let payload = pulled.await?.map_err(|e| registry_error(e.to_string()))?;
             layers.push((layer, payload));
         }
         Ok(layers)

@@ -20,6 +20,10 @@ pub enum Behaviour {
     EndlessBlob,
     /// A manifest naming a component of 2 GiB.
     HugeManifestSize,
+    /// Send bytes without end for the manifest (when asked for it by digest).
+    EndlessManifest,
+    /// Send bytes without end for the signatures' manifest.
+    EndlessSignature,
 }
 
 pub struct Misbehaving {
@@ -63,7 +67,7 @@ impl Misbehaving {
         *self.behaviour.lock().unwrap() = behaviour;
     }
 
-    /// Bytes of component sent so far.
+    /// Bytes sent so far for the component and for endless answers.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
@@ -129,42 +133,42 @@ fn answer(mut stream: TcpStream, behaviour: Behaviour, artifact: &Artifact, sent
         }
     };
     let manifest_type = "application/vnd.oci.image.manifest.v1+json";
-    if path == "/v2/" {
+    let by_digest = path == format!("/v2/team/guest/manifests/{}", digest(&manifest));
+    let signatures = path.starts_with("/v2/team/guest/manifests/sha256-");
+    let endless = method == "GET"
+        && ((behaviour == Behaviour::EndlessManifest && by_digest)
+            || (behaviour == Behaviour::EndlessSignature && signatures));
+    let octets = "application/octet-stream";
+    if endless {
+        send_endlessly(&mut stream, manifest_type, sent);
+    } else if path == "/v2/" {
         respond(&mut stream, "200 OK", "application/json", b"{}");
-    } else if path == "/v2/team/guest/manifests/v1"
-        || path == format!("/v2/team/guest/manifests/{}", digest(&manifest))
-    {
+    } else if path == "/v2/team/guest/manifests/v1" || by_digest {
         respond(&mut stream, "200 OK", manifest_type, &manifest);
     } else if path == format!("/v2/team/guest/blobs/{}", digest(&artifact.config)) {
-        respond(
-            &mut stream,
-            "200 OK",
-            "application/octet-stream",
-            &artifact.config,
-        );
+        respond(&mut stream, "200 OK", octets, &artifact.config);
     } else if path == format!("/v2/team/guest/blobs/{}", digest(&artifact.wasm)) {
         if behaviour == Behaviour::EndlessBlob {
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-            );
-            let chunk = vec![0u8; 64 << 10];
-            while stream.write_all(&chunk).is_ok() {
-                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if sent.load(Ordering::Relaxed) > 2 << 30 {
-                    break;
-                }
-            }
+            send_endlessly(&mut stream, octets, sent);
         } else {
             sent.fetch_add(artifact.wasm.len() as u64, Ordering::Relaxed);
-            respond(
-                &mut stream,
-                "200 OK",
-                "application/octet-stream",
-                &artifact.wasm,
-            );
+            respond(&mut stream, "200 OK", octets, &artifact.wasm);
         }
     } else {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
         respond(&mut stream, "404 Not Found", "application/json", body);
+    }
+}
+
+/// An answer of type `kind` whose body goes on until the client hangs up (or 2 GiB went),
+/// counted in `sent`.
+fn send_endlessly(stream: &mut TcpStream, kind: &str, sent: &AtomicU64) {
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nConnection: close\r\n\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let chunk = vec![b' '; 64 << 10];
+    while stream.write_all(&chunk).is_ok() {
+        if sent.fetch_add(chunk.len() as u64, Ordering::Relaxed) > 2 << 30 {
+            break;
+        }
     }
 }
