@@ -26,7 +26,7 @@ const STDERR_KEPT: usize = 4 << 10;
 /// (writing files, holding and assembling the text, logging) stays bounded like the guest's own
 /// time and memory. Far above what 50,000 services need.
 pub const OUTPUT_LIMITS: OutputLimits = OutputLimits {
-    sections: 200_000,
+    sections: 100_000,
     directives: 2_000_000,
     map_files: 100,
     map_entries: 1_000_000,
