@@ -11,7 +11,7 @@ pub const LAYER_MEDIA_TYPE: &str = "application/wasm";
 pub const OLDER_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
 
 /// How to reach registries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryAccess {
     /// Basic auth for every registry.
     pub credentials: Option<(String, String)>,
@@ -38,17 +38,6 @@ pub struct RegistryLimits {
     pub max_guest_size: u64,
 }
 
-impl Default for RegistryLimits {
-    fn default() -> Self {
-        RegistryLimits {
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            timeout: Duration::from_secs(60),
-            max_guest_size: 64 << 20,
-        }
-    }
-}
-
 /// A client for the registries of guest references.
 pub struct Registry {
     pub(super) client: oci_client::Client,
@@ -62,7 +51,7 @@ pub struct Registry {
 
 /// The largest manifest read. The OCI distribution spec lets registries refuse manifests over
 /// 4 MiB; a guest's is under 1 KiB.
-pub(super) const MAX_MANIFEST_SIZE: usize = 4 << 20;
+const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
 impl Registry {
     pub fn new(access: &RegistryAccess) -> anyhow::Result<Registry> {
