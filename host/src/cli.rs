@@ -1,11 +1,12 @@
 //! The command line. Every flag also reads a `WASMCONFD_*` environment variable; flags win.
 
+use crate::apply::check;
 use crate::apply::{self, Applier, Reload};
 use crate::daemon::DaemonConfig;
 use crate::guests::Limits;
 use crate::render::{GuestConfig, Pipeline, Settings};
 use crate::source::kubernetes::Connection;
-use crate::{model, source, validate};
+use crate::{model, source};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -348,7 +349,7 @@ pub struct RunArgs {
     pub haproxy_conf: PathBuf,
 
     /// Check command; the path of the file to check is appended.
-    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = validate::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
+    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = check::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
     pub check_cmd: String,
 
     /// Time the check command, and a reload command, may take before they are killed (with
@@ -468,7 +469,7 @@ impl RunArgs {
                 signal: self.reload_signal,
             },
         };
-        crate::install::refuse_symlink(&self.haproxy_conf)?;
+        crate::apply::install::refuse_symlink(&self.haproxy_conf)?;
         let (guests, remote) = self.guests.config()?;
         let remote = remote.filter(|_| !guests.missing.is_empty());
         Ok(DaemonConfig {
@@ -613,7 +614,7 @@ pub struct RenderArgs {
     pub check: bool,
 
     /// Check command; the path of the file to check is appended.
-    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = validate::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
+    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = check::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
     pub check_cmd: String,
 
     /// Time the check command may take before it is killed and counts as failed.
@@ -832,7 +833,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     };
 
     if args.check {
-        let output = validate::check_staged(&args.check_cmd, &assembled, args.command_timeout)?;
+        let output = check::check_staged(&args.check_cmd, &assembled, args.command_timeout)?;
         for line in output.lines().filter(|l| l.contains("[WARNING]")) {
             tracing::warn!("haproxy: {line}");
         }
@@ -841,7 +842,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
 
     match &args.output {
         Some(path) => {
-            crate::install::write(path, &assembled)
+            crate::apply::install::write(path, &assembled)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tracing::info!(path = %path.display(), maps = assembled.maps.len(), "configuration written");
         }

@@ -7,15 +7,16 @@
 //! output is unchanged. When the API is unreachable the last configuration keeps serving while
 //! the watchers reconnect, moving to the next API server after repeated failures.
 
+use crate::apply::plan::{self, Op, Plan};
+use crate::apply::runtime_api;
 use crate::apply::{Applied, Applier, Reload};
 use crate::assemble::MAPS_DIR;
 use crate::bindings::{Fragment, SectionKind};
-use crate::changes::{self, Op, Plan};
+use crate::model;
 use crate::render::{GuestConfig, Pipeline};
 use crate::source::Objects;
 use crate::source::kubernetes::{Connection, strip};
 use crate::status::Status;
-use crate::{model, runtime_api};
 use anyhow::Context;
 use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
@@ -541,7 +542,7 @@ impl State {
             _ if self.reload_pending => {
                 Plan::Reload(vec!["the last reload has not succeeded yet".into()])
             }
-            Some(installed) => changes::plan(installed, &fragments, MAPS_DIR),
+            Some(installed) => plan::plan(installed, &fragments, MAPS_DIR),
             None => Plan::Reload(vec!["first configuration from this process".into()]),
         };
         let socket = admin_socket(&fragments);

@@ -9,11 +9,11 @@ use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use wasmconfd::apply::plan::Op;
+use wasmconfd::apply::runtime_api::{self, RuntimeError, command};
 use wasmconfd::apply::{Applied, Applier, ApplyError, Reload, Signal};
 use wasmconfd::assemble::{self, Assembled, Output, Part, Source};
 use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
-use wasmconfd::changes::Op;
-use wasmconfd::runtime_api::{self, RuntimeError, command};
 
 /// A configuration answering every request with `word`, with a map file holding `word`.
 fn config(port: u16, word: &str) -> Assembled {
@@ -116,14 +116,14 @@ fn master_socket_reloads_follow_each_change_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("haproxy.cfg");
     let port = free_port();
-    wasmconfd::install::write(&target, &config(port, "one")).unwrap();
+    wasmconfd::apply::install::write(&target, &config(port, "one")).unwrap();
     let master = Master::start(dir.path(), &target, port);
     assert_eq!(get(port), "one");
 
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
-        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
+        command_timeout: wasmconfd::apply::check::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::MasterSocket(master.socket.clone()),
     };
     assert_eq!(
@@ -190,13 +190,13 @@ fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
         let socket = format!("    stats socket {} level admin\n", admin.display());
         config_with_global(port, word, &socket)
     };
-    wasmconfd::install::write(&target, &config("one")).unwrap();
+    wasmconfd::apply::install::write(&target, &config("one")).unwrap();
     let master = Master::start(dir.path(), &target, port);
     let (_, _, workers) = master.state();
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
-        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
+        command_timeout: wasmconfd::apply::check::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::MasterSocket(master.socket.clone()),
     };
 
@@ -245,14 +245,14 @@ fn signal_and_command_reloads_and_a_failed_reload_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("haproxy.cfg");
     let port = free_port();
-    wasmconfd::install::write(&target, &config(port, "one")).unwrap();
+    wasmconfd::apply::install::write(&target, &config(port, "one")).unwrap();
     let master = Master::start(dir.path(), &target, port);
     let workers = master.state().2;
 
     let mut applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
-        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
+        command_timeout: wasmconfd::apply::check::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::Signal {
             pid_file: master.pid_file.clone(),
             signal: Signal::Usr2,
@@ -313,7 +313,7 @@ fn a_missing_target_is_a_first_install() {
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
-        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
+        command_timeout: wasmconfd::apply::check::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::Command("true".into()),
     };
     assert_eq!(
@@ -438,7 +438,7 @@ fn a_full_disk_at_any_step_of_an_install_leaves_the_previous_configuration_compl
     let applier = Applier {
         target: target.clone(),
         check_command: "haproxy -c -f".into(),
-        command_timeout: wasmconfd::validate::DEFAULT_COMMAND_TIMEOUT,
+        command_timeout: wasmconfd::apply::check::DEFAULT_COMMAND_TIMEOUT,
         reload: Reload::Command("true".into()),
     };
     let port = free_port();

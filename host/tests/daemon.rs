@@ -471,7 +471,7 @@ fn a_busy_server_drains_before_it_is_deleted_without_a_reload() {
     let draining = |n: u32| format!("\nwasmconfd_draining_servers {n}\n");
     let held = || {
         let socket = scene.dir.path().join("admin.sock");
-        let servers = wasmconfd::runtime_api::servers(&socket).unwrap();
+        let servers = wasmconfd::apply::runtime_api::servers(&socket).unwrap();
         servers["http_e2e_shop"].keys().cloned().collect::<Vec<_>>()
     };
     let (old, new) = (format!("127.0.0.31:{port}"), format!("127.0.0.32:{port}"));

@@ -6,10 +6,10 @@ mod common;
 use common::{backend, free_port, http_get, start_haproxy};
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
+use wasmconfd::apply::plan::{Plan, plan};
+use wasmconfd::apply::runtime_api::{self, RuntimeError};
 use wasmconfd::assemble::{self, Output, Part, Source};
 use wasmconfd::bindings::{Directive, Fragment, MapEntry, MapFile, Section, SectionKind};
-use wasmconfd::changes::{Plan, plan};
-use wasmconfd::runtime_api::{self, RuntimeError};
 
 fn directive(keyword: &str, args: &[&str]) -> Directive {
     Directive {
@@ -97,7 +97,7 @@ fn a_hitless_change_is_applied_read_back_and_followed_by_traffic() {
     ])
     .unwrap();
     let config = dir.path().join("haproxy.cfg");
-    wasmconfd::install::write(&config, &assembled).unwrap();
+    wasmconfd::apply::install::write(&config, &assembled).unwrap();
     let _haproxy = start_haproxy(
         &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
         &dir.path().join("haproxy.log"),
@@ -164,7 +164,7 @@ fn a_hitless_change_is_applied_read_back_and_followed_by_traffic() {
     // A value the CLI could not carry as one word is refused before anything is sent.
     let error = runtime_api::apply(
         &socket,
-        &[wasmconfd::changes::Op::AddMap {
+        &[wasmconfd::apply::plan::Op::AddMap {
             file: "maps/hosts.map".into(),
             key: "a b".into(),
             value: "web".into(),

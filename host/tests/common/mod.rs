@@ -202,7 +202,7 @@ pub fn start_haproxy<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Kille
 pub fn show_proc(socket: &Path) -> (u64, u64, Vec<String>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let answer = loop {
-        match wasmconfd::runtime_api::command(socket, "show proc") {
+        match wasmconfd::apply::runtime_api::command(socket, "show proc") {
             Ok(answer) => break answer,
             Err(error) => assert!(
                 std::time::Instant::now() < deadline,
@@ -211,7 +211,7 @@ pub fn show_proc(socket: &Path) -> (u64, u64, Vec<String>) {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let (reloads, failed) = wasmconfd::apply::master_reloads(&answer).unwrap();
+    let (reloads, failed) = wasmconfd::apply::reload::master_reloads(&answer).unwrap();
     let workers = answer
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some("worker"))

@@ -13,7 +13,7 @@ pub enum CheckError {
     #[error("the check command `{command}`: {source}")]
     Run {
         command: String,
-        source: crate::process::RunError,
+        source: crate::apply::process::RunError,
     },
     #[error("cannot write the configuration to check: {0}")]
     Stage(std::io::Error),
@@ -37,7 +37,7 @@ pub fn check_staged(
 ) -> Result<String, CheckError> {
     let staging = tempfile::tempdir().map_err(CheckError::Stage)?;
     let config = staging.path().join("haproxy.cfg");
-    crate::install::write(&config, assembled).map_err(CheckError::Stage)?;
+    crate::apply::install::write(&config, assembled).map_err(CheckError::Stage)?;
     check(command, &config, assembled, timeout)
 }
 
@@ -54,11 +54,12 @@ pub fn check(
     let program = words.next().ok_or_else(|| CheckError::Empty {
         command: command.into(),
     })?;
-    let finished = crate::process::run(Command::new(program).args(words).arg(config), timeout)
-        .map_err(|source| CheckError::Run {
-            command: command.into(),
-            source,
-        })?;
+    let finished =
+        crate::apply::process::run(Command::new(program).args(words).arg(config), timeout)
+            .map_err(|source| CheckError::Run {
+                command: command.into(),
+                source,
+            })?;
     if finished.status.success() {
         Ok(finished.output)
     } else {

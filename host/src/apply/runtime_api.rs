@@ -1,8 +1,8 @@
 //! HAProxy's Runtime API: applying [`Op`]s on the admin socket and reading back what HAProxy
 //! holds, to check that it is what was meant.
 
+use crate::apply::plan::Op;
 use crate::bindings::{Fragment, SectionKind};
-use crate::changes::Op;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
