@@ -813,7 +813,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
     let (services, model_problems) = model::build(&objects, &args.model.rules());
     problems.extend(model_problems);
-    model::warn_skipped(&problems);
+    source::warn_skipped(&problems);
     tracing::info!(
         services = services.len(),
         skipped = problems.len(),

@@ -4,7 +4,7 @@
 //! so guests whose language runtime imports WASI load, and stay pure functions of their input.
 
 use crate::bindings::{self, Cluster, Fragment, GuestPre, Level, RenderError};
-use crate::model::printable;
+use crate::source::printable;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};

@@ -5,11 +5,10 @@
 //! an object that fails is skipped with a [`Problem`] that names it, and the rest renders.
 
 use crate::bindings::{Endpoint, EndpointPort, Protocol, Service, ServicePort};
-use crate::source::Objects;
+use crate::source::{LAST_APPLIED, Objects, Problem};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -22,8 +21,6 @@ pub const LISTEN_PORT: &str = "wasmconfd.io/listen-port";
 /// A path prefix: services may share a domain when their paths differ.
 pub const PATH: &str = "wasmconfd.io/path";
 
-/// Dropped from the annotations guests see: large, and a copy of the object itself.
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What the model lets through, beyond what is always checked.
@@ -44,68 +41,6 @@ impl Default for Rules {
             listen_ports: 1024..=65535,
             allow_loopback: false,
         }
-    }
-}
-
-/// An object, or part of one, that was left out of the model, and why.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Problem {
-    /// `Service namespace/name`, `EndpointSlice namespace/name` or `Endpoints namespace/name`,
-    /// with control characters escaped.
-    pub object: String,
-    /// What is wrong and what to do, with control characters escaped.
-    pub reason: String,
-    /// The whole object was left out; otherwise a part of it, which `reason` names.
-    pub whole: bool,
-}
-
-impl Problem {
-    /// The whole object is left out.
-    pub fn new(object: &str, reason: &str) -> Problem {
-        Problem {
-            object: printable(object).into_owned(),
-            reason: printable(reason).into_owned(),
-            whole: true,
-        }
-    }
-
-    /// A part of the object (an endpoint, a port), which `reason` names, is left out.
-    pub fn part(object: &str, reason: &str) -> Problem {
-        Problem {
-            whole: false,
-            ..Problem::new(object, reason)
-        }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.object, self.reason)
-    }
-}
-
-/// `text` with control characters escaped (`\n`, `\u{1b}`), so a value from the cluster or a
-/// guest cannot forge or break log lines.
-pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Log each object (or part of one) that was left out, and why.
-pub fn warn_skipped(problems: &[Problem]) {
-    for problem in problems {
-        let skipped = if problem.whole { "skipped: " } else { "" };
-        tracing::warn!(object = %problem.object, "{skipped}{}", problem.reason);
     }
 }
 

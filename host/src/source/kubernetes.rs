@@ -1,8 +1,8 @@
 //! The Kubernetes API as a source: how to connect (kubeconfig, in-cluster service account, or a
 //! list of API servers tried in order), and reading the objects the model is built from.
 
+use super::LAST_APPLIED;
 use super::Objects;
-use crate::model::LAST_APPLIED;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

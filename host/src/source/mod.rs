@@ -3,6 +3,7 @@
 //! a stream of documents), or the API server itself ([`kubernetes`]).
 
 pub mod kubernetes;
+pub mod watch;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::Path;
 
-use crate::model::Problem;
+use std::borrow::Cow;
 
 /// The objects the model is built from.
 #[derive(Debug, Default, Clone)]
@@ -18,6 +19,71 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub endpoints: Vec<Endpoints>,
+}
+
+/// Dropped from the annotations guests see: large, and a copy of the object itself.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An object, or part of one, that was left out of the model, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// `Service namespace/name`, `EndpointSlice namespace/name` or `Endpoints namespace/name`,
+    /// with control characters escaped.
+    pub object: String,
+    /// What is wrong and what to do, with control characters escaped.
+    pub reason: String,
+    /// The whole object was left out; otherwise a part of it, which `reason` names.
+    pub whole: bool,
+}
+
+impl Problem {
+    /// The whole object is left out.
+    pub fn new(object: &str, reason: &str) -> Problem {
+        Problem {
+            object: printable(object).into_owned(),
+            reason: printable(reason).into_owned(),
+            whole: true,
+        }
+    }
+
+    /// A part of the object (an endpoint, a port), which `reason` names, is left out.
+    pub fn part(object: &str, reason: &str) -> Problem {
+        Problem {
+            whole: false,
+            ..Problem::new(object, reason)
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.reason)
+    }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so a value from the cluster or a
+/// guest cannot forge or break log lines.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Log each object (or part of one) that was left out, and why.
+pub fn warn_skipped(problems: &[Problem]) {
+    for problem in problems {
+        let skipped = if problem.whole { "skipped: " } else { "" };
+        tracing::warn!(object = %problem.object, "{skipped}{}", problem.reason);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +341,7 @@ impl Header {
 
     fn ignore(&self) {
         let (object, api_version) = (self.object(), &self.api_version);
-        tracing::debug!(object = %crate::model::printable(&object), %api_version, "ignoring an object of another kind");
+        tracing::debug!(object = %printable(&object), %api_version, "ignoring an object of another kind");
     }
 }
 
