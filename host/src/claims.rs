@@ -7,7 +7,6 @@
 //! output order) and a later section binding any address it overlaps is dropped whole, with an
 //! error naming both. No configuration with two listeners on one port is ever assembled.
 
-use crate::assemble::section_keyword;
 use crate::bindings::Section;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -115,7 +114,7 @@ impl Listeners {
     pub fn claim_sections(&mut self, part: &str, sections: &mut Vec<Section>) -> Vec<String> {
         let mut errors = Vec::new();
         sections.retain(|section| {
-            let name = section_name(section);
+            let name = section.title();
             let binds = section
                 .directives
                 .iter()
@@ -133,15 +132,6 @@ impl Listeners {
             }
         });
         errors
-    }
-}
-
-/// `frontend http`, `global`.
-fn section_name(section: &Section) -> String {
-    let keyword = section_keyword(section.kind);
-    match &section.name {
-        Some(name) => format!("{keyword} {name}"),
-        None => keyword.to_string(),
     }
 }
 

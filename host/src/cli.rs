@@ -108,7 +108,7 @@ pub struct SignArgs {
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST; a tag is resolved to its digest now.
-    pub reference: crate::oci::GuestRef,
+    pub reference: crate::guests::oci::GuestRef,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -116,7 +116,7 @@ pub struct SignArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST.
-    pub reference: crate::oci::GuestRef,
+    pub reference: crate::guests::oci::GuestRef,
     /// A public key (PEM, such as cosign.pub) whose signature counts; repeat for more.
     #[arg(
         long = "key",
@@ -150,13 +150,13 @@ pub struct TrustArgs {
 fn read_public_keys(files: &[PathBuf]) -> anyhow::Result<Vec<p256::ecdsa::VerifyingKey>> {
     files
         .iter()
-        .map(|file| crate::oci::read_public_key(file))
+        .map(|file| crate::guests::oci::read_public_key(file))
         .collect()
 }
 
 impl TrustArgs {
-    fn trust(&self) -> anyhow::Result<crate::oci::Trust> {
-        Ok(crate::oci::Trust {
+    fn trust(&self) -> anyhow::Result<crate::guests::oci::Trust> {
+        Ok(crate::guests::oci::Trust {
             keys: read_public_keys(&self.trusted_keys)?,
             allow_unsigned: self.insecure_allow_unsigned,
         })
@@ -168,7 +168,7 @@ pub struct PushArgs {
     /// The component to push.
     pub file: PathBuf,
     /// Where to: oci://REGISTRY/REPOSITORY:TAG.
-    pub reference: crate::oci::GuestRef,
+    pub reference: crate::guests::oci::GuestRef,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -176,7 +176,7 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct PullArgs {
     /// oci://REGISTRY/REPOSITORY:TAG, @sha256:DIGEST, or both.
-    pub reference: crate::oci::GuestRef,
+    pub reference: crate::guests::oci::GuestRef,
     /// Write the component here.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -233,7 +233,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn access(&self) -> anyhow::Result<crate::oci::RegistryAccess> {
+    fn access(&self) -> anyhow::Result<crate::guests::oci::RegistryAccess> {
         let auth_file = self.registry_auth_file.clone().or_else(|| {
             let dir = std::env::var_os("DOCKER_CONFIG")
                 .map(PathBuf::from)
@@ -242,18 +242,18 @@ impl RegistryArgs {
                 })?;
             Some(dir.join("config.json")).filter(|file| file.exists())
         });
-        Ok(crate::oci::RegistryAccess {
+        Ok(crate::guests::oci::RegistryAccess {
             credentials: self
                 .registry_user
                 .clone()
                 .zip(self.registry_password.clone()),
             logins: match auth_file {
-                Some(file) => crate::oci::read_logins(&file)?,
+                Some(file) => crate::guests::oci::read_logins(&file)?,
                 None => Default::default(),
             },
             ca_files: self.registry_ca.clone(),
             plain_http: self.plain_http_registry.clone(),
-            limits: crate::oci::RegistryLimits {
+            limits: crate::guests::oci::RegistryLimits {
                 connect_timeout: self.registry_connect_timeout,
                 read_timeout: self.registry_read_timeout,
                 timeout: self.registry_timeout,
@@ -267,7 +267,7 @@ impl RegistryArgs {
 pub fn push_guest(args: &PushArgs) -> anyhow::Result<()> {
     let wasm = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
     let digest = tokio::runtime::Runtime::new()?.block_on(registry.push(&wasm, &args.reference))?;
     println!("{}", args.reference.at(&digest));
     Ok(())
@@ -275,10 +275,10 @@ pub fn push_guest(args: &PushArgs) -> anyhow::Result<()> {
 
 /// `wasmconfd guest pull`.
 pub fn pull_guest(args: &PullArgs) -> anyhow::Result<()> {
-    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
     let trust = args.trust.trust()?;
-    let cache = crate::oci::Cache::new(oci_cache_dir(args.cache_dir.clone())?);
-    let (digest, wasm) = tokio::runtime::Runtime::new()?.block_on(crate::oci::fetch(
+    let cache = crate::guests::oci::Cache::new(oci_cache_dir(args.cache_dir.clone())?);
+    let (digest, wasm) = tokio::runtime::Runtime::new()?.block_on(crate::guests::oci::fetch(
         &args.reference,
         &registry,
         &trust,
@@ -685,7 +685,7 @@ pub struct GuestArgs {
 }
 
 /// A --guest: its slot and reference.
-pub type RemoteGuest = (String, crate::oci::GuestRef);
+pub type RemoteGuest = (String, crate::guests::oci::GuestRef);
 
 fn parse_remote_guest(text: &str) -> Result<RemoteGuest, String> {
     let (slot, reference) = text
@@ -717,7 +717,7 @@ impl GuestArgs {
     /// The configuration the pipeline is built from, with the guests from registries fetched
     /// and verified (or taken from the cache when their registry is down); and how to fetch
     /// them, when there are any, to try again those left out.
-    pub fn config(&self) -> anyhow::Result<(GuestConfig, Option<crate::oci::Remote>)> {
+    pub fn config(&self) -> anyhow::Result<(GuestConfig, Option<crate::guests::oci::Remote>)> {
         let mut settings = Settings::new();
         for (guest, key, value) in &self.settings {
             settings
@@ -746,7 +746,7 @@ impl GuestArgs {
     }
 
     /// How to fetch the --guest guests; `None` when there are none.
-    fn remote(&self) -> anyhow::Result<Option<crate::oci::Remote>> {
+    fn remote(&self) -> anyhow::Result<Option<crate::guests::oci::Remote>> {
         if self.remote.is_empty() {
             return Ok(None);
         }
@@ -757,10 +757,10 @@ impl GuestArgs {
                  (or --insecure-allow-unsigned)"
             );
         }
-        Ok(Some(crate::oci::Remote {
-            registry: crate::oci::Registry::new(&self.registry.access()?)?,
+        Ok(Some(crate::guests::oci::Remote {
+            registry: crate::guests::oci::Registry::new(&self.registry.access()?)?,
             trust,
-            cache: crate::oci::Cache::new(oci_cache_dir(self.cache_dir.clone())?),
+            cache: crate::guests::oci::Cache::new(oci_cache_dir(self.cache_dir.clone())?),
         }))
     }
 
@@ -770,9 +770,9 @@ impl GuestArgs {
     fn fetch_remote(
         &self,
     ) -> anyhow::Result<(
-        Vec<crate::assemble::Part>,
+        Vec<crate::guests::Part>,
         Vec<RemoteGuest>,
-        Option<crate::oci::Remote>,
+        Option<crate::guests::oci::Remote>,
     )> {
         let Some(remote) = self.remote()? else {
             return Ok(Default::default());
@@ -894,8 +894,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 
 /// `wasmconfd guest sign`.
 pub fn sign_guest(args: &SignArgs) -> anyhow::Result<()> {
-    let key = crate::oci::read_signing_key(&args.key)?;
-    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
+    let key = crate::guests::oci::read_signing_key(&args.key)?;
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let digest = registry.resolve(&args.reference).await?;
         registry.sign(&args.reference, &digest, &key).await?;
@@ -908,17 +908,18 @@ pub fn sign_guest(args: &SignArgs) -> anyhow::Result<()> {
 pub fn inspect_guest(args: &InspectArgs) -> anyhow::Result<()> {
     let mut report: Vec<(&str, String)> = Vec::new();
     let wasm = if args.guest.starts_with("oci://") {
-        let reference: crate::oci::GuestRef = args.guest.parse().map_err(anyhow::Error::msg)?;
+        let reference: crate::guests::oci::GuestRef =
+            args.guest.parse().map_err(anyhow::Error::msg)?;
         let keys = read_public_keys(&args.keys)?;
-        let registry = crate::oci::Registry::new(&args.registry.access()?)?;
+        let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
         tokio::runtime::Runtime::new()?.block_on(async {
             let digest = registry.resolve(&reference).await?;
             let signature = match registry.verify(&reference, &digest, &keys).await {
                 Ok((_, key)) => format!("verified: signed by {}", args.keys[key].display()),
-                Err(crate::oci::SignatureError::Unsigned(..)) => {
+                Err(crate::guests::oci::SignatureError::Unsigned(..)) => {
                     "none: loads only with --insecure-allow-unsigned".to_string()
                 }
-                Err(crate::oci::SignatureError::UntrustedKey(..)) if keys.is_empty() => {
+                Err(crate::guests::oci::SignatureError::UntrustedKey(..)) if keys.is_empty() => {
                     "signed; pass --trusted-key FILE to check by whom".to_string()
                 }
                 Err(error) => format!("refused: {error}"),
@@ -933,16 +934,16 @@ pub fn inspect_guest(args: &InspectArgs) -> anyhow::Result<()> {
         report.push(("file", file.display().to_string()));
         std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    report.push(("digest", crate::oci::digest_of(&wasm)));
+    report.push(("digest", crate::guests::oci::digest_of(&wasm)));
     report.push(("size", format!("{} bytes", wasm.len())));
-    match crate::guests::interface(&wasm) {
+    match crate::guests::sandbox::interface(&wasm) {
         Ok(interface) => {
-            let runtime = crate::guests::Runtime::new(
+            let sandbox = crate::guests::Sandbox::new(
                 Default::default(),
                 args.cache_dir.clone().or_else(default_cache_dir),
             )
             .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
-            let world = match runtime.load(&args.guest, &wasm) {
+            let world = match sandbox.load(&args.guest, &wasm) {
                 Ok(_) => format!("{} (this wasmconfd loads it)", crate::bindings::WORLD),
                 Err(error) => format!("this wasmconfd does not load it: {error}"),
             };
@@ -972,7 +973,7 @@ pub fn inspect_guest(args: &InspectArgs) -> anyhow::Result<()> {
 /// `wasmconfd guest verify`.
 pub fn verify_guest(args: &VerifyArgs) -> anyhow::Result<()> {
     let keys = read_public_keys(&args.keys)?;
-    let registry = crate::oci::Registry::new(&args.registry.access()?)?;
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let digest = registry.resolve(&args.reference).await?;
         let (_, key) = registry.verify(&args.reference, &digest, &keys).await?;

@@ -32,7 +32,7 @@ pub struct DaemonConfig {
     pub rules: model::Rules,
     pub guests: GuestConfig,
     /// How to fetch the registry guests that were left out at start, to try them again.
-    pub remote: Option<crate::oci::Remote>,
+    pub remote: Option<crate::guests::oci::Remote>,
     pub applier: Applier,
     /// Quiet time after a change before rendering.
     pub debounce: Duration,
@@ -92,7 +92,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
 /// hand the render loop a new pipeline with those that do.
 async fn load_missing(
     mut guests: GuestConfig,
-    remote: crate::oci::Remote,
+    remote: crate::guests::oci::Remote,
     pipelines: mpsc::Sender<Pipeline>,
     changed: mpsc::SyncSender<()>,
     status: Arc<Status>,

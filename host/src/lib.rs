@@ -1,12 +1,13 @@
 //! wasmconfd keeps HAProxy in front of Kubernetes configured by sandboxed WebAssembly guests.
 //!
 //! The pipeline runs in one direction, one module per stage:
-//! [`source`] (Kubernetes objects) -> [`model`] (validated WIT records) -> [`guests`] (sandboxed
-//! components, driven by [`render`]; [`claims`] gives each listening address one owner) ->
-//! [`assemble`] (configuration text) -> [`validate`]
-//! (HAProxy's own check) -> [`apply`] (install atomically, reload), or [`changes`] and
-//! [`runtime_api`] (servers and map entries changed in the running HAProxy, no reload).
-//! [`daemon`] runs it all on every change in the cluster and reports through [`status`].
+//! [`source`] (Kubernetes objects: snapshot files, the API and its watch) -> [`model`] (validated
+//! WIT records) -> [`guests`] (where parts come from, and the sandbox) -> [`claims`] (one owner
+//! for each listening address) -> [`assemble`] (configuration text) -> [`apply`] (HAProxy's own
+//! check, install, the Runtime API or a reload).
+//! [`render`] runs the middle stages on one model; [`daemon`] runs it all on every change in
+//! the cluster and reports through [`status`]; [`cli`] is the command line. See
+//! `docs/architecture.md`.
 
 pub mod apply;
 pub mod assemble;
@@ -17,7 +18,6 @@ pub mod daemon;
 pub mod files;
 pub mod guests;
 pub mod model;
-pub mod oci;
 pub mod render;
 pub mod scaffold;
 pub mod source;

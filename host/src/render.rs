@@ -1,10 +1,11 @@
 //! The pipeline from model to configuration: every part runs (guests in the sandbox, static
 //! files as they are), then the outputs are assembled in slot order.
 
-use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output, Part, Source};
+use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
 use crate::bindings::{Cluster, Context, Fragment, Service};
 use crate::claims::{Listeners, static_binds};
-use crate::guests::{Guest, GuestError, Limits, Runtime};
+use crate::guests::parts::{self, Part, PartsError, Source};
+use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ pub struct GuestConfig {
     /// Parts from elsewhere (guests pulled from registries), in their slots.
     pub remote: Vec<Part>,
     /// Registry guests left out because they could not be loaded: (slot, reference).
-    pub missing: Vec<(String, crate::oci::GuestRef)>,
+    pub missing: Vec<(String, crate::guests::oci::GuestRef)>,
     pub settings: Settings,
     pub limits: Limits,
     /// Where precompiled guests are cached; compiled on every start when `None`.
@@ -28,7 +29,7 @@ pub struct GuestConfig {
 
 /// The loaded parts, ready to render any number of times.
 pub struct Pipeline {
-    runtime: Runtime,
+    sandbox: Sandbox,
     parts: Vec<(Part, Loaded)>,
 }
 
@@ -43,6 +44,8 @@ enum Loaded {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
+    Parts(#[from] PartsError),
+    #[error(transparent)]
     Assemble(#[from] assemble::AssembleError),
     #[error(transparent)]
     Guest(#[from] GuestError),
@@ -55,12 +58,12 @@ pub enum PipelineError {
 impl Pipeline {
     /// Find the parts, compile and pre-instantiate the guests.
     pub fn new(config: &GuestConfig) -> Result<Self, PipelineError> {
-        let parts = assemble::parts(config.dir.as_deref(), config.remote.clone())?;
+        let parts = parts::parts(config.dir.as_deref(), config.remote.clone())?;
         // Settings for a guest left out are kept for when it loads.
         let missing = config
             .missing
             .iter()
-            .map(|(slot, _)| assemble::guest_name(slot));
+            .map(|(slot, _)| parts::guest_name(slot));
         let names: Vec<&str> = parts.iter().map(Part::name).chain(missing).collect();
         if let Some(unknown) = config
             .settings
@@ -72,13 +75,13 @@ impl Pipeline {
                 names.join(", "),
             ));
         }
-        let runtime = Runtime::new(config.limits, config.cache_dir.clone())
+        let sandbox = Sandbox::new(config.limits, config.cache_dir.clone())
             .map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
         let mut loaded = Vec::new();
         for part in parts {
             let state = match &part.source {
                 Source::Guest(wasm) => Loaded::Guest {
-                    guest: runtime.load(part.name(), wasm)?,
+                    guest: sandbox.load(part.name(), wasm)?,
                     settings: config
                         .settings
                         .get(part.name())
@@ -90,7 +93,7 @@ impl Pipeline {
             loaded.push((part, state));
         }
         Ok(Pipeline {
-            runtime,
+            sandbox,
             parts: loaded,
         })
     }
@@ -111,7 +114,7 @@ impl Pipeline {
             .filter_map(|(_, loaded)| match loaded {
                 Loaded::Guest { guest, settings } => {
                     cluster.context.settings = settings.clone();
-                    Some(self.runtime.render(guest, &cluster))
+                    Some(self.sandbox.render(guest, &cluster))
                 }
                 Loaded::Static => None,
             })

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use wasmconfd::apply::plan::Op;
 use wasmconfd::apply::runtime_api::{self, RuntimeError, command};
 use wasmconfd::apply::{Applied, Applier, ApplyError, Reload, Signal};
-use wasmconfd::assemble::{self, Assembled, Output, Part, Source};
+use wasmconfd::assemble::{self, Assembled, Output};
 use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
+use wasmconfd::guests::{Part, Source};
 
 /// A configuration answering every request with `word`, with a map file holding `word`.
 fn config(port: u16, word: &str) -> Assembled {

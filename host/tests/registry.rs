@@ -142,7 +142,7 @@ fn a_signed_guest_pulls_back_by_tag_and_by_digest_and_a_tampered_one_is_refused(
 
     // The component in the registry's storage is rewritten: a pull that downloads it (with an
     // empty cache) is refused.
-    let layer = wasmconfd::oci::digest_of(&std::fs::read(&http).unwrap());
+    let layer = wasmconfd::guests::oci::digest_of(&std::fs::read(&http).unwrap());
     let stored = registry.blob_path(&layer);
     let mut bytes = std::fs::read(&stored).unwrap();
     let last = bytes.len() - 1;
@@ -505,7 +505,7 @@ fn a_tampered_cache_never_runs_what_was_not_signed_for_the_reference() {
     let http = std::fs::read(bundled("http")).unwrap();
     let redis = std::fs::read(bundled("redis")).unwrap();
     let record = |reference: &str| {
-        let key = wasmconfd::oci::digest_of(reference.as_bytes());
+        let key = wasmconfd::guests::oci::digest_of(reference.as_bytes());
         cache
             .join("oci/refs")
             .join(format!("{}.json", key.trim_start_matches("sha256:")))
@@ -514,7 +514,7 @@ fn a_tampered_cache_never_runs_what_was_not_signed_for_the_reference() {
 
     // The record names another cached component: the record names nothing that runs.
     let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
-    edited["component"] = serde_json::json!(wasmconfd::oci::digest_of(&http));
+    edited["component"] = serde_json::json!(wasmconfd::guests::oci::digest_of(&http));
     std::fs::write(record(&redis_ref), edited.to_string()).unwrap();
     let (ok, stderr, pulled) = pull(&redis_ref);
     assert!(ok, "{stderr}");
@@ -533,7 +533,7 @@ fn a_tampered_cache_never_runs_what_was_not_signed_for_the_reference() {
     std::fs::write(record(&redis_ref), &original).unwrap();
     let blob = cache
         .join("oci/blobs/sha256")
-        .join(wasmconfd::oci::digest_of(&redis).trim_start_matches("sha256:"));
+        .join(wasmconfd::guests::oci::digest_of(&redis).trim_start_matches("sha256:"));
     std::fs::write(&blob, &http).unwrap();
     let (ok, stderr, pulled) = pull(&redis_ref);
     assert!(!ok && pulled.is_none(), "a swapped component loaded");
@@ -842,7 +842,10 @@ fn inspect_reports_signature_digest_size_and_world() {
         line(&report, "signature"),
         format!("verified: signed by {public}")
     );
-    assert_eq!(line(&report, "digest"), wasmconfd::oci::digest_of(&bytes));
+    assert_eq!(
+        line(&report, "digest"),
+        wasmconfd::guests::oci::digest_of(&bytes)
+    );
     assert_eq!(line(&report, "size"), format!("{} bytes", bytes.len()));
     assert_eq!(
         line(&report, "world"),

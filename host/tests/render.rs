@@ -346,7 +346,7 @@ fn a_swapped_precompiled_guest_is_compiled_again_and_the_right_guest_runs() {
     assert!(ok, "{stderr}");
     let compiled = |guest: &str| {
         let wasm = std::fs::read(repo().join(format!("host/guests/{guest}.wasm"))).unwrap();
-        let digest = wasmconfd::oci::digest_of(&wasm);
+        let digest = wasmconfd::guests::oci::digest_of(&wasm);
         let prefix = digest.trim_start_matches("sha256:");
         std::fs::read_dir(&cache)
             .unwrap()

@@ -8,8 +8,9 @@ use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 use wasmconfd::apply::plan::{Plan, plan};
 use wasmconfd::apply::runtime_api::{self, RuntimeError};
-use wasmconfd::assemble::{self, Output, Part, Source};
+use wasmconfd::assemble::{self, Output};
 use wasmconfd::bindings::{Directive, Fragment, MapEntry, MapFile, Section, SectionKind};
+use wasmconfd::guests::{Part, Source};
 
 fn directive(keyword: &str, args: &[&str]) -> Directive {
     Directive {

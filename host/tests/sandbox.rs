@@ -4,18 +4,19 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use wasmconfd::assemble::{self, Output, Part, Source};
+use wasmconfd::assemble::{self, Output};
 use wasmconfd::bindings::{Cluster, Context, Fragment};
-use wasmconfd::guests::{Guest, GuestError, Limits, Runtime};
+use wasmconfd::guests::{Guest, GuestError, Limits, Sandbox};
+use wasmconfd::guests::{Part, Source};
 
 /// The runtime with tight limits, and the misbehaving guest loaded in it.
-fn misbehave() -> (Runtime, Guest) {
+fn misbehave() -> (Sandbox, Guest) {
     let limits = Limits {
         timeout: Duration::from_millis(500),
         memory: 64 << 20,
     };
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-guests");
-    let runtime = Runtime::new(limits, Some(cache)).unwrap();
+    let runtime = Sandbox::new(limits, Some(cache)).unwrap();
     let guest = runtime
         .load("misbehave", common::misbehave_guest())
         .unwrap();

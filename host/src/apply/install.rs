@@ -189,8 +189,9 @@ fn keep_previous(target: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assemble::{Output, Part, Source, assemble};
+    use crate::assemble::{Output, assemble};
     use crate::bindings::{Fragment, MapEntry, MapFile};
+    use crate::guests::{Part, Source};
 
     /// A configuration `text` with map files `maps` (name, one key).
     fn assembled(text: &str, maps: &[&str]) -> Assembled {

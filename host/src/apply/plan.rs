@@ -171,16 +171,8 @@ fn defaults_set_server_options(fragments: &[Fragment]) -> bool {
         .any(|d| d.keyword == "default-server")
 }
 
-fn header(section: &Section) -> String {
-    let kind = crate::assemble::section_keyword(section.kind);
-    match &section.name {
-        Some(name) => format!("{kind} {name}"),
-        None => kind.to_string(),
-    }
-}
-
 fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut Vec<String>) {
-    let names = |sections: &[Section]| sections.iter().map(header).collect::<Vec<_>>();
+    let names = |sections: &[Section]| sections.iter().map(Section::title).collect::<Vec<_>>();
     let (before, after) = (names(old), names(new));
     if before != after {
         let listed = |names: Vec<&String>| {
@@ -213,7 +205,7 @@ fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut V
                 .collect::<Vec<_>>()
         };
         if other(old) != other(new) {
-            reasons.push(format!("section `{}` changed", header(new)));
+            reasons.push(format!("section `{}` changed", new.title()));
             continue;
         }
         let has_servers = matches!(new.kind, SectionKind::Backend | SectionKind::Listen);
@@ -226,7 +218,7 @@ fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut V
                 reasons,
             );
         } else if old != new {
-            reasons.push(format!("section `{}` changed", header(new)));
+            reasons.push(format!("section `{}` changed", new.title()));
         }
     }
 }

@@ -110,8 +110,8 @@ fn describe(error: &RenderError) -> String {
     printable(&text).into_owned()
 }
 
-/// The engine and linker every guest shares.
-pub struct Runtime {
+/// The sandbox guests run in: the engine and linker every guest shares, and the limits.
+pub struct Sandbox {
     engine: Engine,
     linker: Linker<State>,
     limits: Limits,
@@ -231,7 +231,7 @@ impl Guest {
     }
 }
 
-impl Runtime {
+impl Sandbox {
     /// The one engine of the process: component model, epoch interruption, nothing else.
     /// Precompiled code is cached in `cache_dir` when given.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
@@ -253,7 +253,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
-        Ok(Runtime {
+        Ok(Sandbox {
             engine,
             linker,
             limits,
@@ -680,7 +680,7 @@ mod tests {
 
     #[test]
     fn a_bundled_guest_imports_the_host_and_exports_render() {
-        let http = interface(include_bytes!("../guests/http.wasm")).unwrap();
+        let http = interface(include_bytes!("../../guests/http.wasm")).unwrap();
         assert_eq!(http.exports, ["render"]);
         assert!(
             http.imports

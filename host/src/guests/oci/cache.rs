@@ -108,16 +108,16 @@ impl Remote {
     pub async fn fetch(
         &self,
         guests: &[(String, GuestRef)],
-    ) -> Vec<anyhow::Result<crate::assemble::Part>> {
+    ) -> Vec<anyhow::Result<crate::guests::Part>> {
         use anyhow::Context as _;
         let fetches = guests.iter().map(|(slot, reference)| async move {
             let (digest, wasm) = fetch(reference, &self.registry, &self.trust, &self.cache)
                 .await
                 .with_context(|| format!("guest {slot} ({reference}) cannot be loaded"))?;
-            Ok(crate::assemble::Part {
+            Ok(crate::guests::Part {
                 slot: slot.clone(),
                 origin: reference.at(&digest).to_string(),
-                source: crate::assemble::Source::Guest(wasm.into()),
+                source: crate::guests::Source::Guest(wasm.into()),
             })
         });
         futures::future::join_all(fetches).await
