@@ -7,7 +7,8 @@
 
 use crate::apply::plan::{self, Op, Plan};
 use crate::apply::runtime_api;
-use crate::apply::{Applied, Applier, Reload};
+use crate::apply::{Applied, Applier, ApplyError, Prepared, Reload};
+use crate::assemble::Assembled;
 use crate::assemble::MAPS_DIR;
 use crate::bindings::{Fragment, SectionKind};
 use crate::model;
@@ -18,7 +19,7 @@ use crate::source::{self, Objects};
 use crate::status::Status;
 use anyhow::Context;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -243,8 +244,55 @@ struct State {
 
 impl State {
     fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, config: &DaemonConfig) {
-        let applier = &config.applier;
-        let (services, problems) = model::build(objects, &config.rules);
+        let Some(fragments) = self.render(pipeline, objects, &config.rules) else {
+            return;
+        };
+        let assembled = match pipeline.assemble(&fragments) {
+            Ok(assembled) => assembled,
+            Err(error) => {
+                tracing::error!("{error}; the running configuration stays");
+                return;
+            }
+        };
+        let plan = match &self.installed {
+            _ if self.reload_pending => {
+                Plan::Reload(vec!["the last reload has not succeeded yet".into()])
+            }
+            Some(installed) => plan::plan(installed, &fragments, MAPS_DIR),
+            None => Plan::Reload(vec!["first configuration from this process".into()]),
+        };
+        let socket = admin_socket(&fragments);
+        let result = self.apply(
+            &config.applier,
+            &assembled,
+            &plan,
+            socket.as_deref(),
+            &fragments,
+        );
+        let reload_failed = matches!(result, Err(ApplyError::Reload(_)));
+        if !self.report(result, &plan, socket.is_some()) {
+            return;
+        }
+        self.reload_pending = reload_failed;
+        self.status
+            .reload_pending
+            .store(self.reload_pending, Ordering::Relaxed);
+        self.status.installed.store(true, Ordering::Relaxed);
+        if !matches!(config.applier.reload, Reload::MasterSocket(_)) {
+            *self.status.haproxy_socket.lock().unwrap() = socket;
+        }
+        self.installed = Some(fragments);
+    }
+
+    /// Run the guests on the model of `objects`, keeping each one's last good output. Once
+    /// every guest has rendered, their outputs, with each listening address given to one owner.
+    fn render(
+        &mut self,
+        pipeline: &Pipeline,
+        objects: &Objects,
+        rules: &model::Rules,
+    ) -> Option<Vec<Fragment>> {
+        let (services, problems) = model::build(objects, rules);
         self.report_problems(problems);
         let results = pipeline.run(services);
         self.last_good.resize(results.len(), None);
@@ -259,42 +307,67 @@ impl State {
         }
         let Some(mut fragments) = self.last_good.iter().cloned().collect::<Option<Vec<_>>>() else {
             tracing::error!("a guest has never rendered successfully: nothing to apply yet");
-            return;
+            return None;
         };
         let conflicts = pipeline.claim_listeners(&mut fragments);
         self.report_conflicts(conflicts);
-        let status = &self.status;
-        let assembled = match pipeline.assemble(&fragments) {
-            Ok(assembled) => assembled,
-            Err(error) => {
-                tracing::error!("{error}; the running configuration stays");
-                return;
-            }
-        };
+        Some(fragments)
+    }
 
-        let plan = match &self.installed {
-            _ if self.reload_pending => {
-                Plan::Reload(vec!["the last reload has not succeeded yet".into()])
+    /// Check `assembled`, then make the change through the Runtime API when `plan` allows it,
+    /// then install it, and reload when the Runtime API did not make the change.
+    fn apply(
+        &mut self,
+        applier: &Applier,
+        assembled: &Assembled,
+        plan: &Plan,
+        socket: Option<&Path>,
+        fragments: &[Fragment],
+    ) -> Result<Applied, ApplyError> {
+        let staged = match applier.prepare(assembled)? {
+            Prepared::Unchanged => return Ok(Applied::Unchanged),
+            Prepared::ReloadOwed => return applier.reload().map(|()| Applied::Reloaded),
+            Prepared::Staged(staged) => staged,
+        };
+        let changed = match (plan, socket) {
+            (Plan::Runtime(_), _) if applier.reload_pending() => {
+                tracing::info!("a reload is pending, so the change is made by reloading");
+                false
             }
-            Some(installed) => plan::plan(installed, &fragments, MAPS_DIR),
-            None => Plan::Reload(vec!["first configuration from this process".into()]),
+            (Plan::Runtime(ops), Some(socket)) => self.change_at_runtime(socket, ops, fragments),
+            _ => false,
         };
-        let socket = admin_socket(&fragments);
-        let draining = std::cell::RefCell::new(self.draining.clone());
-        let result = match (&plan, &socket) {
-            (Plan::Runtime(ops), Some(socket)) => applier.apply_hitless(&assembled, &|| {
-                let busy = runtime_api::apply(socket, ops)?;
-                draining.borrow_mut().extend(busy);
-                runtime_api::verify(socket, &fragments, MAPS_DIR, &draining.borrow())
-            }),
-            _ => applier.apply(&assembled),
-        };
+        applier.install(staged, changed)
+    }
+
+    /// Make `ops` through the Runtime API on `socket` and read back that HAProxy holds
+    /// `fragments`' servers and map entries. Servers with connections left drain.
+    fn change_at_runtime(&mut self, socket: &Path, ops: &[Op], fragments: &[Fragment]) -> bool {
+        let mut draining = self.draining.clone();
+        let changed = runtime_api::apply(socket, ops).and_then(|busy| {
+            draining.extend(busy);
+            runtime_api::verify(socket, fragments, MAPS_DIR, &draining)
+        });
+        match changed {
+            Ok(()) => {
+                self.set_draining(draining);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the Runtime API did not make the change; reloading instead");
+                false
+            }
+        }
+    }
+
+    /// Log and count what applying did; whether a configuration is now installed.
+    fn report(&mut self, result: Result<Applied, ApplyError>, plan: &Plan, socket: bool) -> bool {
+        let status = self.status.clone();
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let reload_failed = matches!(result, Err(crate::apply::ApplyError::Reload(_)));
         match result {
             Ok(Applied::Unchanged) => tracing::debug!("configuration unchanged"),
             Ok(Applied::Runtime) => {
-                let changes: Vec<_> = match &plan {
+                let changes: Vec<_> = match plan {
                     Plan::Runtime(ops) => ops.iter().map(Op::to_string).collect(),
                     _ => Vec::new(),
                 };
@@ -305,16 +378,15 @@ impl State {
                     total,
                     "applied through the Runtime API, without a reload"
                 );
-                self.set_draining(draining.into_inner());
             }
             Ok(Applied::Reloaded) => {
-                let reasons = match (&plan, &socket) {
+                let reasons = match (plan, socket) {
                     (Plan::Reload(reasons), _) => reasons.clone(),
-                    (Plan::Runtime(_), None) => vec![
+                    (Plan::Runtime(_), false) => vec![
                         "the configuration has no admin socket (`stats socket PATH` in `global`)"
                             .into(),
                     ],
-                    (Plan::Runtime(_), Some(_)) => {
+                    (Plan::Runtime(_), true) => {
                         count(&status.runtime_fallbacks);
                         vec!["the Runtime API could not make the change".into()]
                     }
@@ -326,29 +398,21 @@ impl State {
                 tracing::info!(class = "reload", ?reasons, total, "applied by a reload");
                 self.set_draining(BTreeSet::new());
             }
-            Err(crate::apply::ApplyError::Reload(error)) => {
+            Err(ApplyError::Reload(error)) => {
                 count(&status.failed_reloads);
                 tracing::error!(%error, "reload failed; retrying with backoff");
             }
             Err(error) => {
-                if matches!(error, crate::apply::ApplyError::Check(_)) {
+                if matches!(error, ApplyError::Check(_)) {
                     count(&status.rejected_configurations);
                 }
                 tracing::error!(
                     "{error}; the running configuration stays, retried on the next change"
                 );
-                return;
+                return false;
             }
         }
-        self.reload_pending = reload_failed;
-        self.status
-            .reload_pending
-            .store(self.reload_pending, Ordering::Relaxed);
-        self.status.installed.store(true, Ordering::Relaxed);
-        if !matches!(applier.reload, Reload::MasterSocket(_)) {
-            *self.status.haproxy_socket.lock().unwrap() = socket;
-        }
-        self.installed = Some(fragments);
+        true
     }
 
     /// Log each problem when it starts (or its reason changes), and each object once when it

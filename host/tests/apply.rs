@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wasmconfd::apply::plan::Op;
 use wasmconfd::apply::runtime_api::{self, RuntimeError, command};
-use wasmconfd::apply::{Applied, Applier, ApplyError, Reload, Signal};
+use wasmconfd::apply::{Applied, Applier, ApplyError, Prepared, Reload, Signal};
 use wasmconfd::assemble::{self, Assembled, Output};
 use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
 use wasmconfd::guests::{Part, Source};
@@ -97,6 +97,21 @@ impl Master {
     fn state(&self) -> (u64, u64, Vec<String>) {
         common::show_proc(&self.socket)
     }
+}
+
+/// Apply `assembled` as the daemon does when only servers or map entries changed: staged and
+/// checked, then changed by `runtime` unless a reload is owed, then installed (and reloaded
+/// unless `runtime` made the change).
+fn at_runtime(
+    applier: &Applier,
+    assembled: &Assembled,
+    runtime: impl Fn() -> Result<(), RuntimeError>,
+) -> Applied {
+    let Prepared::Staged(staged) = applier.prepare(assembled).unwrap() else {
+        panic!("the configuration is new, so it is staged");
+    };
+    let changed = !applier.reload_pending() && runtime().is_ok();
+    applier.install(staged, changed).unwrap()
 }
 
 /// Wait until HAProxy answers `word` (a reload takes a moment to take over the socket).
@@ -211,7 +226,7 @@ fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
         runtime_api::apply(&admin, &[op]).map(|_| ())
     };
     assert_eq!(
-        applier.apply_hitless(&config("two"), &set_map).unwrap(),
+        at_runtime(&applier, &config("two"), set_map),
         Applied::Runtime
     );
     assert_eq!(get(port), "two");
@@ -225,7 +240,7 @@ fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
     // The Runtime API fails: the change is made by a reload.
     let fails = || Err(RuntimeError::Mismatch("as the test says".into()));
     assert_eq!(
-        applier.apply_hitless(&config("three"), &fails).unwrap(),
+        at_runtime(&applier, &config("three"), fails),
         Applied::Reloaded
     );
     wait_for(port, "three");
@@ -235,7 +250,7 @@ fn a_runtime_change_is_made_without_a_reload_and_a_failed_one_reloads() {
     std::fs::write(applier.pending_marker(), "").unwrap();
     let untouched = || panic!("the Runtime API must not be used while a reload is pending");
     assert_eq!(
-        applier.apply_hitless(&config("four"), &untouched).unwrap(),
+        at_runtime(&applier, &config("four"), untouched),
         Applied::Reloaded
     );
     wait_for(port, "four");

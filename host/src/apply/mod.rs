@@ -19,7 +19,6 @@ use crate::assemble::Assembled;
 use crate::files::with_suffix;
 use check::CheckError;
 use install::{Staged, installed_maps};
-use runtime_api::RuntimeError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +56,17 @@ pub struct Applier {
     pub command_timeout: Duration,
 }
 
+/// What a configuration needs, found before anything changes.
+pub enum Prepared {
+    /// It is installed and loaded.
+    Unchanged,
+    /// It is installed, but HAProxy never confirmed a reload of it (one failed, or the process
+    /// stopped first): the running configuration may be older than the file.
+    ReloadOwed,
+    /// It is staged beside the live files and HAProxy's check passed.
+    Staged(Staged),
+}
+
 impl Applier {
     /// Check `assembled` beside the target, install it atomically (keeping the previous file as
     /// `<target>.prev`) and reload. A missing target is a first install.
@@ -66,76 +76,52 @@ impl Applier {
     /// succeeds, applying the same configuration reloads again instead of reporting it unchanged,
     /// even from a new process.
     pub fn apply(&self, assembled: &Assembled) -> Result<Applied, ApplyError> {
-        self.install(assembled, None)
+        match self.prepare(assembled)? {
+            Prepared::Unchanged => Ok(Applied::Unchanged),
+            Prepared::ReloadOwed => self.reload().map(|()| Applied::Reloaded),
+            Prepared::Staged(staged) => self.install(staged, false),
+        }
     }
 
-    /// Like [`Applier::apply`], but the running HAProxy is changed by `runtime` (Runtime API
-    /// commands, read back) instead of a reload, after the check passed and before the files
-    /// are replaced. If `runtime` fails, or HAProxy may not be running the installed files (a
-    /// reload is pending), it reloads instead.
-    pub fn apply_hitless(
-        &self,
-        assembled: &Assembled,
-        runtime: &dyn Fn() -> Result<(), RuntimeError>,
-    ) -> Result<Applied, ApplyError> {
-        self.install(assembled, Some(runtime))
-    }
-
-    fn install(
-        &self,
-        assembled: &Assembled,
-        runtime: Option<&dyn Fn() -> Result<(), RuntimeError>>,
-    ) -> Result<Applied, ApplyError> {
+    /// What `assembled` needs: nothing, a reload owed, or, staged and checked, an install.
+    pub fn prepare(&self, assembled: &Assembled) -> Result<Prepared, ApplyError> {
         let live = std::fs::read_to_string(&self.target).ok();
         if live.as_deref() == Some(assembled.config.as_str())
             && installed_maps(&self.target) == assembled.maps
         {
-            if !self.pending_marker().exists() {
-                return Ok(Applied::Unchanged);
+            if self.reload_pending() {
+                tracing::info!(path = %self.target.display(), "the installed configuration was never reloaded");
+                return Ok(Prepared::ReloadOwed);
             }
-            // Installed earlier, but HAProxy never confirmed a reload (it failed, or the
-            // process stopped first): the running configuration may be older than the file.
-            tracing::info!(path = %self.target.display(), "the installed configuration was never reloaded");
-            self.reload()?;
-            return Ok(Applied::Reloaded);
+            return Ok(Prepared::Unchanged);
         }
-
         // Everything is written and checked beside the live files before any of them changes.
-        let write_error = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| ApplyError::Write { path, source }
-        };
         let staged = Staged::new(&self.target, assembled).map_err(write_error(&self.target))?;
         let timeout = self.command_timeout;
         check::check(&self.check_command, &staged.config(), assembled, timeout)?;
+        Ok(Prepared::Staged(staged))
+    }
 
-        let hitless = match runtime {
-            Some(_) if self.pending_marker().exists() => {
-                tracing::info!("a reload is pending, so the change is made by reloading");
-                false
-            }
-            Some(runtime) => match runtime() {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::warn!(%error, "the Runtime API did not make the change; reloading instead");
-                    false
-                }
-            },
-            None => false,
-        };
-
-        if !hitless {
+    /// Put `staged` in place, then reload, unless the running HAProxy already has the change
+    /// (`changed_at_runtime`, through the Runtime API).
+    pub fn install(&self, staged: Staged, changed_at_runtime: bool) -> Result<Applied, ApplyError> {
+        if !changed_at_runtime {
             // Until a reload succeeds, the file on disk is ahead of the running HAProxy.
             std::fs::write(self.pending_marker(), b"")
                 .map_err(write_error(&self.pending_marker()))?;
         }
         staged.commit().map_err(write_error(&self.target))?;
         tracing::info!(path = %self.target.display(), "configuration installed");
-        if hitless {
+        if changed_at_runtime {
             return Ok(Applied::Runtime);
         }
         self.reload()?;
         Ok(Applied::Reloaded)
+    }
+
+    /// Whether HAProxy may not be running the installed files: a reload is owed.
+    pub fn reload_pending(&self) -> bool {
+        self.pending_marker().exists()
     }
 
     /// Tell HAProxy to load the configuration on disk.
@@ -151,4 +137,9 @@ impl Applier {
     pub fn pending_marker(&self) -> PathBuf {
         with_suffix(&self.target, ".reload-pending")
     }
+}
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError {
+    let path = path.display().to_string();
+    move |source| ApplyError::Write { path, source }
 }
