@@ -1,22 +1,15 @@
 use clap::Parser;
-use wasmconfd::cli::{self, Cli, Command, LogFormat};
+use wasmconfd::cli::{self, Cli, LogFormat};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let result = match &cli.command {
-        Command::Render(args) => cli::render(args),
-        Command::Snapshot(args) => cli::snapshot(args),
-        Command::Run(args) => cli::run(args),
-        Command::Guest { command } => match command {
-            cli::GuestCommand::New(args) => cli::new_guest(args),
-            cli::GuestCommand::Push(args) => cli::push_guest(args),
-            cli::GuestCommand::Pull(args) => cli::pull_guest(args),
-            cli::GuestCommand::Sign(args) => cli::sign_guest(args),
-            cli::GuestCommand::Verify(args) => cli::verify_guest(args),
-            cli::GuestCommand::Inspect(args) => cli::inspect_guest(args),
-        },
-    };
+    // The one async runtime. Guests run outside it: WASI calls block on a runtime of their own.
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| cli::execute(&cli.command, &runtime));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -1,0 +1,243 @@
+//! `wasmconfd guest ...`: start, push, pull, sign, verify and inspect guests.
+
+use super::args::{RegistryArgs, TrustArgs, default_cache_dir, oci_cache_dir, read_public_keys};
+use anyhow::Context as _;
+use clap::Args;
+use std::path::PathBuf;
+use tokio::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A component file, or oci://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST).
+    pub guest: String,
+    /// Public keys (PEM) to check a registry guest's signatures against; repeat for more.
+    #[arg(
+        long = "trusted-key",
+        visible_alias = "key",
+        env = "WASMCONFD_TRUSTED_KEYS",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub keys: Vec<PathBuf>,
+    /// Where compiled guests are cached [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
+    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The signing key: ECDSA P-256 in PEM (`openssl ecparam -name prime256v1 -genkey -noout`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST; a tag is resolved to its digest now.
+    pub reference: crate::guests::oci::GuestRef,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST.
+    pub reference: crate::guests::oci::GuestRef,
+    /// A public key (PEM, such as cosign.pub) whose signature counts; repeat for more.
+    #[arg(
+        long = "key",
+        visible_alias = "trusted-key",
+        env = "WASMCONFD_TRUSTED_KEYS",
+        value_delimiter = ',',
+        value_name = "FILE",
+        required = true
+    )]
+    pub keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The component to push.
+    pub file: PathBuf,
+    /// Where to: oci://REGISTRY/REPOSITORY:TAG.
+    pub reference: crate::guests::oci::GuestRef,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// oci://REGISTRY/REPOSITORY:TAG, @sha256:DIGEST, or both.
+    pub reference: crate::guests::oci::GuestRef,
+    /// Write the component here.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Where pulled guests are kept (in `oci/`), content-addressed, with their verified
+    /// signatures [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
+    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NewGuestArgs {
+    /// The guest's name, which is also the proto of the services it serves: a lower-case word
+    /// such as `grpc` or `team-routes`.
+    pub name: String,
+
+    /// The language to write it in.
+    #[arg(long, value_enum)]
+    pub lang: crate::scaffold::Language,
+
+    /// Where to create the project (default: ./NAME). Must not exist, or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// The Rust guest SDK (guest-sdk/ of a wasmconfd checkout), for --lang rust. Default: the
+    /// checkout this binary was built from.
+    #[arg(long, value_name = "DIR")]
+    pub sdk: Option<PathBuf>,
+}
+
+/// `wasmconfd guest push`.
+pub fn push_guest(args: &PushArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
+    let digest = runtime.block_on(registry.push(&wasm, &args.reference))?;
+    println!("{}", args.reference.at(&digest));
+    Ok(())
+}
+
+/// `wasmconfd guest pull`.
+pub fn pull_guest(args: &PullArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
+    let trust = args.trust.trust()?;
+    let cache = crate::guests::oci::Cache::new(oci_cache_dir(args.cache_dir.clone())?);
+    let (digest, wasm) = runtime.block_on(crate::guests::oci::fetch(
+        &args.reference,
+        &registry,
+        &trust,
+        &cache,
+    ))?;
+    println!("{}", args.reference.at(&digest));
+    if let Some(output) = &args.output {
+        crate::files::write_atomically(output, &wasm)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+    }
+    Ok(())
+}
+
+/// `wasmconfd guest new`.
+pub fn new_guest(args: &NewGuestArgs) -> anyhow::Result<()> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    crate::scaffold::create(&args.name, args.lang, &dir, args.sdk.as_deref())?;
+    println!(
+        "Created the {} guest {} in {}.\nNext: cd {} && ./test.sh",
+        format!("{:?}", args.lang).to_lowercase(),
+        args.name,
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `wasmconfd guest sign`.
+pub fn sign_guest(args: &SignArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    let key = crate::guests::oci::read_signing_key(&args.key)?;
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
+    runtime.block_on(async {
+        let digest = registry.resolve(&args.reference).await?;
+        registry.sign(&args.reference, &digest, &key).await?;
+        println!("signed {}", args.reference.at(&digest));
+        anyhow::Ok(())
+    })
+}
+
+/// `wasmconfd guest inspect`.
+pub fn inspect_guest(args: &InspectArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    let mut report: Vec<(&str, String)> = Vec::new();
+    let wasm = if args.guest.starts_with("oci://") {
+        let reference: crate::guests::oci::GuestRef =
+            args.guest.parse().map_err(anyhow::Error::msg)?;
+        let keys = read_public_keys(&args.keys)?;
+        let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
+        runtime.block_on(async {
+            let digest = registry.resolve(&reference).await?;
+            let signature = match registry.verify(&reference, &digest, &keys).await {
+                Ok((_, key)) => format!("verified: signed by {}", args.keys[key].display()),
+                Err(crate::guests::oci::SignatureError::Unsigned(..)) => {
+                    "none: loads only with --insecure-allow-unsigned".to_string()
+                }
+                Err(crate::guests::oci::SignatureError::UntrustedKey(..)) if keys.is_empty() => {
+                    "signed; pass --trusted-key FILE to check by whom".to_string()
+                }
+                Err(error) => format!("refused: {error}"),
+            };
+            report.push(("reference", reference.to_string()));
+            report.push(("pinned", reference.at(&digest).to_string()));
+            report.push(("signature", signature));
+            anyhow::Ok(registry.pull(&reference, &digest).await?.1)
+        })?
+    } else {
+        let file = PathBuf::from(&args.guest);
+        report.push(("file", file.display().to_string()));
+        std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    report.push(("digest", crate::guests::oci::digest_of(&wasm)));
+    report.push(("size", format!("{} bytes", wasm.len())));
+    match crate::guests::sandbox::interface(&wasm) {
+        Ok(interface) => {
+            let sandbox = crate::guests::Sandbox::new(
+                Default::default(),
+                args.cache_dir.clone().or_else(default_cache_dir),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
+            let world = match sandbox.load(&args.guest, &wasm) {
+                Ok(_) => format!("{} (this wasmconfd loads it)", crate::bindings::WORLD),
+                Err(error) => format!("this wasmconfd does not load it: {error}"),
+            };
+            report.push(("world", world));
+            for (key, names) in [
+                ("exports", interface.exports),
+                ("imports", interface.imports),
+            ] {
+                let names = if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join("\n")
+                };
+                report.push((key, names));
+            }
+        }
+        Err(error) => report.push(("world", format!("none: {error:#}"))),
+    }
+    for (key, value) in report {
+        for (i, line) in value.lines().enumerate() {
+            println!("{:<10} {line}", if i == 0 { key } else { "" });
+        }
+    }
+    Ok(())
+}
+
+/// `wasmconfd guest verify`.
+pub fn verify_guest(args: &VerifyArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    let keys = read_public_keys(&args.keys)?;
+    let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
+    runtime.block_on(async {
+        let digest = registry.resolve(&args.reference).await?;
+        let (_, key) = registry.verify(&args.reference, &digest, &keys).await?;
+        println!(
+            "verified {} (signed by {})",
+            args.reference.at(&digest),
+            args.keys[key].display()
+        );
+        anyhow::Ok(())
+    })
+}

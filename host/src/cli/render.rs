@@ -1,0 +1,94 @@
+//! `wasmconfd render`: one configuration from a snapshot.
+
+use super::args::{GuestArgs, ModelArgs};
+use crate::apply::check;
+use crate::render::Pipeline;
+use crate::{model, source};
+use anyhow::{Context as _, bail};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Snapshot of the cluster: what `kubectl get services,endpointslices,endpoints -A -o yaml`
+    /// prints (YAML or JSON, a List or several documents).
+    #[arg(long, env = "WASMCONFD_CLUSTER", value_name = "FILE")]
+    pub cluster: PathBuf,
+
+    /// Write the configuration to FILE (atomically) and its map files into `maps/` beside it,
+    /// instead of printing it.
+    #[arg(long, short, env = "WASMCONFD_OUTPUT", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Check the configuration with the check command before printing or writing it; nothing is
+    /// written when the check fails.
+    #[arg(long, env = "WASMCONFD_CHECK")]
+    pub check: bool,
+
+    /// Check command; the path of the file to check is appended.
+    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = check::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
+    pub check_cmd: String,
+
+    /// Time the check command may take before it is killed and counts as failed.
+    #[arg(long, env = "WASMCONFD_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub command_timeout: Duration,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub guests: GuestArgs,
+}
+
+/// `wasmconfd render`.
+pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
+    let (services, model_problems) = model::build(&objects, &args.model.rules());
+    problems.extend(model_problems);
+    source::warn_skipped(&problems);
+    tracing::info!(
+        services = services.len(),
+        skipped = problems.len(),
+        "model built"
+    );
+
+    let (config, _) = runtime.block_on(args.guests.config())?;
+    let pipeline = Pipeline::new(&config)?;
+    let assembled = match pipeline.render(services) {
+        Ok(assembled) => assembled,
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            bail!("rendering failed: {} error(s), see above", errors.len());
+        }
+    };
+
+    if args.check {
+        let output = check::check_staged(&args.check_cmd, &assembled, args.command_timeout)?;
+        for line in output.lines().filter(|l| l.contains("[WARNING]")) {
+            tracing::warn!("haproxy: {line}");
+        }
+        tracing::info!("the configuration passed `{}`", args.check_cmd);
+    }
+
+    match &args.output {
+        Some(path) => {
+            crate::apply::install::write(path, &assembled)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), maps = assembled.maps.len(), "configuration written");
+        }
+        None => {
+            print!("{}", assembled.config);
+            if !assembled.maps.is_empty() {
+                tracing::info!(
+                    maps = assembled.maps.len(),
+                    "map files are written only with --output"
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `wasmconfd run`: the daemon.
+
+use super::args::{GuestArgs, KubernetesArgs, ModelArgs};
+use crate::apply::{self, Applier, Reload, check};
+use crate::daemon::DaemonConfig;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file HAProxy runs; map files go into `maps/` beside it.
+    #[arg(
+        long,
+        env = "WASMCONFD_HAPROXY_CONF",
+        default_value = "/etc/haproxy/haproxy.cfg",
+        value_name = "FILE"
+    )]
+    pub haproxy_conf: PathBuf,
+
+    /// Check command; the path of the file to check is appended.
+    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = check::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
+    pub check_cmd: String,
+
+    /// Time the check command, and a reload command, may take before they are killed (with
+    /// every process they started) and count as failed.
+    #[arg(long, env = "WASMCONFD_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub command_timeout: Duration,
+
+    /// How to reload HAProxy.
+    #[arg(long, env = "WASMCONFD_RELOAD_METHOD", value_enum, default_value_t = ReloadMethod::Command)]
+    pub reload_method: ReloadMethod,
+
+    /// Reload command (run by `sh -c`), for `--reload-method command`.
+    #[arg(long, env = "WASMCONFD_RELOAD_CMD", default_value = apply::DEFAULT_RELOAD_COMMAND, value_name = "COMMAND")]
+    pub reload_cmd: String,
+
+    /// HAProxy's master CLI socket (`haproxy -W -S PATH`), for `--reload-method master-socket`.
+    #[arg(
+        long,
+        env = "WASMCONFD_MASTER_SOCKET",
+        value_name = "PATH",
+        required_if_eq("reload_method", "master-socket")
+    )]
+    pub master_socket: Option<PathBuf>,
+
+    /// HAProxy's pid file (`haproxy -p PATH`), for `--reload-method signal`.
+    #[arg(
+        long,
+        env = "WASMCONFD_PID_FILE",
+        value_name = "PATH",
+        required_if_eq("reload_method", "signal")
+    )]
+    pub pid_file: Option<PathBuf>,
+
+    /// Signal that reloads HAProxy, for `--reload-method signal` (USR2 for master-worker).
+    #[arg(long, env = "WASMCONFD_RELOAD_SIGNAL", value_enum, default_value_t = apply::Signal::Usr2)]
+    pub reload_signal: apply::Signal,
+
+    /// Quiet time after a change before rendering, so a burst of changes renders once.
+    #[arg(long, env = "WASMCONFD_DEBOUNCE", default_value = "200ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub debounce: Duration,
+
+    /// Longest time a render waits in a continuous burst of changes.
+    #[arg(long, env = "WASMCONFD_MAX_DELAY", default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub max_delay: Duration,
+
+    /// Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz on
+    /// this address (e.g. 0.0.0.0:9180). Ready: synced with the API, the configuration loaded,
+    /// and the API answering.
+    #[arg(long, env = "WASMCONFD_STATUS_ADDRESS", value_name = "ADDRESS:PORT")]
+    pub status_address: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub guests: GuestArgs,
+}
+
+impl RunArgs {
+    /// The daemon configuration, with the guests from registries fetched.
+    pub async fn config(&self) -> anyhow::Result<DaemonConfig> {
+        let reload = match self.reload_method {
+            ReloadMethod::Command => Reload::Command(self.reload_cmd.clone()),
+            ReloadMethod::MasterSocket => {
+                Reload::MasterSocket(self.master_socket.clone().unwrap_or_default())
+            }
+            ReloadMethod::Signal => Reload::Signal {
+                pid_file: self.pid_file.clone().unwrap_or_default(),
+                signal: self.reload_signal,
+            },
+        };
+        crate::apply::install::refuse_symlink(&self.haproxy_conf)?;
+        let (guests, remote) = self.guests.config().await?;
+        let remote = remote.filter(|_| !guests.missing.is_empty());
+        Ok(DaemonConfig {
+            connection: self.kubernetes.connection(),
+            rules: self.model.rules(),
+            guests,
+            remote,
+            applier: Applier {
+                target: self.haproxy_conf.clone(),
+                check_command: self.check_cmd.clone(),
+                reload,
+                command_timeout: self.command_timeout,
+            },
+            debounce: self.debounce,
+            max_delay: self.max_delay,
+            status_address: self.status_address,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReloadMethod {
+    /// Run --reload-cmd.
+    Command,
+    /// `reload` on --master-socket, verified with `show proc`.
+    MasterSocket,
+    /// Send --reload-signal to the pid in --pid-file.
+    Signal,
+}
+
+/// `wasmconfd run`.
+pub fn run(args: &RunArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    runtime.block_on(async { crate::daemon::run(args.config().await?).await })
+}

@@ -1,0 +1,39 @@
+//! `wasmconfd snapshot`: save what `run` would read, for offline renders.
+
+use super::args::KubernetesArgs;
+use crate::source;
+use anyhow::Context as _;
+use clap::Args;
+use std::path::PathBuf;
+use tokio::runtime::Runtime;
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Write the snapshot to FILE (atomically) instead of printing it.
+    #[arg(long, short, env = "WASMCONFD_OUTPUT", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+}
+
+/// `wasmconfd snapshot`.
+pub fn snapshot(args: &SnapshotArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    let objects = runtime.block_on(args.kubernetes.connection().list())?;
+    let yaml = source::to_snapshot(&objects)?;
+    match &args.output {
+        Some(path) => {
+            crate::files::write_atomically(path, yaml.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(
+                path = %path.display(),
+                services = objects.services.len(),
+                endpoint_slices = objects.endpoint_slices.len(),
+                endpoints = objects.endpoints.len(),
+                "snapshot written"
+            );
+        }
+        None => print!("{yaml}"),
+    }
+    Ok(())
+}
