@@ -134,6 +134,57 @@ fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Routing by domain, as the bundled http and https guests do: exact names in one map file and
+/// `*.` wildcards, by suffix, in another, each domain to the backend of the first service that
+/// claims it (the host already gives a domain to one service per proto; two services of one
+/// proto share one only under different `wasmconfd.io/path`s, which these maps do not route by).
+pub struct DomainRoutes {
+    exact: MapFile,
+    wildcards: MapFile,
+    owners: std::collections::BTreeMap<String, String>,
+    routes_by: &'static str,
+}
+
+impl DomainRoutes {
+    /// Routes into the map files `exact` and `wildcards`; `routes_by` says what the guest looks
+    /// up (`host`, `server name`), for messages.
+    pub fn new(exact: &str, wildcards: &str, routes_by: &'static str) -> Self {
+        DomainRoutes {
+            exact: MapFile::new(exact),
+            wildcards: MapFile::new(wildcards),
+            owners: Default::default(),
+            routes_by,
+        }
+    }
+
+    /// Route `service`'s domains to `backend`; a domain already routed stays with its first
+    /// backend, with a warning.
+    pub fn add(&mut self, service: &Service, backend: &str) {
+        for domain in &service.domains {
+            if let Some(owner) = self.owners.get(domain) {
+                log::warn(&format!(
+                    "service {}: domain {domain} is already routed to {owner} (this guest routes \
+                     by {} only, not by path): skipped",
+                    service.id(),
+                    self.routes_by
+                ));
+                continue;
+            }
+            self.owners.insert(domain.clone(), backend.to_string());
+            match domain.strip_prefix('*') {
+                Some(suffix) => self.wildcards.push(suffix, backend),
+                None => self.exact.push(domain, backend),
+            }
+        }
+    }
+
+    /// The two map files: exact names, then wildcards with the longest suffix first.
+    pub fn into_maps(mut self) -> Vec<MapFile> {
+        self.wildcards.sort_longest_first();
+        vec![self.exact, self.wildcards]
+    }
+}
+
 /// A backend name for `service` that is unique per prefix and valid for HAProxy:
 /// `<prefix>_<namespace>_<name>` (Kubernetes names contain no `_`).
 pub fn backend_name(prefix: &str, service: &Service) -> String {
@@ -299,5 +350,53 @@ impl MapFile {
     pub fn sort_longest_first(&mut self) {
         self.entries
             .sort_by(|a, b| b.key.len().cmp(&a.key.len()).then(a.key.cmp(&b.key)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{service, take_logs};
+
+    #[test]
+    fn domain_routes_split_exact_and_wildcard_names_and_keep_the_first_claim() {
+        let mut routes = DomainRoutes::new("hosts.map", "wildcards.map", "host");
+        let shop = service("a", "shop", "http")
+            .domain("shop.example.com")
+            .domain("*.example.com")
+            .build();
+        let deeper = service("a", "deeper", "http")
+            .domain("*.eu.example.com")
+            .domain("shop.example.com")
+            .build();
+        routes.add(&shop, "be_shop");
+        routes.add(&deeper, "be_deeper");
+        let maps = routes.into_maps();
+        let entries = |map: &MapFile| -> Vec<(String, String)> {
+            map.entries
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect()
+        };
+        assert_eq!(maps[0].name, "hosts.map");
+        assert_eq!(
+            entries(&maps[0]),
+            [("shop.example.com".into(), "be_shop".into())]
+        );
+        assert_eq!(
+            entries(&maps[1]),
+            [
+                (".eu.example.com".into(), "be_deeper".into()),
+                (".example.com".into(), "be_shop".into())
+            ],
+            "the longer suffix first"
+        );
+        let logs = take_logs();
+        assert!(
+            logs.iter().any(|(_, m)| m.contains("a/deeper")
+                && m.contains("already routed to be_shop")
+                && m.contains("routes by host only")),
+            "{logs:?}"
+        );
     }
 }

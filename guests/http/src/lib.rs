@@ -7,7 +7,7 @@
 //! Settings: `bind` (default `:80`), `frontend` (the frontend's name, default `http`).
 
 use wasmconfd_guest::{
-    Cluster, Fragment, Guest, MapFile, RenderError, Section, backend_name, log, servers,
+    Cluster, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log, servers,
 };
 
 struct Http;
@@ -63,10 +63,8 @@ impl Guest for Http {
             ],
         );
 
-        let mut hosts = MapFile::new("http-hosts.map");
-        let mut wildcards = MapFile::new("http-wildcards.map");
+        let mut routes = DomainRoutes::new("http-hosts.map", "http-wildcards.map", "host");
         let mut sections = vec![frontend, default_backend];
-        let mut routed = std::collections::BTreeMap::new();
         for service in cluster.services_with_proto("http") {
             if service.domains.is_empty() {
                 log::warn(&format!(
@@ -76,32 +74,14 @@ impl Guest for Http {
                 continue;
             }
             let backend = backend_name("http", service);
-            for domain in &service.domains {
-                // Two services share a domain only under different `wasmconfd.io/path`s, which
-                // this guest does not route by: the first keeps it.
-                if let Some(owner) = routed.get(domain) {
-                    log::warn(&format!(
-                        "service {}: domain {domain} is already routed to {owner} (this guest \
-                         routes by host only, not by path): skipped",
-                        service.id()
-                    ));
-                    continue;
-                }
-                routed.insert(domain.clone(), backend.clone());
-                match domain.strip_prefix('*') {
-                    Some(suffix) => wildcards.push(suffix, &backend),
-                    None => hosts.push(domain, &backend),
-                }
-            }
+            routes.add(service, &backend);
             let mut section = Section::backend(backend).with("mode", ["http"]);
             section.extend(servers(service));
             sections.push(section);
         }
-
-        wildcards.sort_longest_first();
         Ok(Fragment {
             sections,
-            maps: vec![hosts, wildcards],
+            maps: routes.into_maps(),
         })
     }
 }

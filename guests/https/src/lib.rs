@@ -7,7 +7,7 @@
 //! Settings: `bind` (default `:443`), `frontend` (default `https`), `inspect-delay` (default `5s`).
 
 use wasmconfd_guest::{
-    Cluster, Fragment, Guest, MapFile, RenderError, Section, backend_name, log, servers,
+    Cluster, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log, servers,
 };
 
 struct Https;
@@ -66,10 +66,8 @@ impl Guest for Https {
                 words(&["%[var(txn.backend)]", "if"], &[&found]),
             );
 
-        let mut names = MapFile::new("https-sni.map");
-        let mut wildcards = MapFile::new("https-wildcards.map");
+        let mut routes = DomainRoutes::new("https-sni.map", "https-wildcards.map", "server name");
         let mut sections = vec![frontend];
-        let mut routed = std::collections::BTreeMap::new();
         for service in cluster.services_with_proto("https") {
             if service.domains.is_empty() {
                 log::warn(&format!(
@@ -79,32 +77,14 @@ impl Guest for Https {
                 continue;
             }
             let backend = backend_name("https", service);
-            for domain in &service.domains {
-                // Two services share a domain only under different `wasmconfd.io/path`s, which
-                // this guest does not route by: the first keeps it.
-                if let Some(owner) = routed.get(domain) {
-                    log::warn(&format!(
-                        "service {}: domain {domain} is already routed to {owner} (this guest \
-                         routes by server name only, not by path): skipped",
-                        service.id()
-                    ));
-                    continue;
-                }
-                routed.insert(domain.clone(), backend.clone());
-                match domain.strip_prefix('*') {
-                    Some(suffix) => wildcards.push(suffix, &backend),
-                    None => names.push(domain, &backend),
-                }
-            }
+            routes.add(service, &backend);
             let mut section = Section::backend(backend).with("mode", ["tcp"]);
             section.extend(servers(service));
             sections.push(section);
         }
-
-        wildcards.sort_longest_first();
         Ok(Fragment {
             sections,
-            maps: vec![names, wildcards],
+            maps: routes.into_maps(),
         })
     }
 }
