@@ -102,20 +102,14 @@ async fn load_missing(
     while !guests.missing.is_empty() {
         attempts += 1;
         tokio::time::sleep(backoff(attempts)).await;
-        let fetched = remote.fetch(&guests.missing).await;
-        let (mut next, mut loaded) = (guests.clone(), Vec::new());
+        let (parts, failed) = remote.fetch(&guests.missing).await;
+        let loaded: Vec<_> = parts.iter().map(|part| part.slot.clone()).collect();
+        let mut next = guests.clone();
+        next.remote.extend(parts);
         next.missing.clear();
-        for (result, guest) in fetched.into_iter().zip(&guests.missing) {
-            match result {
-                Ok(part) => {
-                    next.remote.push(part);
-                    loaded.push(guest.0.clone());
-                }
-                Err(error) => {
-                    tracing::warn!("{error:#}; trying again");
-                    next.missing.push(guest.clone());
-                }
-            }
+        for (guest, error) in failed {
+            tracing::warn!("{error:#}; trying again");
+            next.missing.push(guest);
         }
         if loaded.is_empty() {
             continue;

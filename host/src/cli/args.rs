@@ -1,6 +1,7 @@
 //! The argument groups several commands share, and what they turn into: the plain
 //! configuration of each stage, which tests build without clap.
 
+use crate::apply::check;
 use crate::guests::Limits;
 use crate::model;
 use crate::render::{GuestConfig, Settings};
@@ -273,9 +274,8 @@ pub struct GuestArgs {
     )]
     pub guest_memory_mib: usize,
 
-    /// Where compiled guests are cached [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
-    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 
     /// Compile every guest on every start instead of caching compiled code.
     #[arg(long, env = "WASMCONFD_NO_CACHE", conflicts_with = "cache_dir")]
@@ -319,7 +319,7 @@ impl GuestArgs {
         let cache_dir = if self.no_cache {
             None
         } else {
-            self.cache_dir.clone().or_else(default_cache_dir)
+            self.cache.dir()
         };
         let (remote, missing, registries) = self.fetch_remote().await?;
         let config = GuestConfig {
@@ -351,7 +351,7 @@ impl GuestArgs {
         Ok(Some(crate::guests::oci::Remote {
             registry: crate::guests::oci::Registry::new(&self.registry.access()?)?,
             trust,
-            cache: crate::guests::oci::Cache::new(oci_cache_dir(self.cache_dir.clone())?),
+            cache: crate::guests::oci::Cache::new(self.cache.oci_dir()?),
         }))
     }
 
@@ -368,22 +368,17 @@ impl GuestArgs {
         let Some(remote) = self.remote()? else {
             return Ok(Default::default());
         };
-        let fetched = remote.fetch(&self.remote).await;
-        let (mut parts, mut missing) = (Vec::new(), Vec::new());
-        for (result, guest) in fetched.into_iter().zip(&self.remote) {
-            match result {
-                Ok(part) => parts.push(part),
-                Err(error) if self.allow_missing_guests => {
-                    tracing::error!("{error:#}; left out (--allow-missing-guests)");
-                    missing.push(guest.clone());
-                }
-                Err(error) => {
-                    return Err(error.context(
-                        "nothing starts with a guest missing (--allow-missing-guests would \
-                         start without it)",
-                    ));
-                }
+        let (parts, failed) = remote.fetch(&self.remote).await;
+        let mut missing = Vec::new();
+        for (guest, error) in failed {
+            if !self.allow_missing_guests {
+                return Err(error.context(
+                    "nothing starts with a guest missing (--allow-missing-guests would start \
+                     without it)",
+                ));
             }
+            tracing::error!("{error:#}; left out (--allow-missing-guests)");
+            missing.push(guest);
         }
         Ok((parts, missing, Some(remote)))
     }
@@ -418,17 +413,46 @@ fn parse_setting(text: &str) -> Result<(String, String, String), String> {
     Ok((guest.to_string(), key.to_string(), value.to_string()))
 }
 
-pub fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(base.join("wasmconfd"))
+/// Where guests are cached.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Where compiled guests, and guests pulled from registries (in `oci/`, with their verified
+    /// signatures), are cached [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
+    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
-/// Where pulled guests are kept: `oci/` in the cache directory.
-pub fn oci_cache_dir(cache_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let dir = cache_dir
-        .or_else(default_cache_dir)
-        .context("no cache directory: pass --cache-dir")?;
-    Ok(dir.join("oci"))
+impl CacheArgs {
+    /// The cache directory, given or by default.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.cache_dir.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
+                })?;
+            Some(base.join("wasmconfd"))
+        })
+    }
+
+    /// Where pulled guests are kept: `oci/` in the cache directory.
+    pub fn oci_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .dir()
+            .context("no cache directory: pass --cache-dir")?
+            .join("oci"))
+    }
+}
+
+/// How a configuration is checked.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Check command; the path of the file to check is appended.
+    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = check::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
+    pub check_cmd: String,
+
+    /// Time the check command (and with `run`, a reload command) may take before it is
+    /// killed, with every process it started, and counts as failed.
+    #[arg(long, env = "WASMCONFD_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub command_timeout: Duration,
 }

@@ -1,6 +1,6 @@
 //! `wasmconfd guest ...`: start, push, pull, sign, verify and inspect guests.
 
-use super::args::{RegistryArgs, TrustArgs, default_cache_dir, oci_cache_dir, read_public_keys};
+use super::args::{CacheArgs, RegistryArgs, TrustArgs, read_public_keys};
 use anyhow::Context as _;
 use clap::Args;
 use std::path::PathBuf;
@@ -19,9 +19,8 @@ pub struct InspectArgs {
         value_name = "FILE"
     )]
     pub keys: Vec<PathBuf>,
-    /// Where compiled guests are cached [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
-    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -72,10 +71,8 @@ pub struct PullArgs {
     /// Write the component here.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Where pulled guests are kept (in `oci/`), content-addressed, with their verified
-    /// signatures [default: $XDG_CACHE_HOME/wasmconfd or ~/.cache/wasmconfd].
-    #[arg(long, env = "WASMCONFD_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
@@ -116,7 +113,7 @@ pub fn push_guest(args: &PushArgs, runtime: &Runtime) -> anyhow::Result<()> {
 pub fn pull_guest(args: &PullArgs, runtime: &Runtime) -> anyhow::Result<()> {
     let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
     let trust = args.trust.trust()?;
-    let cache = crate::guests::oci::Cache::new(oci_cache_dir(args.cache_dir.clone())?);
+    let cache = crate::guests::oci::Cache::new(args.cache.oci_dir()?);
     let (digest, wasm) = runtime.block_on(crate::guests::oci::fetch(
         &args.reference,
         &registry,
@@ -194,11 +191,8 @@ pub fn inspect_guest(args: &InspectArgs, runtime: &Runtime) -> anyhow::Result<()
     report.push(("size", format!("{} bytes", wasm.len())));
     match crate::guests::sandbox::interface(&wasm) {
         Ok(interface) => {
-            let sandbox = crate::guests::Sandbox::new(
-                Default::default(),
-                args.cache_dir.clone().or_else(default_cache_dir),
-            )
-            .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
+            let sandbox = crate::guests::Sandbox::new(Default::default(), args.cache.dir())
+                .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
             let world = match sandbox.load(&args.guest, &wasm) {
                 Ok(_) => format!("{} (this wasmconfd loads it)", crate::bindings::WORLD),
                 Err(error) => format!("this wasmconfd does not load it: {error}"),

@@ -1,13 +1,12 @@
 //! `wasmconfd render`: one configuration from a snapshot.
 
-use super::args::{GuestArgs, ModelArgs};
+use super::args::{CheckArgs, GuestArgs, ModelArgs};
 use crate::apply::check;
 use crate::render::Pipeline;
 use crate::{model, source};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio::runtime::Runtime;
 
 #[derive(Debug, Args)]
@@ -27,13 +26,8 @@ pub struct RenderArgs {
     #[arg(long, env = "WASMCONFD_CHECK")]
     pub check: bool,
 
-    /// Check command; the path of the file to check is appended.
-    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = check::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
-    pub check_cmd: String,
-
-    /// Time the check command may take before it is killed and counts as failed.
-    #[arg(long, env = "WASMCONFD_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub command_timeout: Duration,
+    #[command(flatten)]
+    pub checking: CheckArgs,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -67,11 +61,15 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
     };
 
     if args.check {
-        let output = check::check_staged(&args.check_cmd, &assembled, args.command_timeout)?;
+        let output = check::check_staged(
+            &args.checking.check_cmd,
+            &assembled,
+            args.checking.command_timeout,
+        )?;
         for line in output.lines().filter(|l| l.contains("[WARNING]")) {
             tracing::warn!("haproxy: {line}");
         }
-        tracing::info!("the configuration passed `{}`", args.check_cmd);
+        tracing::info!("the configuration passed `{}`", args.checking.check_cmd);
     }
 
     match &args.output {

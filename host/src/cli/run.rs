@@ -1,7 +1,7 @@
 //! `wasmconfd run`: the daemon.
 
-use super::args::{GuestArgs, KubernetesArgs, ModelArgs};
-use crate::apply::{self, Applier, Reload, check};
+use super::args::{CheckArgs, GuestArgs, KubernetesArgs, ModelArgs};
+use crate::apply::{self, Applier, Reload};
 use crate::daemon::DaemonConfig;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -19,14 +19,8 @@ pub struct RunArgs {
     )]
     pub haproxy_conf: PathBuf,
 
-    /// Check command; the path of the file to check is appended.
-    #[arg(long, env = "WASMCONFD_CHECK_CMD", default_value = check::DEFAULT_CHECK_COMMAND, value_name = "COMMAND")]
-    pub check_cmd: String,
-
-    /// Time the check command, and a reload command, may take before they are killed (with
-    /// every process they started) and count as failed.
-    #[arg(long, env = "WASMCONFD_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub command_timeout: Duration,
+    #[command(flatten)]
+    pub checking: CheckArgs,
 
     /// How to reload HAProxy.
     #[arg(long, env = "WASMCONFD_RELOAD_METHOD", value_enum, default_value_t = ReloadMethod::Command)]
@@ -105,9 +99,9 @@ impl RunArgs {
             remote,
             applier: Applier {
                 target: self.haproxy_conf.clone(),
-                check_command: self.check_cmd.clone(),
+                check_command: self.checking.check_cmd.clone(),
                 reload,
-                command_timeout: self.command_timeout,
+                command_timeout: self.checking.command_timeout,
             },
             debounce: self.debounce,
             max_delay: self.max_delay,

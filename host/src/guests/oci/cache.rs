@@ -104,11 +104,15 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Fetch `guests` concurrently, each for its slot: its part, or why it cannot be loaded.
+    /// Fetch `guests` concurrently, each for its slot: the parts that loaded, and the guests
+    /// that did not, each with why.
     pub async fn fetch(
         &self,
         guests: &[(String, GuestRef)],
-    ) -> Vec<anyhow::Result<crate::guests::Part>> {
+    ) -> (
+        Vec<crate::guests::Part>,
+        Vec<((String, GuestRef), anyhow::Error)>,
+    ) {
         use anyhow::Context as _;
         let fetches = guests.iter().map(|(slot, reference)| async move {
             let (digest, wasm) = fetch(reference, &self.registry, &self.trust, &self.cache)
@@ -120,7 +124,18 @@ impl Remote {
                 source: crate::guests::Source::Guest(wasm.into()),
             })
         });
-        futures::future::join_all(fetches).await
+        let (mut parts, mut failed) = (Vec::new(), Vec::new());
+        for (result, guest) in futures::future::join_all(fetches)
+            .await
+            .into_iter()
+            .zip(guests)
+        {
+            match result {
+                Ok(part) => parts.push(part),
+                Err(error) => failed.push((guest.clone(), error)),
+            }
+        }
+        (parts, failed)
     }
 }
 
