@@ -145,12 +145,8 @@ fn render_loop(
     changed: &mpsc::Receiver<()>,
     status: Arc<Status>,
 ) -> anyhow::Result<()> {
-    let stopped = || anyhow::anyhow!("the watchers stopped");
-    while !caches
-        .lock()
-        .unwrap()
-        .ready(config.connection.legacy_endpoints)
-    {
+    let legacy = config.connection.legacy_endpoints;
+    while !caches.lock().unwrap().ready(legacy) {
         changed.recv().map_err(|_| stopped())?;
     }
     tracing::info!("initial sync done");
@@ -192,21 +188,14 @@ fn render_loop(
             }
         } else {
             reload_failures = 0;
-            // Wait for a change; meanwhile, delete the servers that have drained.
-            loop {
-                if state.draining.is_empty() {
-                    changed.recv().map_err(|_| stopped())?;
-                    break;
-                }
-                match changed.recv_timeout(DRAIN_CHECK) {
-                    Ok(()) => break,
-                    Err(mpsc::RecvTimeoutError::Timeout) => state.delete_drained(),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
-                }
-            }
+            state.wait_for_change(changed)?;
         }
         coalesce(changed, config.debounce, config.max_delay);
     }
+}
+
+fn stopped() -> anyhow::Error {
+    anyhow::anyhow!("the watchers stopped")
 }
 
 /// Wait until no change came for `debounce`, or `max_delay` passed.
@@ -436,6 +425,20 @@ impl State {
             tracing::info!(%conflict, "resolved");
         }
         self.conflicts = now;
+    }
+
+    /// Wait for a change; meanwhile, delete the servers that have drained.
+    fn wait_for_change(&mut self, changed: &mpsc::Receiver<()>) -> anyhow::Result<()> {
+        loop {
+            if self.draining.is_empty() {
+                return changed.recv().map_err(|_| stopped());
+            }
+            match changed.recv_timeout(DRAIN_CHECK) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.delete_drained(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+            }
+        }
     }
 
     /// Retry the pending reload.

@@ -234,11 +234,18 @@ impl Candidate<'_> {
     /// Every valid endpoint, one per address (ports merged, ready if ready anywhere), sorted by
     /// address. An invalid endpoint or port is left out with a problem naming its object.
     fn endpoints(&self, rules: &Rules, problems: &mut Vec<Problem>) -> Vec<Endpoint> {
+        let found = match self.backing {
+            Backing::Slices(slices) => slice_endpoints(slices, problems),
+            Backing::Legacy(endpoints) => legacy_endpoints(endpoints, problems),
+        };
         let mut by_address: BTreeMap<String, Endpoint> = BTreeMap::new();
-        let mut add = |object: &str, endpoint: Endpoint, problems: &mut Vec<Problem>| {
+        for (object, endpoint) in found {
             let endpoint = match check_endpoint(endpoint, rules) {
                 Ok(endpoint) => endpoint,
-                Err(reason) => return problems.push(Problem::part(object, &reason)),
+                Err(reason) => {
+                    problems.push(Problem::part(&object, &reason));
+                    continue;
+                }
             };
             match by_address.get_mut(&endpoint.address) {
                 Some(seen) => {
@@ -255,81 +262,94 @@ impl Candidate<'_> {
                     by_address.insert(endpoint.address.clone(), endpoint);
                 }
             }
-        };
-        match self.backing {
-            Backing::Slices(slices) => {
-                for slice in slices.iter().filter(|s| s.address_type != "FQDN") {
-                    let object = format!(
-                        "EndpointSlice {}/{}",
-                        namespace(&slice.metadata),
-                        name(&slice.metadata)
-                    );
-                    let ports = slice.ports.iter().flatten().map(|p| {
-                        let number = p.port.unwrap_or(0);
-                        (p.name.as_deref(), number, p.protocol.as_deref(), None)
-                    });
-                    let ports = endpoint_ports(ports, &object, problems);
-                    for endpoint in &slice.endpoints {
-                        let conditions = endpoint.conditions.clone().unwrap_or_default();
-                        // Kubernetes: an unknown ready condition is to be read as ready.
-                        let ready = conditions.ready.unwrap_or(true);
-                        for address in &endpoint.addresses {
-                            let endpoint = Endpoint {
-                                address: address.clone(),
-                                port: None,
-                                ports: ports.clone(),
-                                ready,
-                                serving: conditions.serving.unwrap_or(ready),
-                                terminating: conditions.terminating.unwrap_or(false),
-                                node: endpoint.node_name.clone(),
-                                zone: endpoint.zone.clone(),
-                                target_pod: pod_name(endpoint.target_ref.as_ref()),
-                            };
-                            add(&object, endpoint, problems);
-                        }
-                    }
-                }
-            }
-            Backing::Legacy(endpoints) => {
-                if let Some(endpoints) = endpoints {
-                    let object = format!(
-                        "Endpoints {}/{}",
-                        namespace(&endpoints.metadata),
-                        name(&endpoints.metadata)
-                    );
-                    for subset in endpoints.subsets.iter().flatten() {
-                        let ports = subset
-                            .ports
-                            .iter()
-                            .flatten()
-                            .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref(), None));
-                        let ports = endpoint_ports(ports, &object, problems);
-                        let ready = subset.addresses.iter().flatten().map(|a| (a, true));
-                        let not_ready = subset
-                            .not_ready_addresses
-                            .iter()
-                            .flatten()
-                            .map(|a| (a, false));
-                        for (address, ready) in ready.chain(not_ready) {
-                            let endpoint = Endpoint {
-                                address: address.ip.clone(),
-                                port: None,
-                                ports: ports.clone(),
-                                ready,
-                                serving: ready,
-                                terminating: false,
-                                node: address.node_name.clone(),
-                                zone: None,
-                                target_pod: pod_name(address.target_ref.as_ref()),
-                            };
-                            add(&object, endpoint, problems);
-                        }
-                    }
-                }
-            }
         }
         by_address.into_values().collect()
     }
+}
+
+/// Every endpoint address of `slices` (but FQDN ones), unchecked, with the slice it is in.
+fn slice_endpoints(
+    slices: &[&discovery::EndpointSlice],
+    problems: &mut Vec<Problem>,
+) -> Vec<(String, Endpoint)> {
+    let mut found = Vec::new();
+    for slice in slices.iter().filter(|s| s.address_type != "FQDN") {
+        let object = format!(
+            "EndpointSlice {}/{}",
+            namespace(&slice.metadata),
+            name(&slice.metadata)
+        );
+        let ports = slice.ports.iter().flatten().map(|p| {
+            let number = p.port.unwrap_or(0);
+            (p.name.as_deref(), number, p.protocol.as_deref(), None)
+        });
+        let ports = endpoint_ports(ports, &object, problems);
+        for endpoint in &slice.endpoints {
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            // Kubernetes: an unknown ready condition is to be read as ready.
+            let ready = conditions.ready.unwrap_or(true);
+            for address in &endpoint.addresses {
+                let found_endpoint = Endpoint {
+                    address: address.clone(),
+                    port: None,
+                    ports: ports.clone(),
+                    ready,
+                    serving: conditions.serving.unwrap_or(ready),
+                    terminating: conditions.terminating.unwrap_or(false),
+                    node: endpoint.node_name.clone(),
+                    zone: endpoint.zone.clone(),
+                    target_pod: pod_name(endpoint.target_ref.as_ref()),
+                };
+                found.push((object.clone(), found_endpoint));
+            }
+        }
+    }
+    found
+}
+
+/// Every address of a legacy Endpoints object, ready or not, unchecked, with the object.
+fn legacy_endpoints(
+    endpoints: Option<&core::Endpoints>,
+    problems: &mut Vec<Problem>,
+) -> Vec<(String, Endpoint)> {
+    let Some(endpoints) = endpoints else {
+        return Vec::new();
+    };
+    let object = format!(
+        "Endpoints {}/{}",
+        namespace(&endpoints.metadata),
+        name(&endpoints.metadata)
+    );
+    let mut found = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let ports = subset
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref(), None));
+        let ports = endpoint_ports(ports, &object, problems);
+        let ready = subset.addresses.iter().flatten().map(|a| (a, true));
+        let not_ready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .map(|a| (a, false));
+        for (address, ready) in ready.chain(not_ready) {
+            let endpoint = Endpoint {
+                address: address.ip.clone(),
+                port: None,
+                ports: ports.clone(),
+                ready,
+                serving: ready,
+                terminating: false,
+                node: address.node_name.clone(),
+                zone: None,
+                target_pod: pod_name(address.target_ref.as_ref()),
+            };
+            found.push((object.clone(), endpoint));
+        }
+    }
+    found
 }
 
 fn namespace(meta: &ObjectMeta) -> &str {
@@ -1068,24 +1088,26 @@ mod tests {
             [("10.0.0.1", Some(80)), ("10.0.0.5", None)],
             "a slice whose port is invalid keeps its endpoints, without that port"
         );
-        let objects: Vec<_> = problems.iter().map(|p| p.object.as_str()).collect();
+        let objects: std::collections::BTreeSet<_> =
+            problems.iter().map(|p| p.object.as_str()).collect();
         assert_eq!(
             objects,
             [
                 "EndpointSlice ns/host",
+                "EndpointSlice ns/loop",
                 "EndpointSlice ns/node",
-                "EndpointSlice ns/zone",
                 "EndpointSlice ns/pod",
                 "EndpointSlice ns/zero",
-                "EndpointSlice ns/loop",
-            ],
+                "EndpointSlice ns/zone",
+            ]
+            .into(),
             "{problems:?}"
         );
-        assert!(
-            problems[1].reason.contains("\\n"),
-            "escaped: {}",
-            problems[1]
-        );
+        assert_eq!(problems.len(), 6, "{problems:?}");
+        let node = problems
+            .iter()
+            .find(|p| p.object == "EndpointSlice ns/node");
+        assert!(node.unwrap().reason.contains("\\n"), "escaped: {node:?}");
 
         let rules = Rules {
             allow_loopback: true,

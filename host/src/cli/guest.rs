@@ -189,35 +189,43 @@ pub fn inspect_guest(args: &InspectArgs, runtime: &Runtime) -> anyhow::Result<()
     };
     report.push(("digest", crate::guests::oci::digest_of(&wasm)));
     report.push(("size", format!("{} bytes", wasm.len())));
-    match crate::guests::sandbox::interface(&wasm) {
-        Ok(interface) => {
-            let sandbox = crate::guests::Sandbox::new(Default::default(), args.cache.dir())
-                .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
-            let world = match sandbox.load(&args.guest, &wasm) {
-                Ok(_) => format!("{} (this wasmconfd loads it)", crate::bindings::WORLD),
-                Err(error) => format!("this wasmconfd does not load it: {error}"),
-            };
-            report.push(("world", world));
-            for (key, names) in [
-                ("exports", interface.exports),
-                ("imports", interface.imports),
-            ] {
-                let names = if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join("\n")
-                };
-                report.push((key, names));
-            }
-        }
-        Err(error) => report.push(("world", format!("none: {error:#}"))),
-    }
+    report.extend(describe_component(args, &wasm)?);
     for (key, value) in report {
         for (i, line) in value.lines().enumerate() {
             println!("{:<10} {line}", if i == 0 { key } else { "" });
         }
     }
     Ok(())
+}
+
+/// The world `wasm` was built for and whether this wasmconfd loads it (compiled and linked as
+/// `run` would, never run), and what it exports and imports.
+fn describe_component(
+    args: &InspectArgs,
+    wasm: &[u8],
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let interface = match crate::guests::sandbox::interface(wasm) {
+        Ok(interface) => interface,
+        Err(error) => return Ok(vec![("world", format!("none: {error:#}"))]),
+    };
+    let sandbox = crate::guests::Sandbox::new(Default::default(), args.cache.dir())
+        .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
+    let world = match sandbox.load(&args.guest, wasm) {
+        Ok(_) => format!("{} (this wasmconfd loads it)", crate::bindings::WORLD),
+        Err(error) => format!("this wasmconfd does not load it: {error}"),
+    };
+    let list = |names: Vec<String>| {
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join("\n")
+        }
+    };
+    Ok(vec![
+        ("world", world),
+        ("exports", list(interface.exports)),
+        ("imports", list(interface.imports)),
+    ])
 }
 
 /// `wasmconfd guest verify`.

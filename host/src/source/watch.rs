@@ -113,75 +113,95 @@ pub async fn watch_all(
             }
         };
         tracing::info!(server = %url, "watching");
-        let mut streams: Vec<BoxStream<Result<bool, Failure>>> = vec![
-            watch(
-                "services",
-                &connection,
-                &client,
-                &watch_config,
-                &caches,
-                |c, e| c.services.apply(e),
-            ),
-            watch(
-                "endpointslices",
-                &connection,
-                &client,
-                &watch_config,
-                &caches,
-                |c, e| c.slices.apply(e),
-            ),
-        ];
-        if connection.legacy_endpoints {
-            streams.push(watch(
-                "endpoints",
-                &connection,
-                &client,
-                &watch_config,
-                &caches,
-                |c, e| c.endpoints.apply(e),
-            ));
-        }
-        let mut events = futures::stream::select_all(streams);
-        let mut answered_once = false;
-        let mut failures = 0;
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(answered) => {
-                    if answered {
-                        answered_once = true;
-                        status.api_failing.store(false, Ordering::Relaxed);
-                        let _ = changed.try_send(());
-                    }
-                }
-                Err(Failure::Gone { resource }) => {
-                    tracing::info!(server = %url, resource, "resource version gone (compaction or API server restart): listing again");
-                }
-                Err(Failure::Error {
-                    resource,
-                    error,
-                    failures: in_a_row,
-                    retry,
-                }) => {
-                    failures = in_a_row;
-                    status.watch_errors.fetch_add(1, Ordering::Relaxed);
-                    status.api_failing.store(true, Ordering::Relaxed);
-                    // Retries come fast: say so at the 1st, 2nd, 4th, 8th... failure in a row.
-                    if in_a_row.is_power_of_two() {
-                        let retry = humantime::format_duration(retry).to_string();
-                        tracing::warn!(server = %url, resource, %error, failures, %retry, "watch failed; the running configuration stays");
-                    }
-                    // A server that never answered is left at once; one that did gets a few tries.
-                    if (!answered_once || failures >= ERRORS_BEFORE_FAILOVER) && servers.len() > 1 {
-                        break;
-                    }
-                }
-            }
-        }
+        let streams = watches(&connection, &client, &watch_config, &caches);
+        let one_server = servers.len() == 1;
+        let failures = follow(&url, streams, one_server, &changed, &status).await;
         if attempt % servers.len() == servers.len() - 1 {
             tokio::time::sleep(backoff(failures)).await;
         }
         tracing::warn!(server = %url, "moving to the next API server");
     }
+}
+
+/// One watch per resource, through `client`.
+fn watches(
+    connection: &Connection,
+    client: &kube::Client,
+    config: &watcher::Config,
+    caches: &Arc<Mutex<Caches>>,
+) -> Vec<BoxStream<'static, Result<bool, Failure>>> {
+    let mut streams = vec![
+        watch("services", connection, client, config, caches, |c, e| {
+            c.services.apply(e)
+        }),
+        watch(
+            "endpointslices",
+            connection,
+            client,
+            config,
+            caches,
+            |c, e| c.slices.apply(e),
+        ),
+    ];
+    if connection.legacy_endpoints {
+        streams.push(watch(
+            "endpoints",
+            connection,
+            client,
+            config,
+            caches,
+            |c, e| c.endpoints.apply(e),
+        ));
+    }
+    streams
+}
+
+/// Follow the watches of the API server at `url`, telling the render loop about each change,
+/// until it is time to move to the next server (never, when there is only one): the failures
+/// in a row when it ended.
+async fn follow(
+    url: &str,
+    streams: Vec<BoxStream<'static, Result<bool, Failure>>>,
+    one_server: bool,
+    changed: &mpsc::SyncSender<()>,
+    status: &Status,
+) -> u32 {
+    let mut events = futures::stream::select_all(streams);
+    let (mut answered_once, mut failures) = (false, 0);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(answered) => {
+                if answered {
+                    answered_once = true;
+                    status.api_failing.store(false, Ordering::Relaxed);
+                    let _ = changed.try_send(());
+                }
+            }
+            Err(Failure::Gone { resource }) => {
+                tracing::info!(server = %url, resource, "resource version gone (compaction or API server restart): listing again");
+            }
+            Err(Failure::Error {
+                resource,
+                error,
+                failures: in_a_row,
+                retry,
+            }) => {
+                failures = in_a_row;
+                status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                status.api_failing.store(true, Ordering::Relaxed);
+                // Retries come fast: say so at the 1st, 2nd, 4th, 8th... failure in a row.
+                if failures.is_power_of_two() {
+                    let retry = humantime::format_duration(retry).to_string();
+                    tracing::warn!(server = %url, resource, %error, failures, %retry, "watch failed; the running configuration stays");
+                }
+                // A server that never answered is left at once; one that did gets a few tries.
+                if (!answered_once || failures >= ERRORS_BEFORE_FAILOVER) && !one_server {
+                    break;
+                }
+            }
+        }
+    }
+    failures
 }
 
 /// Why a watch yielded no event.

@@ -97,7 +97,6 @@ impl Registry {
         guest: &GuestRef,
         reference: &str,
     ) -> anyhow::Result<Option<Vec<u8>>> {
-        use futures::StreamExt as _;
         let image = guest.reference();
         let token = self
             .client
@@ -128,24 +127,15 @@ impl Registry {
             }
             (None, _) => request,
         };
-        let cannot = |e: reqwest::Error| anyhow::anyhow!("cannot read {url}: {e}");
-        let response = request.send().await.map_err(cannot)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {url}: {e}"))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let status = response.status();
-        let mut body = Vec::new();
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(cannot)?;
-            if body.len() + chunk.len() > MAX_MANIFEST_SIZE {
-                anyhow::bail!(
-                    "the registry sent more than {MAX_MANIFEST_SIZE} bytes for {url}, more than \
-                     any manifest: cut off and refused"
-                );
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_bounded(response, &url).await?;
         if !status.is_success() {
             anyhow::bail!(
                 "{url} answered {status}: {}",
@@ -305,6 +295,24 @@ pub(super) fn wasm_layer(
         );
     }
     Ok(layer.clone())
+}
+
+/// The body of `response` (from `url`), refused past [`MAX_MANIFEST_SIZE`] without reading on.
+async fn read_bounded(response: reqwest::Response, url: &str) -> anyhow::Result<Vec<u8>> {
+    use futures::StreamExt as _;
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| anyhow::anyhow!("cannot read {url}: {e}"))?;
+        if body.len() + chunk.len() > MAX_MANIFEST_SIZE {
+            anyhow::bail!(
+                "the registry sent more than {MAX_MANIFEST_SIZE} bytes for {url}, more than any \
+                 manifest: cut off and refused"
+            );
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A registry request that did not finish in time.
