@@ -4,7 +4,7 @@
 //! The host writes the text and quotes every argument so HAProxy reads back exactly the string a
 //! guest meant. Control characters are refused, so no value can start a new line or section.
 
-use crate::bindings::{Fragment, SectionKind};
+use crate::bindings::{Fragment, MapFile, Section, SectionKind};
 use crate::guests::Part;
 use std::borrow::Cow;
 
@@ -46,8 +46,8 @@ impl Assembled {
 pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError> {
     let mut text = Text::default();
     text.push("# Written by wasmconfd. Changes made here are overwritten.\n");
+    // (name, the guest that wrote it, contents)
     let mut maps: Vec<(String, String, String)> = Vec::new();
-    let mut origins = Vec::new();
     for (part, output) in outputs {
         let kind = match output {
             Output::Static(_) => "static file",
@@ -55,7 +55,7 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
         };
         let label = format!("{kind} {} ({})", part.slot, part.origin);
         text.push(&format!("\n# --- {label} ---\n"));
-        origins.push((text.lines + 1, label.clone()));
+        text.origin(label.clone());
         match output {
             Output::Static(conf) => {
                 text.push(conf);
@@ -68,45 +68,15 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
                     part: format!("guest {}", part.name()),
                     message,
                 };
-                for (i, section) in fragment.sections.iter().enumerate() {
-                    if i > 0 {
-                        text.push("\n");
-                    }
-                    let header =
-                        section_header(section.kind, section.name.as_deref()).map_err(&invalid)?;
-                    origins.push((text.lines + 1, format!("{label}, section `{header}`")));
-                    text.push(&header);
-                    text.push("\n");
-                    for directive in &section.directives {
-                        let line = directive_line(
-                            &directive.keyword,
-                            &directive.args,
-                            directive.comment.as_deref(),
-                        )
-                        .map_err(|e| invalid(format!("section `{header}`: {e}")))?;
-                        text.push("    ");
-                        text.push(&line);
-                        text.push("\n");
-                    }
-                }
+                text.sections(&label, &fragment.sections).map_err(invalid)?;
                 for map in &fragment.maps {
-                    check_map_name(&map.name).map_err(&invalid)?;
                     if let Some((_, owner, _)) = maps.iter().find(|(name, _, _)| *name == map.name)
                     {
-                        return Err(invalid(format!(
-                            "map file {} is also written by guest {owner}",
-                            map.name
-                        )));
+                        let message =
+                            format!("map file {} is also written by guest {owner}", map.name);
+                        return Err(invalid(message));
                     }
-                    let mut contents = String::new();
-                    for entry in &map.entries {
-                        check_map_entry(&entry.key, &entry.value)
-                            .map_err(|e| invalid(format!("map file {}: {e}", map.name)))?;
-                        contents.push_str(&entry.key);
-                        contents.push(' ');
-                        contents.push_str(&entry.value);
-                        contents.push('\n');
-                    }
+                    let contents = map_contents(map).map_err(invalid)?;
                     maps.push((map.name.clone(), part.name().to_string(), contents));
                 }
             }
@@ -119,21 +89,69 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
             .into_iter()
             .map(|(name, _, contents)| (name, contents))
             .collect(),
-        origins,
+        origins: text.origins,
     })
 }
 
-/// Configuration text that knows how many lines it has.
+/// The text of map file `map`: `key value` lines.
+fn map_contents(map: &MapFile) -> Result<String, String> {
+    check_map_name(&map.name)?;
+    let mut contents = String::new();
+    for entry in &map.entries {
+        check_map_entry(&entry.key, &entry.value)
+            .map_err(|e| format!("map file {}: {e}", map.name))?;
+        contents.push_str(&entry.key);
+        contents.push(' ');
+        contents.push_str(&entry.value);
+        contents.push('\n');
+    }
+    Ok(contents)
+}
+
+/// Configuration text that knows how many lines it has, and which part (and section) wrote
+/// them.
 #[derive(Default)]
 struct Text {
     buf: String,
     lines: usize,
+    /// `(first line number, description)` of each part and section, in order.
+    origins: Vec<(usize, String)>,
 }
 
 impl Text {
     fn push(&mut self, s: &str) {
         self.lines += s.bytes().filter(|&b| b == b'\n').count();
         self.buf.push_str(s);
+    }
+
+    /// The next line is where `description` starts.
+    fn origin(&mut self, description: String) {
+        self.origins.push((self.lines + 1, description));
+    }
+
+    /// `sections` of the part `label`, each argument quoted.
+    fn sections(&mut self, label: &str, sections: &[Section]) -> Result<(), String> {
+        for (i, section) in sections.iter().enumerate() {
+            if i > 0 {
+                self.push("\n");
+            }
+            let header = section_header(section.kind, section.name.as_deref())?;
+            self.origin(format!("{label}, section `{header}`"));
+            self.push(&header);
+            self.push("\n");
+            for directive in &section.directives {
+                let line = directive_line(
+                    &directive.keyword,
+                    &directive.args,
+                    directive.comment.as_deref(),
+                )
+                .map_err(|e| format!("section `{header}`: {e}"))?;
+                self.push("    ");
+                self.push(&line);
+                self.push("\n");
+            }
+        }
+        Ok(())
     }
 }
 

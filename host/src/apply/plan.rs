@@ -281,36 +281,46 @@ fn servers(
             });
             continue;
         };
-        if address != old_address {
-            match split_address(address) {
-                Some((ip, port)) => {
-                    let (backend, server) = id(server);
-                    ops.push(Op::SetAddr {
-                        backend,
-                        server,
-                        address: ip.to_string(),
-                        port,
-                    });
-                }
-                None => reasons.push(format!("backend {backend}: server {server} has an address the Runtime API cannot set: {address}")),
-            }
+        let (new, old) = ((*address, *rest), (*old_address, *old_rest));
+        changed_server(backend, server, new, old, ops, reasons);
+    }
+}
+
+/// The operations that change `server` of `backend` from its old (address, options) to its
+/// new ones, or why the Runtime API cannot.
+fn changed_server(
+    backend: &str,
+    server: &str,
+    (address, rest): (&str, &[String]),
+    (old_address, old_rest): (&str, &[String]),
+    ops: &mut Vec<Op>,
+    reasons: &mut Vec<String>,
+) {
+    let (backend_name, server_name) = (backend.to_string(), server.to_string());
+    if address != old_address {
+        match split_address(address) {
+            Some((ip, port)) => ops.push(Op::SetAddr {
+                backend: backend_name.clone(),
+                server: server_name.clone(),
+                address: ip.to_string(),
+                port,
+            }),
+            None => reasons.push(format!("backend {backend}: server {server} has an address the Runtime API cannot set: {address}")),
         }
-        if rest != old_rest {
-            let (weight, others) = split_weight(rest);
-            let (old_weight, old_others) = split_weight(old_rest);
-            if others != old_others {
-                reasons.push(format!(
-                    "backend {backend}: server {server} changed options"
-                ));
-            } else if weight != old_weight {
-                let (backend, server) = id(server);
-                let weight = weight.unwrap_or("1").to_string();
-                ops.push(Op::SetWeight {
-                    backend,
-                    server,
-                    weight,
-                });
-            }
+    }
+    if rest != old_rest {
+        let (weight, others) = split_weight(rest);
+        let (old_weight, old_others) = split_weight(old_rest);
+        if others != old_others {
+            reasons.push(format!(
+                "backend {backend}: server {server} changed options"
+            ));
+        } else if weight != old_weight {
+            ops.push(Op::SetWeight {
+                backend: backend_name,
+                server: server_name,
+                weight: weight.unwrap_or("1").to_string(),
+            });
         }
     }
 }
@@ -358,55 +368,57 @@ fn maps(
         return;
     }
     for (old_map, new_map) in old.maps.iter().zip(&new.maps) {
-        if old_map == new_map {
-            continue;
-        }
-        let file = format!("{maps_dir}/{}", new_map.name);
-        let (old_keys, new_keys) = (keys(old_map), keys(new_map));
-        let unique = |keys: &[&str]| keys.iter().collect::<BTreeSet<_>>().len() == keys.len();
-        if !unique(&old_keys) || !unique(&new_keys) {
-            reasons.push(format!("map {file}: a key appears twice"));
-            continue;
-        }
-        // Entries added at runtime go to the end; where the order of entries decides the match,
-        // that is only the same map if the new entries are at the end.
-        if !order_free(new, &file) {
-            let kept_old: Vec<_> = old_keys.iter().filter(|k| new_keys.contains(k)).collect();
-            let kept_new: Vec<_> = new_keys.iter().take(kept_old.len()).collect();
-            if kept_old != kept_new {
-                reasons.push(format!(
-                    "map {file}: entries changed order, and its lookups take the first match"
-                ));
-                continue;
-            }
-        }
-        let before: BTreeMap<_, _> = old_map
-            .entries
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
-        let after: BTreeMap<_, _> = new_map
-            .entries
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
-        for key in old_keys.iter().filter(|k| !after.contains_key(*k)) {
-            ops.push(Op::DelMap {
-                file: file.clone(),
-                key: key.to_string(),
-            });
-        }
-        for entry in &new_map.entries {
-            let (file, key, value) = (file.clone(), entry.key.clone(), entry.value.clone());
-            match before.get(entry.key.as_str()) {
-                None => ops.push(Op::AddMap { file, key, value }),
-                Some(old_value) if *old_value != entry.value => {
-                    ops.push(Op::SetMap { file, key, value })
-                }
-                Some(_) => {}
+        if old_map != new_map {
+            let file = format!("{maps_dir}/{}", new_map.name);
+            match map_ops(&file, old_map, new_map, order_free(new, &file)) {
+                Ok(changes) => ops.extend(changes),
+                Err(reason) => reasons.push(reason),
             }
         }
     }
+}
+
+/// The operations that turn `old` into `new` (map file `file`), or why the Runtime API cannot:
+/// unless the map's lookups ignore the order of entries (`order_free`), new entries must come
+/// after the kept ones, as entries added at runtime go to the end.
+fn map_ops(file: &str, old: &MapFile, new: &MapFile, order_free: bool) -> Result<Vec<Op>, String> {
+    let (old_keys, new_keys) = (keys(old), keys(new));
+    let unique = |keys: &[&str]| keys.iter().collect::<BTreeSet<_>>().len() == keys.len();
+    if !unique(&old_keys) || !unique(&new_keys) {
+        return Err(format!("map {file}: a key appears twice"));
+    }
+    if !order_free {
+        let kept_old: Vec<_> = old_keys.iter().filter(|k| new_keys.contains(k)).collect();
+        let kept_new: Vec<_> = new_keys.iter().take(kept_old.len()).collect();
+        if kept_old != kept_new {
+            return Err(format!(
+                "map {file}: entries changed order, and its lookups take the first match"
+            ));
+        }
+    }
+    let entries = |map: &'_ MapFile| -> BTreeMap<String, String> {
+        map.entries
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect()
+    };
+    let (before, after) = (entries(old), entries(new));
+    let mut ops = Vec::new();
+    for key in old_keys.iter().filter(|k| !after.contains_key(**k)) {
+        let (file, key) = (file.to_string(), key.to_string());
+        ops.push(Op::DelMap { file, key });
+    }
+    for entry in &new.entries {
+        let (file, key, value) = (file.to_string(), entry.key.clone(), entry.value.clone());
+        match before.get(&entry.key) {
+            None => ops.push(Op::AddMap { file, key, value }),
+            Some(old_value) if *old_value != entry.value => {
+                ops.push(Op::SetMap { file, key, value })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(ops)
 }
 
 /// The keys of a map file, in order.
