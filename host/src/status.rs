@@ -15,9 +15,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A metric: name, type, help, and samples (labels, value).
-type Metric<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, u64)>);
-
 /// Counters and states, shared by the watchers, the render loop and the HTTP server.
 #[derive(Default)]
 pub struct Status {
@@ -80,82 +77,8 @@ impl Status {
 
     /// The Prometheus text format.
     pub fn metrics(&self) -> String {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
-        let one = |value: u64| vec![("", value)];
-        let metrics: [Metric; 11] = [
-            (
-                "wasmconfd_applies_total",
-                "counter",
-                "Configuration changes applied, by how: through the Runtime API or by a reload.",
-                vec![
-                    (r#"{class="runtime"}"#, get(&self.runtime_applies)),
-                    (r#"{class="reload"}"#, get(&self.reloads)),
-                ],
-            ),
-            (
-                "wasmconfd_runtime_fallbacks_total",
-                "counter",
-                "Changes meant for the Runtime API that were applied by a reload after all.",
-                one(get(&self.runtime_fallbacks)),
-            ),
-            (
-                "wasmconfd_rejected_configurations_total",
-                "counter",
-                "Rendered configurations that the check command rejected; none was installed.",
-                one(get(&self.rejected_configurations)),
-            ),
-            (
-                "wasmconfd_failed_reloads_total",
-                "counter",
-                "Reload attempts that failed.",
-                one(get(&self.failed_reloads)),
-            ),
-            (
-                "wasmconfd_guest_errors_total",
-                "counter",
-                "Guest renders that failed; the guest's last good output was used.",
-                one(get(&self.guest_errors)),
-            ),
-            (
-                "wasmconfd_watch_errors_total",
-                "counter",
-                "Failed list or watch requests to the Kubernetes API.",
-                one(get(&self.watch_errors)),
-            ),
-            (
-                "wasmconfd_api_reachable",
-                "gauge",
-                "1 when the last request to the Kubernetes API succeeded.",
-                one(1 - flag(&self.api_failing)),
-            ),
-            (
-                "wasmconfd_draining_servers",
-                "gauge",
-                "Servers removed at runtime that take no new traffic and wait for their connections to end before they are deleted.",
-                one(get(&self.draining_servers)),
-            ),
-            (
-                "wasmconfd_guests_missing",
-                "gauge",
-                "Registry guests left out at start because they could not be loaded (--allow-missing-guests), and not loaded since.",
-                one(get(&self.missing_guests)),
-            ),
-            (
-                "wasmconfd_skipped_objects",
-                "gauge",
-                "Objects left out of the model at the last render, whole or in part (an endpoint, a port), because they are invalid; the log names each one and why.",
-                one(get(&self.skipped_objects)),
-            ),
-            (
-                "wasmconfd_reload_pending",
-                "gauge",
-                "1 when the installed configuration still waits for a successful reload.",
-                one(flag(&self.reload_pending)),
-            ),
-        ];
         let mut out = String::new();
-        for (name, kind, help, samples) in metrics {
+        for ((name, kind, help), samples) in METRICS.iter().zip(self.samples()) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
                 let _ = writeln!(out, "{name}{labels} {value}");
@@ -163,7 +86,89 @@ impl Status {
         }
         out
     }
+
+    /// The samples (labels, value) of each of [`METRICS`], in order.
+    fn samples(&self) -> [Vec<(&'static str, u64)>; 11] {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
+        let one = |value: u64| vec![("", value)];
+        [
+            vec![
+                (r#"{class="runtime"}"#, get(&self.runtime_applies)),
+                (r#"{class="reload"}"#, get(&self.reloads)),
+            ],
+            one(get(&self.runtime_fallbacks)),
+            one(get(&self.rejected_configurations)),
+            one(get(&self.failed_reloads)),
+            one(get(&self.guest_errors)),
+            one(get(&self.watch_errors)),
+            one(1 - flag(&self.api_failing)),
+            one(get(&self.draining_servers)),
+            one(get(&self.missing_guests)),
+            one(get(&self.skipped_objects)),
+            one(flag(&self.reload_pending)),
+        ]
+    }
 }
+
+/// Name, type and help of each metric.
+const METRICS: [(&str, &str, &str); 11] = [
+    (
+        "wasmconfd_applies_total",
+        "counter",
+        "Configuration changes applied, by how: through the Runtime API or by a reload.",
+    ),
+    (
+        "wasmconfd_runtime_fallbacks_total",
+        "counter",
+        "Changes meant for the Runtime API that were applied by a reload after all.",
+    ),
+    (
+        "wasmconfd_rejected_configurations_total",
+        "counter",
+        "Rendered configurations that the check command rejected; none was installed.",
+    ),
+    (
+        "wasmconfd_failed_reloads_total",
+        "counter",
+        "Reload attempts that failed.",
+    ),
+    (
+        "wasmconfd_guest_errors_total",
+        "counter",
+        "Guest renders that failed; the guest's last good output was used.",
+    ),
+    (
+        "wasmconfd_watch_errors_total",
+        "counter",
+        "Failed list or watch requests to the Kubernetes API.",
+    ),
+    (
+        "wasmconfd_api_reachable",
+        "gauge",
+        "1 when the last request to the Kubernetes API succeeded.",
+    ),
+    (
+        "wasmconfd_draining_servers",
+        "gauge",
+        "Servers removed at runtime that take no new traffic and wait for their connections to end before they are deleted.",
+    ),
+    (
+        "wasmconfd_guests_missing",
+        "gauge",
+        "Registry guests left out at start because they could not be loaded (--allow-missing-guests), and not loaded since.",
+    ),
+    (
+        "wasmconfd_skipped_objects",
+        "gauge",
+        "Objects left out of the model at the last render, whole or in part (an endpoint, a port), because they are invalid; the log names each one and why.",
+    ),
+    (
+        "wasmconfd_reload_pending",
+        "gauge",
+        "1 when the installed configuration still waits for a successful reload.",
+    ),
+];
 
 /// Serve `/metrics`, `/healthz` and `/readyz` on `address` until the process ends.
 pub async fn serve(address: std::net::SocketAddr, status: Arc<Status>) -> std::io::Result<()> {

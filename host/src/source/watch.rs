@@ -268,18 +268,7 @@ where
                         apply(&mut caches.lock().unwrap(), event);
                         Ok(answered)
                     }
-                    Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                        Err(Failure::Gone { resource })
-                    }
-                    Err(error) => {
-                        failures += 1;
-                        Err(Failure::Error {
-                            resource,
-                            error,
-                            failures,
-                            retry: retry_delay(failures),
-                        })
-                    }
+                    Err(error) => Err(failure(resource, error, &mut failures)),
                 };
                 let wait = match &item {
                     Err(Failure::Error { retry, .. }) => *retry,
@@ -290,6 +279,23 @@ where
         },
     )
     .boxed()
+}
+
+/// What a watch error means for `resource`: a 410 lists again at once; anything else is one
+/// more failure in a row.
+fn failure(resource: &'static str, error: watcher::Error, failures: &mut u32) -> Failure {
+    match error {
+        watcher::Error::WatchError(status) if status.code == 410 => Failure::Gone { resource },
+        error => {
+            *failures += 1;
+            Failure::Error {
+                resource,
+                error,
+                failures: *failures,
+                retry: retry_delay(*failures),
+            }
+        }
+    }
 }
 
 /// Time before trying again after `failures` in a row: 1 s, doubling, at most 30 s.
