@@ -48,15 +48,25 @@ impl Default for Rules {
 /// and the problems found with the others (or with parts of them, which were left out).
 pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Service>, Vec<Problem>) {
     let mut problems = Vec::new();
+    let mut services = Vec::new();
+    for candidate in candidates(objects) {
+        match candidate.to_service(rules, &mut problems) {
+            Ok(Some(service)) => services.push(service),
+            Ok(None) => {}
+            Err(reason) => problems.push(Problem::new(&candidate.id(), &reason)),
+        }
+    }
+    let mut services = resolve_domain_conflicts(services, &mut problems);
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    (services, problems)
+}
 
+/// Every Service with what backs it, and every legacy Endpoints object without a Service.
+fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
     let mut slices: HashMap<(&str, &str), Vec<&discovery::EndpointSlice>> = HashMap::new();
     for slice in &objects.endpoint_slices {
-        let service = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL));
-        if let Some(service) = service {
+        let labels = slice.metadata.labels.as_ref();
+        if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
             slices
                 .entry((namespace(&slice.metadata), service))
                 .or_default()
@@ -73,7 +83,7 @@ pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Service>, Vec<Problem>) {
     for service in &objects.services {
         let key = (namespace(&service.metadata), name(&service.metadata));
         let endpoints = legacy.get(&key).copied();
-        let backing = match slices.get(&key) {
+        let backing = match slices.remove(&key) {
             Some(slices) => Backing::Slices(slices),
             None => Backing::Legacy(endpoints),
         };
@@ -103,24 +113,13 @@ pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Service>, Vec<Problem>) {
             });
         }
     }
-
-    let mut services = Vec::new();
-    for candidate in candidates {
-        match candidate.to_service(rules, &mut problems) {
-            Ok(Some(service)) => services.push(service),
-            Ok(None) => {}
-            Err(reason) => problems.push(Problem::new(&candidate.id(), &reason)),
-        }
-    }
-    let mut services = resolve_domain_conflicts(services, &mut problems);
-    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    (services, problems)
+    candidates
 }
 
 /// Where a service's endpoints come from: its EndpointSlices when it has any, else its legacy
 /// Endpoints object (the same addresses, so never both).
 enum Backing<'a> {
-    Slices(&'a [&'a discovery::EndpointSlice]),
+    Slices(Vec<&'a discovery::EndpointSlice>),
     Legacy(Option<&'a core::Endpoints>),
 }
 
@@ -190,27 +189,7 @@ impl Candidate<'_> {
             .transpose()?;
 
         let mut endpoints = self.endpoints(rules, problems);
-        let ports = match self.service {
-            Some(service) => service_ports(service, &self.id(), problems),
-            None => ports_from_endpoints(&endpoints),
-        };
-        if ports.is_empty() && self.service.is_some() {
-            return Err("declares no ports, so there is nothing to send traffic to".into());
-        }
-        let port = match annotations.get(PORT) {
-            Some(wanted) => Some(select_port(&ports, wanted)?),
-            None => default_port(&ports, proto),
-        };
-        if let Some(port) = &port {
-            for endpoint in &mut endpoints {
-                endpoint.port = endpoint
-                    .ports
-                    .iter()
-                    .find(|p| &p.name == port)
-                    .map(|p| p.number);
-            }
-        }
-
+        let (ports, port) = self.ports(annotations.get(PORT), proto, &mut endpoints, problems)?;
         let labels = self.meta.labels.clone().unwrap_or_default();
         Ok(Some(Service {
             namespace: namespace(self.meta).to_string(),
@@ -231,12 +210,41 @@ impl Candidate<'_> {
         }))
     }
 
+    /// The service's ports, and the one traffic is routed to (named or numbered by `wanted`,
+    /// the port annotation), which each endpoint's `port` is set to.
+    fn ports(
+        &self,
+        wanted: Option<&String>,
+        proto: &str,
+        endpoints: &mut [Endpoint],
+        problems: &mut Vec<Problem>,
+    ) -> Result<(Vec<ServicePort>, Option<String>), String> {
+        let ports = match self.service {
+            Some(service) => service_ports(service, &self.id(), problems),
+            None => ports_from_endpoints(endpoints),
+        };
+        if ports.is_empty() && self.service.is_some() {
+            return Err("declares no ports, so there is nothing to send traffic to".into());
+        }
+        let port = match wanted {
+            Some(wanted) => Some(select_port(&ports, wanted)?),
+            None => default_port(&ports, proto),
+        };
+        if let Some(port) = &port {
+            for endpoint in endpoints {
+                let routed = endpoint.ports.iter().find(|p| &p.name == port);
+                endpoint.port = routed.map(|p| p.number);
+            }
+        }
+        Ok((ports, port))
+    }
+
     /// Every valid endpoint, one per address (ports merged, ready if ready anywhere), sorted by
     /// address. An invalid endpoint or port is left out with a problem naming its object.
     fn endpoints(&self, rules: &Rules, problems: &mut Vec<Problem>) -> Vec<Endpoint> {
-        let found = match self.backing {
+        let found = match &self.backing {
             Backing::Slices(slices) => slice_endpoints(slices, problems),
-            Backing::Legacy(endpoints) => legacy_endpoints(endpoints, problems),
+            Backing::Legacy(endpoints) => legacy_endpoints(*endpoints, problems),
         };
         let mut by_address: BTreeMap<String, Endpoint> = BTreeMap::new();
         for (object, endpoint) in found {

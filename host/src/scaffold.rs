@@ -39,87 +39,92 @@ pub fn create(
             dir.display()
         );
     }
+    let (files, sdk) = files(name, language, sdk)?;
+    write(dir, name, &sdk, files)
+}
 
-    let mut files: Vec<(&str, String)> = vec![
-        (
-            "test.sh",
-            include_str!("../templates/common/test.sh").into(),
-        ),
-        (
-            "test/cluster.yaml",
-            include_str!("../templates/common/test/cluster.yaml").into(),
-        ),
-        (
-            "test/expected.cfg",
-            include_str!("../templates/common/test/expected.cfg").into(),
-        ),
-        (
-            "test/expected.map",
-            include_str!("../templates/common/test/expected.map").into(),
-        ),
-        ("README.md", readme(language)),
-    ];
-    let wit = [
-        ("wit/types.wit", include_str!("../../wit/types.wit")),
-        ("wit/host.wit", include_str!("../../wit/host.wit")),
-        ("wit/world.wit", include_str!("../../wit/world.wit")),
-    ];
+/// Template files every project has, by path.
+const COMMON: &[(&str, &str)] = &[
+    ("test.sh", include_str!("../templates/common/test.sh")),
+    (
+        "test/cluster.yaml",
+        include_str!("../templates/common/test/cluster.yaml"),
+    ),
+    (
+        "test/expected.cfg",
+        include_str!("../templates/common/test/expected.cfg"),
+    ),
+    (
+        "test/expected.map",
+        include_str!("../templates/common/test/expected.map"),
+    ),
+];
+
+/// The WIT contract, for the languages that generate bindings from it in the project.
+const WIT: &[(&str, &str)] = &[
+    ("wit/types.wit", include_str!("../../wit/types.wit")),
+    ("wit/host.wit", include_str!("../../wit/host.wit")),
+    ("wit/world.wit", include_str!("../../wit/world.wit")),
+];
+
+const RUST: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
+    ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
+    ("build.sh", include_str!("../templates/rust/build.sh")),
+    (".gitignore", include_str!("../templates/rust/gitignore")),
+];
+
+const PYTHON: &[(&str, &str)] = &[
+    ("app.py", include_str!("../templates/python/app.py")),
+    ("build.sh", include_str!("../templates/python/build.sh")),
+    (".gitignore", include_str!("../templates/python/gitignore")),
+];
+
+const JS: &[(&str, &str)] = &[
+    ("app.js", include_str!("../templates/js/app.js")),
+    ("build.sh", include_str!("../templates/js/build.sh")),
+    (".gitignore", include_str!("../templates/js/gitignore")),
+];
+
+/// The files of a project for guest `name` in `language`, and the SDK directory it uses.
+fn files(
+    name: &str,
+    language: Language,
+    sdk: Option<&Path>,
+) -> anyhow::Result<(Vec<(&'static str, String)>, String)> {
+    let owned = |list: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        list.iter()
+            .map(|(path, text)| (*path, text.to_string()))
+            .collect()
+    };
+    let mut files = owned(COMMON);
+    files.push(("README.md", readme(language)));
     let sdk = match language {
         Language::Rust => {
             let sdk = sdk.map(Path::to_path_buf).or_else(default_sdk).context(
                 "the Rust guest SDK (guest-sdk/ of a wasmconfd checkout) is not on this machine; \
                  pass --sdk DIR",
             )?;
-            files.extend([
-                (
-                    "Cargo.toml",
-                    include_str!("../templates/rust/Cargo.toml").into(),
-                ),
-                (
-                    "src/lib.rs",
-                    include_str!("../templates/rust/src/lib.rs").into(),
-                ),
-                (
-                    "build.sh",
-                    include_str!("../templates/rust/build.sh").into(),
-                ),
-                (
-                    ".gitignore",
-                    include_str!("../templates/rust/gitignore").into(),
-                ),
-            ]);
+            files.extend(owned(RUST));
             sdk.display().to_string()
         }
         Language::Python => {
-            files.extend(wit.map(|(path, text)| (path, text.to_string())));
-            files.extend([
-                ("app.py", include_str!("../templates/python/app.py").into()),
-                (
-                    "build.sh",
-                    include_str!("../templates/python/build.sh").into(),
-                ),
-                (
-                    ".gitignore",
-                    include_str!("../templates/python/gitignore").into(),
-                ),
-            ]);
+            files.extend(owned(WIT));
+            files.extend(owned(PYTHON));
             String::new()
         }
         Language::Js => {
-            files.extend(wit.map(|(path, text)| (path, text.to_string())));
-            files.extend([
-                ("app.js", include_str!("../templates/js/app.js").into()),
-                ("build.sh", include_str!("../templates/js/build.sh").into()),
-                ("package.json", package_json(name)?),
-                (
-                    ".gitignore",
-                    include_str!("../templates/js/gitignore").into(),
-                ),
-            ]);
+            files.extend(owned(WIT));
+            files.extend(owned(JS));
+            files.push(("package.json", package_json(name)?));
             String::new()
         }
     };
+    Ok((files, sdk))
+}
 
+/// Write `files` into `dir`, with the placeholders filled in; scripts executable.
+fn write(dir: &Path, name: &str, sdk: &str, files: Vec<(&str, String)>) -> anyhow::Result<()> {
     let type_name: String = name
         .split('-')
         .map(|word| {
@@ -135,7 +140,7 @@ pub fn create(
             .replace("{{name}}", name)
             .replace("{{type}}", &type_name)
             .replace("{{crate}}", &name.replace('-', "_"))
-            .replace("{{sdk}}", &sdk)
+            .replace("{{sdk}}", sdk)
             .replace("{{componentize_py}}", COMPONENTIZE_PY);
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().unwrap_or(dir))

@@ -358,46 +358,50 @@ impl Sandbox {
                 said.trim()
             );
         }
+        let guest_name = guest.name.clone();
         match result {
             Ok(Ok(fragment)) => match OUTPUT_LIMITS.exceeded(&fragment) {
                 None => Ok(fragment),
                 Some((what, count, limit)) => Err(GuestError::TooLarge {
-                    guest: guest.name.clone(),
+                    guest: guest_name,
                     what,
                     count,
                     limit,
                 }),
             },
             Ok(Err(error)) => Err(GuestError::Render {
-                guest: guest.name.clone(),
+                guest: guest_name,
                 error,
             }),
-            Err(_) if store.data().limiter.exceeded => Err(GuestError::OutOfMemory {
-                guest: guest.name.clone(),
-                limit_mib: self.limits.memory >> 20,
-            }),
-            Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                Err(GuestError::Timeout {
-                    guest: guest.name.clone(),
-                    limit: self.limits.timeout,
-                })
-            }
-            Err(error) => {
-                tracing::debug!(guest = guest.name, "guest crashed: {error:?}");
-                let reason = match error.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => format!("{error:#}"),
-                };
-                let message = match store.data().stderr.text().trim() {
-                    "" => reason,
-                    said => format!("{reason}; it wrote: {said}"),
-                };
-                Err(GuestError::Trap {
-                    guest: guest.name.clone(),
-                    message,
-                })
-            }
+            Err(error) => Err(self.stopped(guest_name, error, store.data())),
         }
+    }
+
+    /// Why a guest that did not return was stopped: its memory or time limit, or a crash,
+    /// explained with what it wrote to stderr.
+    fn stopped(&self, guest: String, error: wasmtime::Error, state: &State) -> GuestError {
+        if state.limiter.exceeded {
+            return GuestError::OutOfMemory {
+                guest,
+                limit_mib: self.limits.memory >> 20,
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return GuestError::Timeout {
+                guest,
+                limit: self.limits.timeout,
+            };
+        }
+        tracing::debug!(guest, "guest crashed: {error:?}");
+        let reason = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
+        let message = match state.stderr.text().trim() {
+            "" => reason,
+            said => format!("{reason}; it wrote: {said}"),
+        };
+        GuestError::Trap { guest, message }
     }
 }
 

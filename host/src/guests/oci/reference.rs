@@ -33,11 +33,7 @@ impl FromStr for GuestRef {
             let hex = digest
                 .strip_prefix("sha256:")
                 .ok_or_else(|| bad("the digest does not start with sha256:"))?;
-            if hex.len() != 64
-                || !hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
+            if !valid_hex_digest(hex) {
                 return Err(bad("a sha256 digest is 64 lower-case hex digits"));
             }
         }
@@ -54,33 +50,14 @@ impl FromStr for GuestRef {
             Some((repository, tag)) => (repository, Some(tag)),
             None => (path, None),
         };
-        // The OCI distribution grammar: each part starts and ends with a letter or digit, with
-        // single separators between, so `.` and `..` are never parts.
-        let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-        let component = |c: &str| {
-            c.bytes().next().is_some_and(alphanumeric)
-                && c.bytes().last().is_some_and(alphanumeric)
-                && c.bytes().all(|b| alphanumeric(b) || b"._-".contains(&b))
-                && !c.contains("..")
-        };
-        if !repository.split('/').all(component) {
+        if !valid_repository(repository) {
             return Err(bad(
                 "the repository must be /-separated parts of lower-case letters and digits, \
                  with single ._- between them",
             ));
         }
-        if let Some(tag) = tag {
-            let valid = tag.len() <= 128
-                && tag
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && tag
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !valid {
-                return Err(bad("a tag is up to 128 letters, digits and ._-"));
-            }
+        if tag.is_some_and(|tag| !valid_tag(tag)) {
+            return Err(bad("a tag is up to 128 letters, digits and ._-"));
         }
         if tag.is_none() && digest.is_none() {
             return Err(bad(
@@ -94,6 +71,36 @@ impl FromStr for GuestRef {
             digest: digest.map(str::to_string),
         })
     }
+}
+
+fn valid_hex_digest(hex: &str) -> bool {
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The OCI distribution grammar: each part starts and ends with a letter or digit, with single
+/// separators between, so `.` and `..` are never parts.
+fn valid_repository(repository: &str) -> bool {
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    repository.split('/').all(|part| {
+        part.bytes().next().is_some_and(alphanumeric)
+            && part.bytes().last().is_some_and(alphanumeric)
+            && part.bytes().all(|b| alphanumeric(b) || b"._-".contains(&b))
+            && !part.contains("..")
+    })
+}
+
+fn valid_tag(tag: &str) -> bool {
+    tag.len() <= 128
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl fmt::Display for GuestRef {
