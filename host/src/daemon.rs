@@ -10,7 +10,7 @@ use crate::apply::runtime_api;
 use crate::apply::{Applied, Applier, ApplyError, Prepared, Reload};
 use crate::assemble::Assembled;
 use crate::assemble::MAPS_DIR;
-use crate::bindings::{Fragment, SectionKind};
+use crate::bindings::Fragment;
 use crate::model;
 use crate::render::{GuestConfig, Pipeline};
 use crate::source::kubernetes::Connection;
@@ -19,7 +19,7 @@ use crate::source::{self, Objects};
 use crate::status::Status;
 use anyhow::Context;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -244,7 +244,7 @@ impl State {
             Some(installed) => plan::plan(installed, &fragments, MAPS_DIR),
             None => Plan::Reload(vec!["first configuration from this process".into()]),
         };
-        let socket = admin_socket(&fragments);
+        let socket = runtime_api::admin_socket(&fragments);
         let result = self.apply(
             &config.applier,
             &assembled,
@@ -469,7 +469,11 @@ impl State {
 
     /// Delete the draining servers whose connections have ended.
     fn delete_drained(&mut self) {
-        let Some(socket) = self.installed.as_deref().and_then(admin_socket) else {
+        let Some(socket) = self
+            .installed
+            .as_deref()
+            .and_then(runtime_api::admin_socket)
+        else {
             return self.set_draining(BTreeSet::new());
         };
         let draining = self
@@ -490,19 +494,4 @@ impl State {
             .collect();
         self.set_draining(draining);
     }
-}
-
-/// The admin socket the configuration opens: `stats socket PATH ...` in `global`, with an
-/// absolute path.
-fn admin_socket(fragments: &[Fragment]) -> Option<PathBuf> {
-    fragments
-        .iter()
-        .flat_map(|f| &f.sections)
-        .filter(|s| s.kind == SectionKind::Global)
-        .flat_map(|s| &s.directives)
-        .filter(|d| d.keyword == "stats" && d.args.first().is_some_and(|a| a == "socket"))
-        .filter_map(|d| d.args.get(1))
-        .map(|path| path.strip_prefix("unix@").unwrap_or(path))
-        .find(|path| path.starts_with('/'))
-        .map(PathBuf::from)
 }

@@ -215,3 +215,17 @@ fn compare(
         "{what}: missing {missing:?}, not meant {extra:?}"
     )))
 }
+/// The admin socket the configuration opens: `stats socket PATH ...` in `global`, with an
+/// absolute path.
+pub fn admin_socket(fragments: &[Fragment]) -> Option<std::path::PathBuf> {
+    fragments
+        .iter()
+        .flat_map(|f| &f.sections)
+        .filter(|s| s.kind == crate::bindings::SectionKind::Global)
+        .flat_map(|s| &s.directives)
+        .filter(|d| d.keyword == "stats" && d.args.first().is_some_and(|a| a == "socket"))
+        .filter_map(|d| d.args.get(1))
+        .map(|path| path.strip_prefix("unix@").unwrap_or(path))
+        .find(|path| path.starts_with('/'))
+        .map(std::path::PathBuf::from)
+}
