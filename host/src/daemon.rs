@@ -71,7 +71,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     ));
     let (pipelines_tx, pipelines) = mpsc::channel();
     if let Some(remote) = config.remote.take() {
-        tokio::spawn(load_missing(
+        tokio::spawn(crate::render::load_missing(
             config.guests.clone(),
             remote,
             pipelines_tx,
@@ -87,52 +87,6 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
             let _ = done_tx.send(result);
         })?;
     done.await?
-}
-
-/// Try the registry guests left out at start again, with backoff, until every one has loaded;
-/// hand the render loop a new pipeline with those that do.
-async fn load_missing(
-    mut guests: GuestConfig,
-    remote: crate::guests::oci::Remote,
-    pipelines: mpsc::Sender<Pipeline>,
-    changed: mpsc::SyncSender<()>,
-    status: Arc<Status>,
-) {
-    let mut attempts = 0;
-    while !guests.missing.is_empty() {
-        attempts += 1;
-        tokio::time::sleep(backoff(attempts)).await;
-        let (parts, failed) = remote.fetch(&guests.missing).await;
-        let loaded: Vec<_> = parts.iter().map(|part| part.slot.clone()).collect();
-        let mut next = guests.clone();
-        next.remote.extend(parts);
-        next.missing.clear();
-        for (guest, error) in failed {
-            tracing::warn!("{error:#}; trying again");
-            next.missing.push(guest);
-        }
-        if loaded.is_empty() {
-            continue;
-        }
-        let built = tokio::task::spawn_blocking(move || Pipeline::new(&next).map(|p| (p, next)));
-        match built.await {
-            Ok(Ok((pipeline, next))) => {
-                tracing::info!(
-                    ?loaded,
-                    "guests left out at start loaded; rendering with them"
-                );
-                guests = next;
-                let missing = guests.missing.len() as u64;
-                status.missing_guests.store(missing, Ordering::Relaxed);
-                if pipelines.send(pipeline).is_err() {
-                    return;
-                }
-                let _ = changed.try_send(());
-            }
-            Ok(Err(error)) => tracing::error!(?loaded, "{error}; trying again"),
-            Err(error) => tracing::error!(%error, "loading guests failed"),
-        }
-    }
 }
 
 /// Render after the first complete list, then after every burst of changes; retry a failed
@@ -469,29 +423,14 @@ impl State {
 
     /// Delete the draining servers whose connections have ended.
     fn delete_drained(&mut self) {
-        let Some(socket) = self
+        let socket = self
             .installed
             .as_deref()
-            .and_then(runtime_api::admin_socket)
-        else {
-            return self.set_draining(BTreeSet::new());
+            .and_then(runtime_api::admin_socket);
+        let left = match socket {
+            Some(socket) => runtime_api::delete_drained(&socket, &self.draining),
+            None => BTreeSet::new(),
         };
-        let draining = self
-            .draining
-            .iter()
-            .filter(|(backend, server)| match runtime_api::delete(&socket, backend, server) {
-                Ok(true) => {
-                    tracing::info!(backend, server, "drained server deleted");
-                    false
-                }
-                Ok(false) => true,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot delete a drained server; it stays in maintenance until the next reload");
-                    false
-                }
-            })
-            .cloned()
-            .collect();
-        self.set_draining(draining);
+        self.set_draining(left);
     }
 }

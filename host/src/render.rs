@@ -184,3 +184,51 @@ impl Pipeline {
         self.assemble(&fragments).map_err(|e| vec![e.into()])
     }
 }
+
+/// Try the registry guests left out at start again, with backoff, until every one has loaded;
+/// hand the render loop a new pipeline with those that do.
+pub async fn load_missing(
+    mut guests: GuestConfig,
+    remote: crate::guests::oci::Remote,
+    pipelines: std::sync::mpsc::Sender<Pipeline>,
+    changed: std::sync::mpsc::SyncSender<()>,
+    status: std::sync::Arc<crate::status::Status>,
+) {
+    let mut attempts = 0;
+    while !guests.missing.is_empty() {
+        attempts += 1;
+        tokio::time::sleep(crate::source::watch::backoff(attempts)).await;
+        let (parts, failed) = remote.fetch(&guests.missing).await;
+        let loaded: Vec<_> = parts.iter().map(|part| part.slot.clone()).collect();
+        let mut next = guests.clone();
+        next.remote.extend(parts);
+        next.missing.clear();
+        for (guest, error) in failed {
+            tracing::warn!("{error:#}; trying again");
+            next.missing.push(guest);
+        }
+        if loaded.is_empty() {
+            continue;
+        }
+        let built = tokio::task::spawn_blocking(move || Pipeline::new(&next).map(|p| (p, next)));
+        match built.await {
+            Ok(Ok((pipeline, next))) => {
+                tracing::info!(
+                    ?loaded,
+                    "guests left out at start loaded; rendering with them"
+                );
+                guests = next;
+                let missing = guests.missing.len() as u64;
+                status
+                    .missing_guests
+                    .store(missing, std::sync::atomic::Ordering::Relaxed);
+                if pipelines.send(pipeline).is_err() {
+                    return;
+                }
+                let _ = changed.try_send(());
+            }
+            Ok(Err(error)) => tracing::error!(?loaded, "{error}; trying again"),
+            Err(error) => tracing::error!(%error, "loading guests failed"),
+        }
+    }
+}

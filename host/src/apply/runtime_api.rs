@@ -215,6 +215,25 @@ fn compare(
         "{what}: missing {missing:?}, not meant {extra:?}"
     )))
 }
+/// Delete each of the `draining` servers whose connections have ended; those left.
+pub fn delete_drained(
+    socket: &Path,
+    draining: &std::collections::BTreeSet<ServerName>,
+) -> std::collections::BTreeSet<ServerName> {
+    let left = |(backend, server): &&ServerName| match delete(socket, backend, server) {
+        Ok(true) => {
+            tracing::info!(backend, server, "drained server deleted");
+            false
+        }
+        Ok(false) => true,
+        Err(error) => {
+            tracing::warn!(%error, "cannot delete a drained server; it stays in maintenance until the next reload");
+            false
+        }
+    };
+    draining.iter().filter(left).cloned().collect()
+}
+
 /// The admin socket the configuration opens: `stats socket PATH ...` in `global`, with an
 /// absolute path.
 pub fn admin_socket(fragments: &[Fragment]) -> Option<std::path::PathBuf> {
