@@ -14,14 +14,8 @@ use std::time::Duration;
 /// Which signatures count.
 #[derive(Debug, Args)]
 pub struct TrustArgs {
-    /// A public key (PEM, such as cosign.pub) whose signatures are trusted; repeat for more.
-    #[arg(
-        long = "trusted-key",
-        env = "WASMCONFD_TRUSTED_KEYS",
-        value_delimiter = ',',
-        value_name = "FILE"
-    )]
-    pub trusted_keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeysArgs,
     /// Load guests that carry no trusted signature. Only for development.
     #[arg(long, env = "WASMCONFD_INSECURE_ALLOW_UNSIGNED")]
     pub insecure_allow_unsigned: bool,
@@ -30,17 +24,34 @@ pub struct TrustArgs {
 impl TrustArgs {
     pub fn trust(&self) -> anyhow::Result<crate::guests::oci::Trust> {
         Ok(crate::guests::oci::Trust {
-            keys: read_public_keys(&self.trusted_keys)?,
+            keys: self.keys.read()?,
             allow_unsigned: self.insecure_allow_unsigned,
         })
     }
 }
 
-pub fn read_public_keys(files: &[PathBuf]) -> anyhow::Result<Vec<p256::ecdsa::VerifyingKey>> {
-    files
-        .iter()
-        .map(|file| crate::guests::oci::read_public_key(file))
-        .collect()
+/// Public keys that signatures are checked against.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// A public key (PEM, such as cosign.pub) whose signatures are trusted; repeat for more.
+    #[arg(
+        long = "trusted-key",
+        visible_alias = "key",
+        env = "WASMCONFD_TRUSTED_KEYS",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub files: Vec<PathBuf>,
+}
+
+impl KeysArgs {
+    /// The keys, read from their files.
+    pub fn read(&self) -> anyhow::Result<Vec<p256::ecdsa::VerifyingKey>> {
+        self.files
+            .iter()
+            .map(|file| crate::guests::oci::read_public_key(file))
+            .collect()
+    }
 }
 
 /// How to reach OCI registries.

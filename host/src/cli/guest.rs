@@ -1,6 +1,6 @@
 //! `wasmconfd guest ...`: start, push, pull, sign, verify and inspect guests.
 
-use super::args::{CacheArgs, RegistryArgs, TrustArgs, read_public_keys};
+use super::args::{CacheArgs, KeysArgs, RegistryArgs, TrustArgs};
 use anyhow::Context as _;
 use clap::Args;
 use std::path::PathBuf;
@@ -10,15 +10,8 @@ use tokio::runtime::Runtime;
 pub struct InspectArgs {
     /// A component file, or oci://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST).
     pub guest: String,
-    /// Public keys (PEM) to check a registry guest's signatures against; repeat for more.
-    #[arg(
-        long = "trusted-key",
-        visible_alias = "key",
-        env = "WASMCONFD_TRUSTED_KEYS",
-        value_delimiter = ',',
-        value_name = "FILE"
-    )]
-    pub keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeysArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
@@ -40,16 +33,8 @@ pub struct SignArgs {
 pub struct VerifyArgs {
     /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST.
     pub reference: crate::guests::oci::GuestRef,
-    /// A public key (PEM, such as cosign.pub) whose signature counts; repeat for more.
-    #[arg(
-        long = "key",
-        visible_alias = "trusted-key",
-        env = "WASMCONFD_TRUSTED_KEYS",
-        value_delimiter = ',',
-        value_name = "FILE",
-        required = true
-    )]
-    pub keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeysArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -163,12 +148,12 @@ pub fn inspect_guest(args: &InspectArgs, runtime: &Runtime) -> anyhow::Result<()
     let wasm = if args.guest.starts_with("oci://") {
         let reference: crate::guests::oci::GuestRef =
             args.guest.parse().map_err(anyhow::Error::msg)?;
-        let keys = read_public_keys(&args.keys)?;
+        let keys = args.keys.read()?;
         let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
         runtime.block_on(async {
             let digest = registry.resolve(&reference).await?;
             let signature = match registry.verify(&reference, &digest, &keys).await {
-                Ok((_, key)) => format!("verified: signed by {}", args.keys[key].display()),
+                Ok((_, key)) => format!("verified: signed by {}", args.keys.files[key].display()),
                 Err(crate::guests::oci::SignatureError::Unsigned(..)) => {
                     "none: loads only with --insecure-allow-unsigned".to_string()
                 }
@@ -230,7 +215,10 @@ fn describe_component(
 
 /// `wasmconfd guest verify`.
 pub fn verify_guest(args: &VerifyArgs, runtime: &Runtime) -> anyhow::Result<()> {
-    let keys = read_public_keys(&args.keys)?;
+    if args.keys.files.is_empty() {
+        anyhow::bail!("guest verify needs --key FILE, the public key whose signature counts");
+    }
+    let keys = args.keys.read()?;
     let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
     runtime.block_on(async {
         let digest = registry.resolve(&args.reference).await?;
@@ -238,7 +226,7 @@ pub fn verify_guest(args: &VerifyArgs, runtime: &Runtime) -> anyhow::Result<()> 
         println!(
             "verified {} (signed by {})",
             args.reference.at(&digest),
-            args.keys[key].display()
+            args.keys.files[key].display()
         );
         anyhow::Ok(())
     })
