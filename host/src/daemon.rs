@@ -50,8 +50,8 @@ const DRAIN_CHECK: Duration = Duration::from_secs(1);
 /// outside the async runtime, because WASI calls of a guest (writing to stderr, say) block on a
 /// runtime of their own.
 pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
-    let pipeline = Pipeline::new(&config.guests)?;
     let servers = config.connection.configs().await?;
+    let pipeline = Pipeline::new(&config.guests)?;
     let caches = Arc::new(Mutex::new(Caches::default()));
     let status = Arc::new(Status::default());
     let missing = config.guests.missing.len() as u64;

@@ -137,6 +137,20 @@ fn no_answering_api_server_is_a_clear_error() {
     );
 }
 
+/// python-confd's APISERVERS were often written without a scheme: a clear error that says
+/// what to write, not a crash inside the Kubernetes client.
+#[test]
+fn an_api_server_without_a_scheme_is_a_clear_error() {
+    let (ok, _, stderr) = run(&mut snapshot("10.0.0.1:6443"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("API server \"10.0.0.1:6443\" is not a URL")
+            && stderr.contains("https://10.0.0.1:6443")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
 /// `deploy/rbac.yaml` parses as the Kubernetes objects it claims to be, and grants exactly
 /// get/list/watch on what wasmconfd reads.
 #[test]

@@ -71,9 +71,15 @@ impl Connection {
             configs.push(config);
         }
         for url in &self.api_servers {
-            let uri = url
+            let uri: hyper::Uri = url
                 .parse()
                 .map_err(|e| invalid(&format!("API server {url:?}: {e}")))?;
+            if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+                return Err(invalid(&format!(
+                    "API server {url:?} is not a URL: write it with its scheme, such as \
+                     https://{url}"
+                )));
+            }
             let mut config = kube::Config::new(uri);
             config.root_cert_file = self.ssl_ca.clone();
             let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
