@@ -20,6 +20,40 @@ pub const PORT: &str = "wasmconfd.io/port";
 pub const LISTEN_PORT: &str = "wasmconfd.io/listen-port";
 /// A path prefix: services may share a domain when their paths differ.
 pub const PATH: &str = "wasmconfd.io/path";
+/// The prefix of wasmconfd's own annotations, and those it reads.
+const PREFIX: &str = "wasmconfd.io/";
+const KNOWN: [&str; 5] = [DOMAIN[0], PROTO[0], PORT, LISTEN_PORT, PATH];
+
+/// Why annotation `key` (with wasmconfd's prefix) is ignored, with the known key it most
+/// likely means.
+fn unknown_annotation(key: &str) -> String {
+    let distance = |known: &str| edit_distance(key, known);
+    let closest = KNOWN.iter().min_by_key(|known| distance(known));
+    let hint = match closest {
+        Some(known) if distance(known) <= 4 => format!(" (did you mean {known}?)"),
+        _ => String::new(),
+    };
+    format!(
+        "annotation {key} is not one wasmconfd reads{hint}: ignored; it reads {}",
+        KNOWN.join(", ")
+    )
+}
+
+/// The Levenshtein distance between `a` and `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substituted.min(previous + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
+}
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -159,8 +193,10 @@ impl Candidate<'_> {
             keys.iter()
                 .find_map(|k| annotations.get(*k).map(|v| (*k, v)))
         };
+        let ours = annotations.keys().find(|k| k.starts_with(PREFIX));
         let Some((proto_key, proto)) = get(&PROTO) else {
-            if let Some((key, _)) = get(&[DOMAIN[0], DOMAIN[1], PORT, LISTEN_PORT]) {
+            let bare_domain = get(&[DOMAIN[1]]).map(|(key, _)| key);
+            if let Some(key) = ours.map(String::as_str).or(bare_domain) {
                 return Err(format!(
                     "has {key} but no {} annotation, so it is not routed; add one (for example `http`)",
                     PROTO[0]
@@ -168,6 +204,11 @@ impl Candidate<'_> {
             }
             return Ok(None);
         };
+        for key in annotations.keys().filter(|k| k.starts_with(PREFIX)) {
+            if !KNOWN.contains(&key.as_str()) {
+                problems.push(Problem::part(&self.id(), &unknown_annotation(key)));
+            }
+        }
         check_proto(proto).map_err(|e| format!("annotation {proto_key}: {e}"))?;
         check_name(namespace(self.meta)).map_err(|e| format!("namespace: {e}"))?;
         check_name(name(self.meta)).map_err(|e| format!("name: {e}"))?;
@@ -1165,5 +1206,41 @@ mod tests {
         assert!(parse_domains("*.example.com").is_ok());
         let problem = Problem::new("Service ns/a\nb\u{1b}[31m", "bad \r");
         assert_eq!(problem.to_string(), "Service ns/a\\nb\\u{1b}[31m: bad \\r");
+    }
+
+    #[test]
+    fn misspelt_annotations_are_reported_with_the_key_they_likely_mean() {
+        let (services, problems) = model(&service(
+            "a",
+            "    wasmconfd.io/proto: http\n    wasmconfd.io/domians: a.example.com",
+            "2024-01-01T00:00:00Z",
+        ));
+        assert_eq!(services.len(), 1, "the service is still routed");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].reason.contains("wasmconfd.io/domians")
+                && problems[0]
+                    .reason
+                    .contains("did you mean wasmconfd.io/domain?"),
+            "{problems:?}"
+        );
+        // Without a proto annotation, any of wasmconfd's keys says the object was meant to be
+        // routed.
+        let (services, problems) = model(&service(
+            "a",
+            "    wasmconfd.io/protocol: http",
+            "2024-01-01T00:00:00Z",
+        ));
+        assert!(services.is_empty());
+        assert!(
+            problems[0]
+                .reason
+                .contains("has wasmconfd.io/protocol but no wasmconfd.io/proto"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            edit_distance("wasmconfd.io/protocol", "wasmconfd.io/proto"),
+            3
+        );
     }
 }
