@@ -382,23 +382,45 @@ fn config_with_deny_map(port: u16, word: &str) -> Assembled {
     .unwrap()
 }
 
-/// A tmpfs of its own, to fill up; unmounted when dropped. Mounting needs root, which the
-/// test machines have: a test that cannot mount fails, it does not skip.
+/// A tmpfs of its own, to fill up; unmounted when dropped. Mounting needs root, or `sudo`
+/// without a password as `scripts/setup.sh` uses it: a test that cannot mount fails, it does
+/// not skip.
 struct SmallDisk {
     dir: tempfile::TempDir,
+}
+
+/// `program` run as root: directly when we are root, else through `sudo -n`.
+fn as_root(program: &str) -> std::process::Command {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if root {
+        std::process::Command::new(program)
+    } else {
+        let mut sudo = std::process::Command::new("sudo");
+        sudo.args(["-n", program]);
+        sudo
+    }
 }
 
 impl SmallDisk {
     fn mount(kib: usize) -> SmallDisk {
         let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+        let status = as_root("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=1777"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .status()
             .unwrap();
         assert!(
             status.success(),
-            "cannot mount a tmpfs (this test needs root)"
+            "cannot mount a tmpfs (this test needs root or sudo)"
         );
         SmallDisk { dir }
     }
@@ -434,10 +456,7 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        let _ = as_root("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
 
