@@ -364,12 +364,17 @@ pub(super) fn failed(
     error: oci_client::errors::OciDistributionError,
 ) -> anyhow::Error {
     let text = error.to_string();
-    let hint = if text.contains("401") || text.contains("UNAUTHORIZED") {
-        "; the registry refused the credentials: check --registry-user and --registry-password, \
-         or the registry's entry in the docker config.json"
-    } else if text.contains("error sending request") {
+    let hint = if text.contains("error sending request") {
         "; the registry cannot be reached, or its certificate is not trusted: for a registry \
          with its own CA, pass --registry-ca FILE"
+    } else if matches!(
+        error,
+        oci_client::errors::OciDistributionError::UnauthorizedError { .. }
+            | oci_client::errors::OciDistributionError::AuthenticationFailure(_)
+    ) || text.contains("UNAUTHORIZED")
+    {
+        "; the registry refused the credentials: check --registry-user and --registry-password, \
+         or the registry's entry in the docker config.json"
     } else {
         ""
     };
