@@ -28,27 +28,35 @@ fn config_with_global(port: u16, word: &str, global: &str) -> Assembled {
          timeout server 5s\nfrontend f\n    bind 127.0.0.1:{port}\n    \
          http-request return status 200 content-type text/plain lf-string %[str(word),map(maps/words.map)]\n"
     );
+    assembled(&text, &[("words.map", "word", word)])
+}
+
+/// The static configuration `text`, with map files (name, one key, its value) from a guest.
+fn assembled(text: &str, maps: &[(&str, &str, &str)]) -> Assembled {
     let part = Part {
         slot: "10-test".into(),
         origin: "test".into(),
-        source: Source::Static(text.clone()),
+        source: Source::Static(text.into()),
     };
     let maps = Fragment {
         sections: Vec::new(),
-        maps: vec![MapFile {
-            name: "words.map".into(),
-            entries: vec![MapEntry {
-                key: "word".into(),
-                value: word.into(),
-            }],
-        }],
+        maps: maps
+            .iter()
+            .map(|(name, key, value)| MapFile {
+                name: name.to_string(),
+                entries: vec![MapEntry {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                }],
+            })
+            .collect(),
     };
     let maps_part = Part {
         slot: "20-maps".into(),
         ..part.clone()
     };
     assemble::assemble(&[
-        (&part, Output::Static(&text)),
+        (&part, Output::Static(text)),
         (&maps_part, Output::Fragment(&maps)),
     ])
     .unwrap()
@@ -352,34 +360,10 @@ fn config_with_deny_map(port: u16, word: &str) -> Assembled {
          http-request deny if {{ path -m beg -f maps/deny.map }}\n    \
          http-request return status 200 content-type text/plain lf-string %[str(word),map(maps/words.map)]\n"
     );
-    let part = Part {
-        slot: "10-test".into(),
-        origin: "test".into(),
-        source: Source::Static(text.clone()),
-    };
-    let map = |name: &str, key: &str, value: &str| MapFile {
-        name: name.into(),
-        entries: vec![MapEntry {
-            key: key.into(),
-            value: value.into(),
-        }],
-    };
-    let maps = Fragment {
-        sections: Vec::new(),
-        maps: vec![
-            map("words.map", "word", word),
-            map("deny.map", "/admin", "x"),
-        ],
-    };
-    let maps_part = Part {
-        slot: "20-maps".into(),
-        ..part.clone()
-    };
-    assemble::assemble(&[
-        (&part, Output::Static(&text)),
-        (&maps_part, Output::Fragment(&maps)),
-    ])
-    .unwrap()
+    assembled(
+        &text,
+        &[("words.map", "word", word), ("deny.map", "/admin", "x")],
+    )
 }
 
 /// A tmpfs of its own, to fill up; unmounted when dropped. Mounting needs root, or `sudo`
