@@ -4,12 +4,31 @@
 mod common;
 
 use common::{
-    backend, free_port, haproxy_check, http_get as get, misbehave_guest, run, start_haproxy,
-    wasmconfd,
+    Killed, backend, free_port, haproxy_check, http_get as get, misbehave_guest, run,
+    start_haproxy, wasmconfd,
 };
 use std::ffi::OsStr;
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// HAProxy on `config`, once it listens on `port`; killed when dropped.
+fn serve(config: &Path, port: u16) -> Killed {
+    let log = config.with_file_name("haproxy.log");
+    let haproxy = start_haproxy(
+        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "HAProxy did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    haproxy
+}
 
 #[test]
 fn http_requests_reach_the_service_their_host_names() {
@@ -49,18 +68,7 @@ fn http_requests_reach_the_service_their_host_names() {
         .args(["--set", "base.admin-socket=none"]));
     assert!(ok, "{stderr}");
 
-    let _haproxy = start_haproxy(
-        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
-        &dir.path().join("haproxy.log"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "HAProxy did not start listening on {http}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _haproxy = serve(&config, http);
 
     let (status, body) = get(http, "shop.test");
     assert_eq!((status, body.lines().next()), (200, Some("shop")), "{body}");
@@ -136,15 +144,7 @@ fn a_guest_binding_another_guests_port_is_left_out_and_takes_no_request() {
     let (valid, output) = haproxy_check(&config);
     assert!(valid, "{output}");
 
-    let _haproxy = start_haproxy(
-        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
-        &dir.path().join("haproxy.log"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "HAProxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _haproxy = serve(&config, http);
     let answers: Vec<_> = (0..40)
         .map(|_| {
             get(http, "shop.test")
