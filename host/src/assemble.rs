@@ -93,6 +93,16 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
     })
 }
 
+/// Whether the host can write `fragment`: valid section names and keywords, valid map files, no
+/// control characters anywhere.
+pub fn check_fragment(fragment: &Fragment) -> Result<(), String> {
+    Text::default().sections("", &fragment.sections)?;
+    for map in &fragment.maps {
+        map_contents(map)?;
+    }
+    Ok(())
+}
+
 /// The text of map file `map`: `key value` lines.
 fn map_contents(map: &MapFile) -> Result<String, String> {
     check_map_name(&map.name)?;

@@ -6,8 +6,14 @@
 //! claim of an address:port wins (static files first, then guests in slot order, sections in
 //! output order) and a later section binding any address it overlaps is dropped whole, with an
 //! error naming both. No configuration with two listeners on one port is ever assembled.
+//!
+//! Names: a section name (frontends and backends each have their own names; a `listen` takes
+//! both) and a map file name have one owner too, claimed in the same order; a later section or
+//! map file with a taken name is dropped, with an error, so one guest's clash never fails the
+//! whole configuration.
 
-use crate::bindings::Section;
+use crate::bindings::{MapFile, Section, SectionKind};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
@@ -74,13 +80,70 @@ impl Listener {
     }
 }
 
-/// The listening addresses claimed so far, each with its owner.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    claims: Vec<(String, Listener, String)>,
+/// The ports of a `bind` address (`:8080`, `127.0.0.1:8000-8009`); `None` for anything that is
+/// not an IP address and port (a UNIX socket, an inherited file descriptor).
+pub fn bind_ports(address: &str) -> Option<RangeInclusive<u16>> {
+    match Listener::parse(address) {
+        Listener::Inet { ports, .. } => Some(ports),
+        Listener::Other(_) => None,
+    }
 }
 
-impl Listeners {
+/// The listening addresses and names claimed so far, each with its owner.
+#[derive(Debug, Default)]
+pub struct Claims {
+    claims: Vec<(String, Listener, String)>,
+    /// (name space, name) -> owner.
+    names: BTreeMap<(&'static str, String), String>,
+    /// Map file name -> owner.
+    maps: BTreeMap<String, String>,
+}
+
+/// The name spaces a section's name is in: a `listen` section is a frontend and a backend.
+fn name_spaces(kind: SectionKind) -> Vec<&'static str> {
+    match kind {
+        SectionKind::Listen => vec!["frontend", "backend"],
+        SectionKind::Global => Vec::new(),
+        kind => vec![kind.keyword()],
+    }
+}
+
+impl Claims {
+    /// Claim the name of a section of `kind` for `owner`: the error names who holds it.
+    pub fn claim_name(&mut self, owner: &str, kind: SectionKind, name: &str) -> Result<(), String> {
+        let keys: Vec<_> = name_spaces(kind)
+            .iter()
+            .map(|space| (*space, name.to_string()))
+            .collect();
+        if let Some(holder) = keys.iter().find_map(|key| self.names.get(key)) {
+            return Err(format!("is named {name}, like {holder}"));
+        }
+        for key in keys {
+            self.names.insert(key, owner.to_string());
+        }
+        Ok(())
+    }
+
+    /// Claim the map files `maps` (one part's) for `part`; drop each one another part already
+    /// writes. The errors say which file was dropped and why.
+    pub fn claim_maps(&mut self, part: &str, maps: &mut Vec<MapFile>) -> Vec<String> {
+        let mut errors = Vec::new();
+        maps.retain(|map| match self.maps.get(&map.name) {
+            Some(holder) if holder != part => {
+                errors.push(format!(
+                    "{part}: map file {} left out: {holder} writes a map file of that name",
+                    map.name
+                ));
+                false
+            }
+            _ => {
+                self.maps.insert(map.name.clone(), part.to_string());
+                true
+            }
+        });
+        errors
+    }
+
     /// Claim every address of `binds` (the first argument of each `bind` line) for `owner`,
     /// all or none: the error names the address and who holds it.
     pub fn claim<'a>(
@@ -109,22 +172,32 @@ impl Listeners {
         Ok(())
     }
 
-    /// Claim the binds of `sections` (one part's, in order) for `part`; drop each section
-    /// whose claim fails. The errors say which section was dropped and why.
+    /// Claim the names and binds of `sections` (one part's, in order) for `part`; drop each
+    /// section whose claim fails. The errors say which section was dropped and why.
     pub fn claim_sections(&mut self, part: &str, sections: &mut Vec<Section>) -> Vec<String> {
         let mut errors = Vec::new();
         sections.retain(|section| {
-            let name = section.title();
+            let title = section.title();
+            let owner = format!("{part}, section `{title}`");
+            if let Some(name) = &section.name
+                && let Err(error) = self.claim_name(&owner, section.kind, name)
+            {
+                errors.push(format!(
+                    "{part}: section `{title}` left out: it {error}; section names are unique \
+                     across guests"
+                ));
+                return false;
+            }
             let binds = section
                 .directives
                 .iter()
                 .filter(|d| d.keyword == "bind")
                 .filter_map(|d| d.args.first().map(String::as_str));
-            match self.claim(&format!("{part}, section `{name}`"), binds) {
+            match self.claim(&owner, binds) {
                 Ok(()) => true,
                 Err(error) => {
                     errors.push(format!(
-                        "{part}: section `{name}` left out: it {error}; only one section may \
+                        "{part}: section `{title}` left out: it {error}; only one section may \
                          listen on an address"
                     ));
                     false
@@ -133,6 +206,20 @@ impl Listeners {
         });
         errors
     }
+}
+
+/// The (kind, name) of each named section of a static configuration file.
+pub fn static_sections(text: &str) -> impl Iterator<Item = (SectionKind, &str)> {
+    text.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        let kind = match words.next()? {
+            "frontend" => SectionKind::Frontend,
+            "backend" => SectionKind::Backend,
+            "listen" => SectionKind::Listen,
+            _ => return None,
+        };
+        Some((kind, words.next()?))
+    })
 }
 
 /// The first argument of each `bind` line of a static configuration file.
@@ -167,7 +254,7 @@ mod tests {
     }
 
     fn conflict(first: &str, second: &str) -> bool {
-        let mut listeners = Listeners::default();
+        let mut listeners = Claims::default();
         listeners.claim("a", [first]).unwrap();
         listeners.claim("b", [second]).is_err()
     }
@@ -202,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_later_section_on_a_taken_port_is_dropped_and_both_are_named() {
-        let mut listeners = Listeners::default();
+        let mut listeners = Claims::default();
         let mut http = vec![listen("http", &[":80"])];
         assert!(
             listeners
@@ -230,7 +317,7 @@ mod tests {
 
     #[test]
     fn one_section_cannot_bind_one_address_twice_and_lists_are_split() {
-        let mut listeners = Listeners::default();
+        let mut listeners = Claims::default();
         assert!(listeners.claim("a", [":80,:80"]).is_err());
         assert!(listeners.claim("a", [":81,:82"]).is_ok());
         assert!(listeners.claim("b", [":82"]).is_err());

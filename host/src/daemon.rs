@@ -12,7 +12,7 @@ use crate::assemble::Assembled;
 use crate::assemble::MAPS_DIR;
 use crate::bindings::Fragment;
 use crate::model;
-use crate::render::{GuestConfig, Pipeline};
+use crate::render::{GuestConfig, GuestOutput, Pipeline};
 use crate::source::kubernetes::Connection;
 use crate::source::watch::{Caches, backoff};
 use crate::source::{self, Objects};
@@ -174,7 +174,8 @@ struct State {
     draining: BTreeSet<runtime_api::ServerName>,
     /// Objects (or parts of them) left out of the model, as last reported.
     problems: BTreeSet<source::Problem>,
-    /// Guest sections left out for a listening address another part holds, as last reported.
+    /// Guest sections and map files left out for a claim another part holds, and domains left
+    /// out for a guest, as last reported.
     conflicts: BTreeSet<String>,
     status: Arc<Status>,
 }
@@ -231,10 +232,11 @@ impl State {
     ) -> Option<Vec<Fragment>> {
         let (services, problems) = model::build(objects, rules);
         self.report_problems(problems);
-        let results = pipeline.run(services);
-        self.last_good.resize(results.len(), None);
-        for (result, last) in results.into_iter().zip(self.last_good.iter_mut()) {
-            match result {
+        let run = pipeline.run(&services);
+        self.report_quarantined(&run.outputs);
+        self.last_good.resize(run.outputs.len(), None);
+        for (output, last) in run.outputs.into_iter().zip(self.last_good.iter_mut()) {
+            match output.result {
                 Ok(fragment) => *last = Some(fragment),
                 Err(error) => {
                     self.status.guest_errors.fetch_add(1, Ordering::Relaxed);
@@ -246,7 +248,8 @@ impl State {
             tracing::error!("a guest has never rendered successfully: nothing to apply yet");
             return None;
         };
-        let conflicts = pipeline.claim_listeners(&mut fragments);
+        let mut conflicts = run.conflicts;
+        conflicts.extend(pipeline.claim(&mut fragments));
         self.report_conflicts(conflicts);
         Some(fragments)
     }
@@ -367,6 +370,38 @@ impl State {
         let count = after.len() as u64;
         self.status.skipped_objects.store(count, Ordering::Relaxed);
         self.problems = now;
+    }
+
+    /// Log each quarantined service when it is first quarantined and when it is released, and
+    /// publish the list.
+    fn report_quarantined(&mut self, outputs: &[GuestOutput]) {
+        let now: Vec<(String, String, String)> = outputs
+            .iter()
+            .flat_map(|output| {
+                let slot = &output.slot;
+                output
+                    .quarantined
+                    .iter()
+                    .map(move |(object, why)| (slot.clone(), object.clone(), why.clone()))
+            })
+            .collect();
+        let mut published = self.status.quarantined.lock().unwrap();
+        let key = |(guest, object, _): &(String, String, String)| (guest.clone(), object.clone());
+        let before: BTreeSet<_> = published.iter().map(key).collect();
+        let after: BTreeSet<_> = now.iter().map(key).collect();
+        for entry @ (guest, object, why) in &now {
+            if !before.contains(&key(entry)) {
+                tracing::warn!(
+                    guest,
+                    object,
+                    "quarantined: the guest renders without it: {why}"
+                );
+            }
+        }
+        for (guest, object) in before.difference(&after) {
+            tracing::info!(guest, object, "no longer quarantined");
+        }
+        *published = now;
     }
 
     /// Log each listener conflict when it starts, and when it ends.

@@ -1,16 +1,24 @@
-//! The pipeline from model to configuration: every part runs (guests in the sandbox, static
-//! files as they are), then the outputs are assembled in slot order.
+//! The pipeline from model to configuration: every guest runs on the services its scope admits
+//! (static files are taken as they are), its output is checked against the policy, a guest
+//! that fails on some services renders without them, and the outputs are assembled in slot
+//! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
 use crate::bindings::{Cluster, Context, Fragment, Service};
-use crate::claims::{Listeners, static_binds};
+use crate::claims::{Claims, static_binds, static_sections};
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
+use crate::scope::{Scope, Trust};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Settings per guest name: `http` -> [(`bind`, `:8080`)].
 pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
+
+/// How many extra renders one guest may take, per render, to find the services it fails on.
+/// Enough for a few bad services among 50,000; a guest that fails on most of its services keeps
+/// its last good output instead.
+pub const QUARANTINE_RENDERS: usize = 64;
 
 /// What the pipeline is built from.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +30,9 @@ pub struct GuestConfig {
     /// Registry guests left out because they could not be loaded: (slot, reference).
     pub missing: Vec<(String, crate::guests::oci::GuestRef)>,
     pub settings: Settings,
+    /// Scopes by guest name (`--guests-config`); a guest without one is `platform` and sees
+    /// everything.
+    pub scopes: BTreeMap<String, Scope>,
     pub limits: Limits,
     /// Where precompiled guests are cached; compiled on every start when `None`.
     pub cache_dir: Option<PathBuf>,
@@ -30,15 +41,32 @@ pub struct GuestConfig {
 /// The loaded parts, ready to render any number of times.
 pub struct Pipeline {
     sandbox: Sandbox,
-    parts: Vec<(Part, Loaded)>,
+    parts: Vec<(Part, Option<Loaded>)>,
 }
 
-enum Loaded {
-    Guest {
-        guest: Guest,
-        settings: Vec<(String, String)>,
-    },
-    Static,
+/// A loaded guest, with what it may see and do.
+struct Loaded {
+    guest: Guest,
+    settings: Vec<(String, String)>,
+    scope: Scope,
+    /// The protos it says it serves, when it says.
+    declared: Option<Vec<String>>,
+}
+
+/// One guest's result of one render.
+pub struct GuestOutput {
+    /// Its slot, e.g. `50-team-a`.
+    pub slot: String,
+    pub result: Result<Fragment, GuestError>,
+    /// Services left out of its input because it fails on them: (`namespace/name`, why).
+    pub quarantined: Vec<(String, String)>,
+}
+
+/// Every guest's result of one render, in slot order, and the domains a guest did not get
+/// because an earlier one routes them.
+pub struct Run {
+    pub outputs: Vec<GuestOutput>,
+    pub conflicts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +77,8 @@ pub enum PipelineError {
     Assemble(#[from] assemble::AssembleError),
     #[error(transparent)]
     Guest(#[from] GuestError),
-    #[error("settings given for guest {0}, but no guest has that name (guests: {1})")]
-    UnknownGuest(String, String),
+    #[error("{0} given for guest {1}, but no guest has that name (guests: {2})")]
+    UnknownGuest(&'static str, String, String),
     #[error("{0}")]
     Engine(String),
 }
@@ -59,36 +87,39 @@ impl Pipeline {
     /// Find the parts, compile and pre-instantiate the guests.
     pub fn new(config: &GuestConfig) -> Result<Self, PipelineError> {
         let parts = parts::parts(config.dir.as_deref(), config.remote.clone())?;
-        // Settings for a guest left out are kept for when it loads.
+        // Settings and scopes for a guest left out are kept for when it loads.
         let missing = config
             .missing
             .iter()
             .map(|(slot, _)| parts::guest_name(slot));
         let names: Vec<&str> = parts.iter().map(Part::name).chain(missing).collect();
-        if let Some(unknown) = config
-            .settings
-            .keys()
-            .find(|k| !names.contains(&k.as_str()))
-        {
-            return Err(PipelineError::UnknownGuest(
-                unknown.clone(),
-                names.join(", "),
-            ));
+        let given = (config.settings.keys().map(|k| ("settings", k)))
+            .chain(config.scopes.keys().map(|k| ("a scope", k)));
+        for (what, name) in given {
+            if !names.contains(&name.as_str()) {
+                return Err(PipelineError::UnknownGuest(
+                    what,
+                    name.clone(),
+                    names.join(", "),
+                ));
+            }
         }
         let sandbox = Sandbox::new(config.limits, config.cache_dir.clone())
             .map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
         let mut loaded = Vec::new();
         for part in parts {
             let state = match &part.source {
-                Source::Guest(wasm) => Loaded::Guest {
+                Source::Guest(wasm) => Some(Loaded {
                     guest: sandbox.load(part.name(), wasm)?,
                     settings: config
                         .settings
                         .get(part.name())
                         .map(|s| s.clone().into_iter().collect())
                         .unwrap_or_default(),
-                },
-                Source::Static(_) => Loaded::Static,
+                    scope: config.scopes.get(part.name()).cloned().unwrap_or_default(),
+                    declared: part.declared_protos(),
+                }),
+                Source::Static(_) => None,
             };
             loaded.push((part, state));
         }
@@ -98,27 +129,97 @@ impl Pipeline {
         })
     }
 
-    /// Run every guest on `services`. Each guest's result is kept apart, so one failing guest
-    /// does not take the others' output with it.
-    pub fn run(&self, services: Vec<Service>) -> Vec<Result<Fragment, GuestError>> {
-        let mut cluster = Cluster {
+    fn guests(&self) -> impl Iterator<Item = (&Part, &Loaded)> {
+        self.parts
+            .iter()
+            .filter_map(|(part, loaded)| Some((part, loaded.as_ref()?)))
+    }
+
+    /// Run every guest on the services its scope admits. Each guest's result is kept apart, so
+    /// one failing guest does not take the others' output with it.
+    pub fn run(&self, services: &[Service]) -> Run {
+        let mut domains = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        let outputs = self
+            .guests()
+            .map(|(part, loaded)| {
+                let input = input(part, loaded, services, &mut domains, &mut conflicts);
+                self.render_guest(part, loaded, input)
+            })
+            .collect();
+        Run { outputs, conflicts }
+    }
+
+    /// One render of one guest, its output checked against the policy.
+    fn attempt(
+        &self,
+        part: &Part,
+        loaded: &Loaded,
+        services: &[Service],
+    ) -> Result<Fragment, GuestError> {
+        let cluster = Cluster {
             context: Context {
                 maps_dir: MAPS_DIR.into(),
                 certs_dir: CERTS_DIR.into(),
-                settings: Vec::new(),
+                settings: loaded.settings.clone(),
             },
-            services,
+            services: services.to_vec(),
         };
-        self.parts
-            .iter()
-            .filter_map(|(_, loaded)| match loaded {
-                Loaded::Guest { guest, settings } => {
-                    cluster.context.settings = settings.clone();
-                    Some(self.sandbox.render(guest, &cluster))
-                }
-                Loaded::Static => None,
+        let fragment = self.sandbox.render(&loaded.guest, &cluster)?;
+        crate::policy::check(part.name(), &loaded.scope, services, &fragment).map_err(
+            |refusal| GuestError::Refused {
+                guest: part.name().to_string(),
+                reason: refusal.to_string(),
+            },
+        )?;
+        Ok(fragment)
+    }
+
+    /// Render one guest; when it fails, find the services it fails on by rendering halves
+    /// (a guest is a pure function of its input) and render the rest without them. Only a
+    /// guest that fails with no service at all, or on more services than
+    /// [`QUARANTINE_RENDERS`] can find, has no output.
+    fn render_guest(&self, part: &Part, loaded: &Loaded, services: Vec<Service>) -> GuestOutput {
+        let output = |result, quarantined| GuestOutput {
+            slot: part.slot.clone(),
+            result,
+            quarantined,
+        };
+        let error = match self.attempt(part, loaded, &services) {
+            Err(error) if !services.is_empty() => error,
+            result => return output(result, Vec::new()),
+        };
+        if self.attempt(part, loaded, &[]).is_err() {
+            return output(Err(error), Vec::new());
+        }
+        let mut budget = QUARANTINE_RENDERS;
+        let mut culprits = Vec::new();
+        let all: Vec<usize> = (0..services.len()).collect();
+        let render = |indices: &[usize]| {
+            let subset: Vec<Service> = indices.iter().map(|&i| services[i].clone()).collect();
+            self.attempt(part, loaded, &subset)
+        };
+        if !culprits_of(&render, &all, error.to_string(), &mut budget, &mut culprits) {
+            tracing::warn!(
+                guest = part.slot,
+                "could not single out the services the guest fails on within {QUARANTINE_RENDERS} renders"
+            );
+            return output(Err(error), Vec::new());
+        }
+        let rest: Vec<usize> = all
+            .into_iter()
+            .filter(|i| !culprits.iter().any(|(c, _)| c == i))
+            .collect();
+        let quarantined = culprits
+            .into_iter()
+            .map(|(i, why)| {
+                (
+                    format!("{}/{}", services[i].namespace, services[i].name),
+                    why,
+                )
             })
-            .collect()
+            .collect();
+        output(render(&rest), quarantined)
     }
 
     /// Assemble the outputs of [`Pipeline::run`] (one per guest, in order).
@@ -129,7 +230,7 @@ impl Pipeline {
             .iter()
             .map(|(part, loaded)| {
                 let output = match (loaded, &part.source) {
-                    (Loaded::Static, Source::Static(text)) => Output::Static(text),
+                    (None, Source::Static(text)) => Output::Static(text),
                     _ => Output::Fragment(fragments.next().expect("one fragment per guest")),
                 };
                 (part, output)
@@ -138,51 +239,137 @@ impl Pipeline {
         assemble::assemble(&outputs)
     }
 
-    /// Give each listening address to its first claimant: the static files, then the guests in
-    /// slot order. A guest's section that binds an address already claimed is dropped from
-    /// `fragments` (the outputs of [`Pipeline::run`]); each error names both claimants.
-    pub fn claim_listeners(&self, fragments: &mut [Fragment]) -> Vec<String> {
-        let mut listeners = Listeners::default();
+    /// Give each listening address, section name and map file name to its first claimant:
+    /// the static files, then the guests in slot order. A guest's section or map file that
+    /// claims what is taken is dropped from `fragments` (the outputs of [`Pipeline::run`]);
+    /// each error names both claimants.
+    pub fn claim(&self, fragments: &mut [Fragment]) -> Vec<String> {
+        let mut claims = Claims::default();
         let mut errors = Vec::new();
         for (part, _) in &self.parts {
             if let Source::Static(text) = &part.source {
                 let owner = format!("static file {}", part.slot);
-                for bind in static_binds(text) {
-                    if let Err(error) = listeners.claim(&owner, [bind]) {
+                let mut refused = |result: Result<(), String>| {
+                    if let Err(error) = result {
                         errors.push(format!("{owner} {error}: change one of them"));
                     }
+                };
+                for (kind, name) in static_sections(text) {
+                    refused(claims.claim_name(&owner, kind, name));
+                }
+                for bind in static_binds(text) {
+                    refused(claims.claim(&owner, [bind]));
                 }
             }
         }
-        let guests = self
-            .parts
-            .iter()
-            .filter(|(_, loaded)| matches!(loaded, Loaded::Guest { .. }));
-        for ((part, _), fragment) in guests.zip(fragments) {
+        for ((part, _), fragment) in self.guests().zip(fragments) {
             let owner = format!("guest {}", part.slot);
-            errors.extend(listeners.claim_sections(&owner, &mut fragment.sections));
+            errors.extend(claims.claim_sections(&owner, &mut fragment.sections));
+            errors.extend(claims.claim_maps(&owner, &mut fragment.maps));
         }
         errors
     }
 
-    /// Render `services` into a configuration; any guest failing fails the render, with every
-    /// guest's error. Sections that lose a listening address are left out, with an error log.
-    pub fn render(&self, services: Vec<Service>) -> Result<Assembled, Vec<PipelineError>> {
-        let (fragments, errors): (Vec<_>, Vec<_>) =
-            self.run(services).into_iter().partition(Result::is_ok);
-        if !errors.is_empty() {
-            return Err(errors
-                .into_iter()
-                .filter_map(Result::err)
-                .map(Into::into)
-                .collect());
+    /// Render `services` into a configuration; a guest without output fails the render, with
+    /// every such guest's error. Quarantined services, domains an earlier guest routes, and
+    /// sections that lose a claim are left out, each with an error log.
+    pub fn render(&self, services: &[Service]) -> Result<Assembled, Vec<PipelineError>> {
+        let run = self.run(services);
+        for conflict in &run.conflicts {
+            tracing::warn!("{conflict}");
         }
-        let mut fragments: Vec<_> = fragments.into_iter().filter_map(Result::ok).collect();
-        for error in self.claim_listeners(&mut fragments) {
+        let mut fragments = Vec::new();
+        let mut errors = Vec::new();
+        for output in run.outputs {
+            for (object, why) in &output.quarantined {
+                tracing::error!(guest = output.slot, object, "quarantined: {why}");
+            }
+            match output.result {
+                Ok(fragment) => fragments.push(fragment),
+                Err(error) => errors.push(error.into()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        for error in self.claim(&mut fragments) {
             tracing::error!("{error}");
         }
         self.assemble(&fragments).map_err(|e| vec![e.into()])
     }
+}
+
+/// The services of `services` that `loaded`'s scope admits. A domain an earlier guest routes is
+/// left out for a later one when either is a `team` guest (platform guests may share), with a
+/// conflict naming both; a service left with none of its domains is left out.
+fn input(
+    part: &Part,
+    loaded: &Loaded,
+    services: &[Service],
+    domains: &mut BTreeMap<String, (String, Trust)>,
+    conflicts: &mut Vec<String>,
+) -> Vec<Service> {
+    let trust = loaded.scope.trust;
+    let mut input = Vec::new();
+    for service in services
+        .iter()
+        .filter(|s| loaded.scope.admits(s, loaded.declared.as_deref()))
+    {
+        let mut service = service.clone();
+        let had_domains = !service.domains.is_empty();
+        service.domains.retain(|domain| match domains.get(domain) {
+            Some((holder, theirs))
+                if *holder != part.slot && (trust == Trust::Team || *theirs == Trust::Team) =>
+            {
+                conflicts.push(format!(
+                    "guest {}: domain {domain} of service {}/{} left out: guest {holder} routes \
+                     it, and the earlier slot keeps a domain",
+                    part.slot, service.namespace, service.name
+                ));
+                false
+            }
+            Some(_) => true,
+            None => {
+                domains.insert(domain.clone(), (part.slot.clone(), trust));
+                true
+            }
+        });
+        if !(had_domains && service.domains.is_empty()) {
+            input.push(service);
+        }
+    }
+    input
+}
+
+/// Find the members of `indices` that `render` fails on alone, given that it fails on all of
+/// them with `error`: halve, and recurse into each half that fails. `false` when the budget
+/// runs out, or when the halves render and only their union fails (no one service to blame).
+fn culprits_of(
+    render: &dyn Fn(&[usize]) -> Result<Fragment, GuestError>,
+    indices: &[usize],
+    error: String,
+    budget: &mut usize,
+    culprits: &mut Vec<(usize, String)>,
+) -> bool {
+    if let [only] = indices {
+        culprits.push((*only, error));
+        return true;
+    }
+    let (left, right) = indices.split_at(indices.len() / 2);
+    let mut found = false;
+    for half in [left, right] {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        if let Err(error) = render(half) {
+            if !culprits_of(render, half, error.to_string(), budget, culprits) {
+                return false;
+            }
+            found = true;
+        }
+    }
+    found
 }
 
 /// Try the registry guests left out at start again, with backoff, until every one has loaded;

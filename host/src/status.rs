@@ -1,5 +1,6 @@
 //! What `wasmconfd run` tells the outside over HTTP (`--status-address`): Prometheus metrics at
-//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`.
+//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`, and the services guests fail on at
+//! `/quarantined`.
 //!
 //! Ready means: the first complete list from the Kubernetes API is in, the configuration rendered
 //! from it is installed and loaded by HAProxy, HAProxy runs (its master socket, or else the admin
@@ -31,6 +32,8 @@ pub struct Status {
     pub missing_guests: AtomicU64,
     /// Objects with a part (or all) left out of the model at the last render.
     pub skipped_objects: AtomicU64,
+    /// Services a guest fails on, left out of its input: (guest slot, `namespace/name`, why).
+    pub quarantined: Mutex<Vec<(String, String, String)>>,
     /// Where HAProxy answers when it runs: the master socket, or the configuration's admin
     /// socket. Without one, readiness cannot see HAProxy and goes by what was installed.
     pub haproxy_socket: Mutex<Option<PathBuf>>,
@@ -88,14 +91,15 @@ impl Status {
     }
 
     /// The samples (labels, value) of each of [`METRICS`], in order.
-    fn samples(&self) -> [Vec<(&'static str, u64)>; 11] {
+    fn samples(&self) -> [Vec<(String, u64)>; 12] {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
-        let one = |value: u64| vec![("", value)];
+        let one = |value: u64| vec![(String::new(), value)];
+        let quarantined = self.quarantined.lock().unwrap();
         [
             vec![
-                (r#"{class="runtime"}"#, get(&self.runtime_applies)),
-                (r#"{class="reload"}"#, get(&self.reloads)),
+                (r#"{class="runtime"}"#.into(), get(&self.runtime_applies)),
+                (r#"{class="reload"}"#.into(), get(&self.reloads)),
             ],
             one(get(&self.runtime_fallbacks)),
             one(get(&self.rejected_configurations)),
@@ -107,12 +111,43 @@ impl Status {
             one(get(&self.missing_guests)),
             one(get(&self.skipped_objects)),
             one(flag(&self.reload_pending)),
+            quarantined
+                .iter()
+                .map(|(guest, object, _)| {
+                    let labels = format!(
+                        "{{guest=\"{}\",object=\"{}\"}}",
+                        label(guest),
+                        label(object)
+                    );
+                    (labels, 1)
+                })
+                .collect(),
         ]
+    }
+
+    /// The `/quarantined` page: one line per service a guest fails on, and why.
+    fn quarantined_page(&self) -> String {
+        let quarantined = self.quarantined.lock().unwrap();
+        if quarantined.is_empty() {
+            return "no service is quarantined\n".into();
+        }
+        quarantined
+            .iter()
+            .map(|(guest, object, why)| format!("guest {guest}: {object}: {why}\n"))
+            .collect()
     }
 }
 
+/// `value` as a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Name, type and help of each metric.
-const METRICS: [(&str, &str, &str); 11] = [
+const METRICS: [(&str, &str, &str); 12] = [
     (
         "wasmconfd_applies_total",
         "counter",
@@ -168,12 +203,17 @@ const METRICS: [(&str, &str, &str); 11] = [
         "gauge",
         "1 when the installed configuration still waits for a successful reload.",
     ),
+    (
+        "wasmconfd_quarantined_objects",
+        "gauge",
+        "Services a guest fails on (a crash, an error, output the policy refuses), left out of that guest's input; /quarantined and the log say why.",
+    ),
 ];
 
 /// Serve `/metrics`, `/healthz` and `/readyz` on `address` until the process ends.
 pub async fn serve(address: std::net::SocketAddr, status: Arc<Status>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    tracing::info!(%address, "serving /metrics, /healthz, /readyz and /quarantined");
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -198,13 +238,14 @@ fn answer(status: &Status, path: &str) -> Response<Full<Bytes>> {
     let (code, body) = match path {
         "/metrics" => (StatusCode::OK, status.metrics()),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/quarantined" => (StatusCode::OK, status.quarantined_page()),
         "/readyz" => match status.not_ready() {
             None => (StatusCode::OK, "ready\n".to_string()),
             Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
         },
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz or /readyz\n".to_string(),
+            "not found: try /metrics, /healthz, /readyz or /quarantined\n".to_string(),
         ),
     };
     let content_type = match path {

@@ -267,6 +267,13 @@ pub struct GuestArgs {
     #[arg(long, env = "WASMCONFD_GUESTS", value_name = "DIR")]
     pub guests: Option<PathBuf>,
 
+    /// The guests configuration (YAML): per guest, its trust (`platform` or `team`), the
+    /// namespaces and protos of the services it receives, the ports it may bind, and its
+    /// settings. A guest it does not name is `platform` and sees every service. See
+    /// docs/multi-tenant.md.
+    #[arg(long, env = "WASMCONFD_GUESTS_CONFIG", value_name = "FILE")]
+    pub guests_config: Option<PathBuf>,
+
     /// A guest setting, GUEST.KEY=VALUE (e.g. `http.bind=127.0.0.1:8080`); repeatable. GUEST is
     /// the guest's file name without its order number. In the environment, separate with `;`.
     #[arg(long = "set", env = "WASMCONFD_SET", value_name = "GUEST.KEY=VALUE", value_delimiter = ';', value_parser = parse_setting)]
@@ -320,7 +327,16 @@ impl GuestArgs {
     pub async fn config(
         &self,
     ) -> anyhow::Result<(GuestConfig, Option<crate::guests::oci::Remote>)> {
+        let file = match &self.guests_config {
+            Some(path) => crate::scope::GuestsFile::load(path)?,
+            None => Default::default(),
+        };
         let mut settings = Settings::new();
+        for (guest, scope) in &file.guests {
+            if !scope.settings.is_empty() {
+                settings.insert(guest.clone(), scope.settings.clone());
+            }
+        }
         for (guest, key, value) in &self.settings {
             settings
                 .entry(guest.clone())
@@ -338,6 +354,7 @@ impl GuestArgs {
             remote,
             missing,
             settings,
+            scopes: file.guests,
             limits: Limits {
                 timeout: self.guest_timeout,
                 memory: self.guest_memory_mib << 20,

@@ -50,7 +50,7 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
 
     let (config, _) = runtime.block_on(args.guests.config())?;
     let pipeline = Pipeline::new(&config)?;
-    let assembled = match pipeline.render(services) {
+    let assembled = match pipeline.render(&services) {
         Ok(assembled) => assembled,
         Err(errors) => {
             for error in &errors {

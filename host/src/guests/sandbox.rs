@@ -99,6 +99,8 @@ pub enum GuestError {
     },
     #[error("guest {guest} could not render: {}", describe(.error))]
     Render { guest: String, error: RenderError },
+    #[error("guest {guest}'s output was refused: {reason}")]
+    Refused { guest: String, reason: String },
 }
 
 /// A guest's error, with control characters escaped so it cannot forge log lines.

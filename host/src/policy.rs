@@ -1,0 +1,616 @@
+//! What a guest's output may hold, checked as soon as the guest returns it, before anything else
+//! uses it. A violation refuses the guest's whole output, naming the section and the rule; the
+//! caller then finds the service that causes it (quarantine) or keeps the guest's last good
+//! output. Pure: no I/O.
+//!
+//! Every guest: text the host can write (names, keywords, no control characters), no keyword
+//! starting with `.` (`.if` in one guest and `.endif` in another would span them), and when its
+//! scope grants listen ports, `bind` only on those.
+//!
+//! A `team` guest, deny by default, so that a new HAProxy keyword is not a new escape:
+//! - only `backend`, `frontend` and `listen` sections, named `<guest>` or `<guest>-...` (or
+//!   `_`, `.`, `:` after the name), and map files named the same way;
+//! - only the directives, options, actions, `bind` options and `server` options of the allow
+//!   lists below, so nothing that runs programs, loads Lua, reads or writes files, reads the
+//!   environment, logs or connects elsewhere passes;
+//! - `bind` only on ports its scope grants; `server` only to addresses of its services'
+//!   endpoints; `use_backend` and `default_backend` only to its own backends, by name;
+//! - map files referenced only if they are its own;
+//! - in frontends and map keys, host names only of its services' domains.
+//!
+//! `docs/multi-tenant.md` has the same rules as a table.
+
+use crate::assemble::MAPS_DIR;
+use crate::bindings::{Directive, Fragment, Section, SectionKind, Service};
+use crate::scope::{Scope, Trust};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// Why a guest's output was refused: the section (when one) and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub section: Option<String>,
+    pub rule: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match &self.section {
+            Some(section) => write!(f, "section `{section}`: {}", self.rule),
+            None => f.write_str(&self.rule),
+        }
+    }
+}
+
+/// Check the output `fragment` of guest `guest`, which received `services`, against `scope`.
+pub fn check(
+    guest: &str,
+    scope: &Scope,
+    services: &[Service],
+    fragment: &Fragment,
+) -> Result<(), Refusal> {
+    crate::assemble::check_fragment(fragment).map_err(|rule| Refusal {
+        section: None,
+        rule,
+    })?;
+    let team = (scope.trust == Trust::Team).then(|| Team::new(guest, services, fragment));
+    for section in &fragment.sections {
+        let refuse = |rule: String| Refusal {
+            section: Some(section.title()),
+            rule,
+        };
+        if let Some(team) = &team {
+            team.section(section).map_err(refuse)?;
+        }
+        for directive in &section.directives {
+            every_guest(scope, directive).map_err(refuse)?;
+            if let Some(team) = &team {
+                team.directive(section.kind, directive).map_err(refuse)?;
+            }
+        }
+    }
+    match &team {
+        Some(team) => team.maps(fragment).map_err(|rule| Refusal {
+            section: None,
+            rule,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The rules for every guest.
+fn every_guest(scope: &Scope, directive: &Directive) -> Result<(), String> {
+    if directive.keyword.starts_with('.') {
+        return Err(format!(
+            "`{}`: keywords starting with `.` (conditional blocks, `.notice`, ...) are not \
+             allowed in guest output",
+            directive.keyword
+        ));
+    }
+    let limited = scope.listen_ports.is_some() || scope.trust == Trust::Team;
+    if directive.keyword == "bind" && limited {
+        let address = directive.args.first().map(String::as_str).unwrap_or("");
+        for address in address.split(',') {
+            let granted = crate::claims::bind_ports(address).is_some_and(|p| scope.may_bind(&p));
+            if !granted {
+                return Err(format!(
+                    "binds {address}, which is not on a port its scope grants (listen-ports)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a directive may appear.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Any,
+    Front,
+    Back,
+}
+
+/// The directives a team guest may write, and where.
+const DIRECTIVES: &[(&str, Where)] = &[
+    ("mode", Where::Any),
+    ("description", Where::Any),
+    ("option", Where::Any),
+    ("no option", Where::Any),
+    ("timeout", Where::Any),
+    ("acl", Where::Any),
+    ("http-request", Where::Any),
+    ("http-response", Where::Any),
+    ("http-after-response", Where::Any),
+    ("tcp-request", Where::Any),
+    ("tcp-response", Where::Back),
+    ("compression", Where::Any),
+    ("maxconn", Where::Front),
+    ("redirect", Where::Any),
+    ("retries", Where::Back),
+    ("retry-on", Where::Back),
+    ("bind", Where::Front),
+    ("use_backend", Where::Front),
+    ("default_backend", Where::Front),
+    ("capture", Where::Front),
+    ("monitor-uri", Where::Front),
+    ("balance", Where::Back),
+    ("hash-type", Where::Back),
+    ("cookie", Where::Back),
+    ("server", Where::Back),
+    ("default-server", Where::Back),
+    ("http-check", Where::Back),
+    ("http-reuse", Where::Back),
+    ("fullconn", Where::Back),
+    ("use-server", Where::Back),
+    ("force-persist", Where::Any),
+    ("ignore-persist", Where::Any),
+];
+
+const OPTIONS: &[&str] = &[
+    "abortonclose",
+    "allbackups",
+    "checkcache",
+    "dontlognull",
+    "forwardfor",
+    "http-buffer-request",
+    "http-ignore-probes",
+    "http-keep-alive",
+    "http-no-delay",
+    "http-pretend-keepalive",
+    "http-server-close",
+    "httpchk",
+    "httpclose",
+    "httplog",
+    "log-health-checks",
+    "logasap",
+    "nolinger",
+    "originalto",
+    "prefer-last-server",
+    "redis-check",
+    "redispatch",
+    "ssl-hello-chk",
+    "tcp-check",
+    "tcpka",
+    "clitcpka",
+    "srvtcpka",
+    "tcplog",
+];
+
+/// Actions of `http-request`, `http-response` and `http-after-response` (and `set-var(...)`,
+/// `unset-var(...)`, `set-var-fmt(...)`).
+const HTTP_ACTIONS: &[&str] = &[
+    "add-header",
+    "allow",
+    "capture",
+    "del-header",
+    "deny",
+    "disable-l7-retry",
+    "early-hint",
+    "normalize-uri",
+    "redirect",
+    "reject",
+    "replace-header",
+    "replace-path",
+    "replace-pathq",
+    "replace-uri",
+    "replace-value",
+    "return",
+    "set-header",
+    "set-log-level",
+    "set-method",
+    "set-path",
+    "set-pathq",
+    "set-query",
+    "set-status",
+    "set-timeout",
+    "set-uri",
+    "strict-mode",
+    "tarpit",
+    "wait-for-body",
+];
+
+/// Actions of `tcp-request` and `tcp-response` rules (and the `set-var` family).
+const TCP_ACTIONS: &[&str] = &[
+    "accept",
+    "capture",
+    "close",
+    "expect-proxy",
+    "reject",
+    "silent-drop",
+    "switch-mode",
+];
+
+/// Words that make an action read a file.
+const FILE_WORDS: &[&str] = &["file", "lf-file", "errorfile", "errorfiles"];
+
+/// `bind` options without and with a value.
+const BIND_FLAGS: &[&str] = &["accept-proxy", "defer-accept", "tfo", "v4v6", "v6only"];
+const BIND_OPTIONS: &[&str] = &["alpn", "backlog", "maxconn", "mss", "name", "proto"];
+
+/// `server` and `default-server` options without and with a value.
+const SERVER_FLAGS: &[&str] = &[
+    "backup",
+    "check",
+    "check-send-proxy",
+    "check-ssl",
+    "disabled",
+    "enabled",
+    "no-check",
+    "no-check-ssl",
+    "no-send-proxy",
+    "no-ssl",
+    "no-verifyhost",
+    "send-proxy",
+    "send-proxy-v2",
+    "ssl",
+    "tfo",
+];
+const SERVER_OPTIONS: &[&str] = &[
+    "alpn",
+    "check-alpn",
+    "check-proto",
+    "check-sni",
+    "cookie",
+    "downinter",
+    "error-limit",
+    "fall",
+    "fastinter",
+    "inter",
+    "max-reuse",
+    "maxconn",
+    "maxqueue",
+    "minconn",
+    "observe",
+    "on-error",
+    "on-marked-down",
+    "on-marked-up",
+    "pool-max-conn",
+    "pool-purge-delay",
+    "port",
+    "proto",
+    "rise",
+    "slowstart",
+    "sni",
+    "tcp-ut",
+    "verify",
+    "weight",
+    "ws",
+];
+
+/// What a team guest's output is checked against.
+struct Team<'a> {
+    guest: &'a str,
+    domains: BTreeSet<&'a str>,
+    addresses: BTreeSet<IpAddr>,
+    backends: BTreeSet<&'a str>,
+    /// Its map files as its configuration references them: `maps/<name>`.
+    maps: BTreeSet<String>,
+}
+
+impl<'a> Team<'a> {
+    fn new(guest: &'a str, services: &'a [Service], fragment: &'a Fragment) -> Self {
+        Team {
+            guest,
+            domains: services
+                .iter()
+                .flat_map(|s| s.domains.iter().map(String::as_str))
+                .collect(),
+            addresses: services
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .filter_map(|e| e.address.parse().ok())
+                .collect(),
+            backends: fragment
+                .sections
+                .iter()
+                .filter(|s| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
+                .filter_map(|s| s.name.as_deref())
+                .collect(),
+            maps: fragment
+                .maps
+                .iter()
+                .map(|m| format!("{MAPS_DIR}/{}", m.name))
+                .collect(),
+        }
+    }
+
+    /// `name` is the guest's own: `<guest>`, or `<guest>` then `-`, `_`, `.` or `:` and more.
+    fn owns(&self, name: &str) -> bool {
+        name.strip_prefix(self.guest)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '_', '.', ':']))
+    }
+
+    fn section(&self, section: &Section) -> Result<(), String> {
+        if !matches!(
+            section.kind,
+            SectionKind::Backend | SectionKind::Frontend | SectionKind::Listen
+        ) {
+            return Err(format!(
+                "a team guest may write only backend, frontend and listen sections, not {}",
+                section.kind.keyword()
+            ));
+        }
+        match &section.name {
+            Some(name) if self.owns(name) => Ok(()),
+            _ => Err(format!(
+                "a team guest's section names start with its name: `{}` or `{}-...`",
+                self.guest, self.guest
+            )),
+        }
+    }
+
+    fn directive(&self, kind: SectionKind, directive: &Directive) -> Result<(), String> {
+        let keyword = directive.keyword.as_str();
+        let front = matches!(kind, SectionKind::Frontend | SectionKind::Listen);
+        let back = matches!(kind, SectionKind::Backend | SectionKind::Listen);
+        let allowed = DIRECTIVES.iter().any(|(k, place)| {
+            *k == keyword
+                && match place {
+                    Where::Any => true,
+                    Where::Front => front,
+                    Where::Back => back,
+                }
+        });
+        if !allowed {
+            return Err(format!(
+                "`{keyword}` is not on the team allow list for a {} section",
+                kind.keyword()
+            ));
+        }
+        let args = &directive.args;
+        match keyword {
+            "bind" => options(&args[1.min(args.len())..], BIND_FLAGS, BIND_OPTIONS, "bind"),
+            "server" => self.server(args),
+            "default-server" => options(args, SERVER_FLAGS, SERVER_OPTIONS, "server"),
+            "option" | "no option" => match args.first() {
+                Some(option) if OPTIONS.contains(&option.as_str()) => Ok(()),
+                other => Err(format!(
+                    "`option {}` is not on the team allow list",
+                    other.map(String::as_str).unwrap_or("")
+                )),
+            },
+            "http-request" | "http-response" | "http-after-response" => action(args, HTTP_ACTIONS),
+            "tcp-request" | "tcp-response" => match args.first().map(String::as_str) {
+                Some("inspect-delay") => Ok(()),
+                Some("connection" | "session" | "content") => action(&args[1..], TCP_ACTIONS),
+                other => Err(format!(
+                    "`{keyword} {}` is not allowed",
+                    other.unwrap_or("")
+                )),
+            },
+            "http-check" => match args.first().map(String::as_str) {
+                Some("send" | "expect" | "comment" | "disable-on-404" | "send-state") => Ok(()),
+                other => Err(format!(
+                    "`http-check {}` is not allowed",
+                    other.unwrap_or("")
+                )),
+            },
+            "use_backend" | "default_backend" => self.backend_target(keyword, args),
+            _ => Ok(()),
+        }?;
+        for (i, arg) in args.iter().enumerate() {
+            self.argument(arg, i.checked_sub(1).map(|p| args[p].as_str()), front)?;
+        }
+        Ok(())
+    }
+
+    /// `server NAME ADDRESS[:PORT] OPTIONS...`: the address is an endpoint of its services.
+    fn server(&self, args: &[String]) -> Result<(), String> {
+        let address = args.get(1).map(String::as_str).unwrap_or("");
+        if !server_ip(address).is_some_and(|ip| self.addresses.contains(&ip)) {
+            return Err(format!(
+                "server address {address} is not an endpoint of its services"
+            ));
+        }
+        options(&args[2..], SERVER_FLAGS, SERVER_OPTIONS, "server")
+    }
+
+    fn backend_target(&self, keyword: &str, args: &[String]) -> Result<(), String> {
+        let target = args.first().map(String::as_str).unwrap_or("");
+        if self.backends.contains(target) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{keyword} {target}`: a team guest routes only to its own backends, named \
+                 literally"
+            ))
+        }
+    }
+
+    /// One argument (after `previous`), wherever it appears.
+    fn argument(&self, arg: &str, previous: Option<&str>, front: bool) -> Result<(), String> {
+        if arg.contains("lua.") || arg.contains("env(") {
+            return Err(format!(
+                "argument {arg:?}: Lua and the environment are not for team guests"
+            ));
+        }
+        if matches!(previous, Some("-f" | "-M")) && !self.maps.contains(arg) {
+            return Err(format!(
+                "reads {arg}, which is not one of its own map files"
+            ));
+        }
+        for file in map_references(arg) {
+            if !self.maps.contains(file) {
+                return Err(format!(
+                    "argument {arg:?} reads {file}, which is not one of its own map files"
+                ));
+            }
+        }
+        if front {
+            self.host(arg)
+                .map_err(|host| format!("routes {host}, which is not a domain of its services"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `word`, if it is a host name, names one of its services' domains (or a name a
+    /// wildcard domain of theirs covers). The error is the host name.
+    fn host(&self, word: &str) -> Result<(), String> {
+        let word = word.to_ascii_lowercase();
+        let Some(host) = host_name(&word) else {
+            return Ok(());
+        };
+        let suffix = word.starts_with('.') || word.starts_with("*.");
+        let covered = self.domains.contains(word.as_str())
+            || self.domains.contains(host)
+            || (suffix && self.domains.contains(format!("*.{host}").as_str()))
+            || self.domains.iter().any(|d| {
+                d.strip_prefix('*')
+                    .is_some_and(|parent| host.ends_with(parent))
+            });
+        if covered {
+            Ok(())
+        } else {
+            Err(host.to_string())
+        }
+    }
+
+    /// Its map files: named like its sections, keys only of its domains.
+    fn maps(&self, fragment: &Fragment) -> Result<(), String> {
+        for map in &fragment.maps {
+            let stem = map.name.strip_suffix(".map").unwrap_or(&map.name);
+            if !self.owns(stem) {
+                return Err(format!(
+                    "map file {}: a team guest's map files are named `{}.map` or `{}-....map`",
+                    map.name, self.guest, self.guest
+                ));
+            }
+            for entry in &map.entries {
+                let host = entry.key.split('/').next().unwrap_or("");
+                self.host(host).map_err(|host| {
+                    format!(
+                        "map file {}: key {} routes {host}, which is not a domain of its services",
+                        map.name, entry.key
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `args` are only `flags` and `valued` options (each followed by its value).
+fn options(args: &[String], flags: &[&str], valued: &[&str], what: &str) -> Result<(), String> {
+    let mut args = args.iter();
+    while let Some(option) = args.next() {
+        if valued.contains(&option.as_str()) {
+            args.next();
+        } else if !flags.contains(&option.as_str()) {
+            return Err(format!(
+                "{what} option `{option}` is not on the team allow list"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The action (first of `args`) is in `allowed` or sets a variable, and reads no file.
+fn action(args: &[String], allowed: &[&str]) -> Result<(), String> {
+    let action = args.first().map(String::as_str).unwrap_or("");
+    let variable = ["set-var(", "unset-var(", "set-var-fmt("]
+        .iter()
+        .any(|p| action.starts_with(p));
+    if !variable && !allowed.contains(&action) {
+        return Err(format!("action `{action}` is not on the team allow list"));
+    }
+    match args.iter().find(|a| FILE_WORDS.contains(&a.as_str())) {
+        Some(word) => Err(format!("`{action} ... {word}` reads a file")),
+        None => Ok(()),
+    }
+}
+
+/// The IP address of a `server` address: `10.0.0.1:80`, `[fd00::1]:80`, `ipv6@fd00::1`.
+fn server_ip(address: &str) -> Option<IpAddr> {
+    let address = address
+        .strip_prefix("ipv4@")
+        .or_else(|| address.strip_prefix("ipv6@"))
+        .unwrap_or(address);
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    address
+        .parse()
+        .ok()
+        .or_else(|| address.rsplit_once(':')?.0.parse().ok())
+}
+
+/// The files `map(...)`, `map_str(...)` and the other map converters in `arg` read.
+fn map_references(arg: &str) -> Vec<&str> {
+    let mut files = Vec::new();
+    for (at, _) in arg.match_indices("map") {
+        let before = arg[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let rest = &arg[at + 3..];
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if let Some(params) = rest[name_end..].strip_prefix('(') {
+            let end = params.find([',', ')']).unwrap_or(params.len());
+            files.push(&params[..end]);
+        }
+    }
+    files
+}
+
+/// `word` as a host name, when it is one: two or more DNS labels ending in a letters-only top
+/// level, after a leading `.` or `*.`. Durations (`1.5s`), paths and expressions are not.
+fn host_name(word: &str) -> Option<&str> {
+    let host = word
+        .strip_prefix("*.")
+        .or_else(|| word.strip_prefix('.'))
+        .unwrap_or(word);
+    let labels: Vec<&str> = host.split('.').collect();
+    let label = |l: &&str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let top = labels.last()?;
+    (labels.len() >= 2
+        && labels.iter().all(label)
+        && top.len() >= 2
+        && top.bytes().all(|b| b.is_ascii_alphabetic()))
+    .then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_told_from_other_words() {
+        assert_eq!(host_name("a.example.com"), Some("a.example.com"));
+        assert_eq!(host_name(".example.com"), Some("example.com"));
+        assert_eq!(host_name("*.example.com"), Some("example.com"));
+        for word in [
+            "1.5s",
+            "maps/a.map",
+            "req.hdr(host)",
+            "10.0.0.1",
+            "http",
+            "-i",
+            "%[x]",
+        ] {
+            assert_eq!(host_name(word), None, "{word}");
+        }
+    }
+
+    #[test]
+    fn map_references_are_found() {
+        assert_eq!(
+            map_references("%[req.hdr(host),lower,map_str(maps/a.map,x)]"),
+            ["maps/a.map"]
+        );
+        assert_eq!(map_references("base,map_beg(maps/b.map)"), ["maps/b.map"]);
+        assert_eq!(map_references("map(/etc/x)"), ["/etc/x"]);
+        assert!(map_references("bitmap(x) maps/a.map").is_empty());
+    }
+
+    #[test]
+    fn server_addresses_are_read() {
+        assert_eq!(server_ip("10.0.0.1:80"), "10.0.0.1".parse().ok());
+        assert_eq!(server_ip("[fd00::1]:80"), "fd00::1".parse().ok());
+        assert_eq!(server_ip("ipv6@fd00::1"), "fd00::1".parse().ok());
+        assert_eq!(server_ip("metadata.internal:80"), None);
+    }
+}
