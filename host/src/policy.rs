@@ -576,6 +576,373 @@ fn host_name(word: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::{Endpoint, MapEntry, MapFile};
+
+    fn directive(keyword: &str, args: &[&str]) -> Directive {
+        Directive {
+            keyword: keyword.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            comment: None,
+        }
+    }
+
+    fn section(kind: SectionKind, name: &str, directives: &[(&str, &[&str])]) -> Section {
+        Section {
+            kind,
+            name: (!name.is_empty()).then(|| name.into()),
+            directives: directives.iter().map(|(k, a)| directive(k, a)).collect(),
+        }
+    }
+
+    /// Service a/web on web.a.example.com at 10.0.0.5, and team-a's routing of it on :8081.
+    fn team_a() -> (Scope, Vec<Service>, Fragment) {
+        let scope = crate::scope::GuestsFile::parse(
+            "guests:\n  team-a:\n    trust: team\n    namespaces: [a]\n    listen-ports: [8081]\n",
+        )
+        .unwrap()
+        .guests["team-a"]
+            .clone();
+        let service = Service {
+            namespace: "a".into(),
+            name: "web".into(),
+            domains: vec!["web.a.example.com".into()],
+            proto: "http".into(),
+            ports: Vec::new(),
+            port: None,
+            listen_port: None,
+            endpoints: vec![Endpoint {
+                address: "10.0.0.5".into(),
+                port: Some(8080),
+                ports: Vec::new(),
+                ready: true,
+                serving: true,
+                terminating: false,
+                node: None,
+                zone: None,
+                target_pod: None,
+            }],
+            annotations: Vec::new(),
+            labels: Vec::new(),
+            creation_time: None,
+        };
+        let fragment = Fragment {
+            sections: vec![
+                section(
+                    SectionKind::Frontend,
+                    "team-a",
+                    &[
+                        ("bind", &[":8081", "name", "team-a"]),
+                        ("mode", &["http"]),
+                        ("option", &["httplog"]),
+                        ("acl", &["web", "hdr(host)", "-i", "web.a.example.com"]),
+                        (
+                            "acl",
+                            &["mapped", "base,map_beg(maps/team-a.map)", "-m", "found"],
+                        ),
+                        ("http-request", &["set-header", "X-Team", "a"]),
+                        ("use_backend", &["team-a_web", "if", "web"]),
+                    ],
+                ),
+                section(
+                    SectionKind::Backend,
+                    "team-a_web",
+                    &[
+                        ("balance", &["roundrobin"]),
+                        ("server", &["s1", "10.0.0.5:8080", "check", "inter", "2s"]),
+                    ],
+                ),
+            ],
+            maps: vec![MapFile {
+                name: "team-a.map".into(),
+                entries: vec![MapEntry {
+                    key: "web.a.example.com/api".into(),
+                    value: "team-a_web".into(),
+                }],
+            }],
+        };
+        (scope, vec![service], fragment)
+    }
+
+    #[test]
+    fn a_team_guest_that_keeps_to_its_scope_passes() {
+        let (scope, services, fragment) = team_a();
+        assert_eq!(check("team-a", &scope, &services, &fragment), Ok(()));
+    }
+
+    #[test]
+    fn every_forbidden_thing_is_refused_naming_the_rule() {
+        let frontend = |f: &mut Fragment, d: Directive| f.sections[0].directives.push(d);
+        let backend = |f: &mut Fragment, d: Directive| f.sections[1].directives.push(d);
+        let add = |f: &mut Fragment, s: Section| f.sections.push(s);
+        type Change = Box<dyn Fn(&mut Fragment)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(move |f| {
+                    add(
+                        f,
+                        section(SectionKind::Global, "", &[("master-worker", &[])]),
+                    )
+                }),
+                "only backend, frontend and listen sections, not global",
+            ),
+            (
+                Box::new(move |f| add(f, section(SectionKind::Defaults, "", &[]))),
+                "not defaults",
+            ),
+            (
+                Box::new(move |f| {
+                    add(
+                        f,
+                        section(
+                            SectionKind::Program,
+                            "team-a-x",
+                            &[("command", &["/bin/sh"])],
+                        ),
+                    )
+                }),
+                "not program",
+            ),
+            (
+                Box::new(move |f| add(f, section(SectionKind::Peers, "team-a-p", &[]))),
+                "not peers",
+            ),
+            (
+                Box::new(move |f| add(f, section(SectionKind::Ring, "team-a-r", &[]))),
+                "not ring",
+            ),
+            (
+                Box::new(move |f| add(f, section(SectionKind::Mailers, "team-a-m", &[]))),
+                "not mailers",
+            ),
+            (
+                Box::new(move |f| add(f, section(SectionKind::Userlist, "team-a-u", &[]))),
+                "not userlist",
+            ),
+            (
+                Box::new(move |f| add(f, section(SectionKind::Backend, "http", &[]))),
+                "section names start with its name",
+            ),
+            (
+                Box::new(move |f| backend(f, directive(".if", &["0"]))),
+                "keywords starting with `.`",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("lua-load", &["/tmp/x.lua"]))),
+                "`lua-load` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("external-check", &["command", "/bin/id"]))),
+                "`external-check` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("option", &["external-check"]))),
+                "`option external-check` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("setenv", &["X", "1"]))),
+                "`setenv` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("stats", &["socket", "/tmp/s"]))),
+                "`stats` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("chroot", &["/nowhere"]))),
+                "`chroot` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("log", &["10.0.0.9:514", "local0"]))),
+                "`log` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("filter", &["spoe", "config", "/etc/x"]))),
+                "`filter` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| frontend(f, directive("http-request", &["lua.evil"]))),
+                "action `lua.evil` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("http-request", &["set-map(maps/hosts.map)", "x", "y"]),
+                    )
+                }),
+                "action `set-map(maps/hosts.map)`",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive(
+                            "http-request",
+                            &["return", "status", "200", "file", "/etc/shadow"],
+                        ),
+                    )
+                }),
+                "reads a file",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("http-request", &["set-header", "X", "%[env(SECRET)]"]),
+                    )
+                }),
+                "Lua and the environment",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("http-request", &["set-var(txn.x)", "str(a),lua.x"]),
+                    )
+                }),
+                "Lua and the environment",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(f, directive("acl", &["x", "path", "-f", "/etc/passwd"]))
+                }),
+                "reads /etc/passwd",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("acl", &["x", "base,map_str(maps/hosts.map)", "-m", "found"]),
+                    )
+                }),
+                "reads maps/hosts.map",
+            ),
+            (
+                Box::new(move |f| frontend(f, directive("bind", &[":80"]))),
+                "binds :80, which is not on a port its scope grants",
+            ),
+            (
+                Box::new(move |f| frontend(f, directive("bind", &["unix@/tmp/x.sock"]))),
+                "not on a port its scope grants",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("bind", &["127.0.0.1:8081", "ssl", "crt", "/etc/x.pem"]),
+                    )
+                }),
+                "bind option `ssl`",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("acl", &["b", "hdr(host)", "-i", "web.b.example.com"]),
+                    )
+                }),
+                "routes web.b.example.com, which is not a domain of its services",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("acl", &["all", "hdr_end(host)", "-i", ".example.com"]),
+                    )
+                }),
+                "routes example.com",
+            ),
+            (
+                Box::new(move |f| frontend(f, directive("use_backend", &["http_b_web"]))),
+                "routes only to its own backends",
+            ),
+            (
+                Box::new(move |f| frontend(f, directive("use_backend", &["%[var(txn.be)]"]))),
+                "routes only to its own backends",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("server", &["s2", "169.254.169.254:80"]))),
+                "server address 169.254.169.254:80 is not an endpoint",
+            ),
+            (
+                Box::new(move |f| {
+                    backend(
+                        f,
+                        directive("server", &["s2", "10.0.0.5:80", "ca-file", "/etc/x"]),
+                    )
+                }),
+                "server option `ca-file`",
+            ),
+            (
+                Box::new(move |f| {
+                    backend(
+                        f,
+                        directive("server-template", &["s", "3", "evil.example.com:80"]),
+                    )
+                }),
+                "`server-template` is not on the team allow list",
+            ),
+            (
+                Box::new(move |f| {
+                    backend(f, directive("http-check", &["connect", "addr", "10.9.9.9"]))
+                }),
+                "`http-check connect` is not allowed",
+            ),
+            (
+                Box::new(move |f| backend(f, directive("bind", &[":8081"]))),
+                "`bind` is not on the team allow list for a backend section",
+            ),
+            (
+                Box::new(move |f| {
+                    f.maps.push(MapFile {
+                        name: "hosts.map".into(),
+                        entries: Vec::new(),
+                    })
+                }),
+                "map file hosts.map: a team guest's map files are named",
+            ),
+            (
+                Box::new(move |f| f.maps[0].entries[0].key = "web.b.example.com/".into()),
+                "key web.b.example.com/ routes web.b.example.com",
+            ),
+        ];
+        for (change, rule) in cases {
+            let (scope, services, mut fragment) = team_a();
+            change(&mut fragment);
+            let refusal = check("team-a", &scope, &services, &fragment)
+                .expect_err(&format!("allowed, but should break: {rule}"));
+            assert!(
+                refusal.to_string().contains(rule),
+                "{refusal} does not say {rule:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn platform_guests_may_do_anything_but_dot_keywords_and_ungranted_ports() {
+        let (_, services, mut fragment) = team_a();
+        fragment.sections.push(section(
+            SectionKind::Global,
+            "",
+            &[("lua-load", &["/x.lua"])],
+        ));
+        let platform = Scope::default();
+        assert_eq!(check("team-a", &platform, &services, &fragment), Ok(()));
+        fragment.sections[1]
+            .directives
+            .push(directive(".notice", &["x"]));
+        let refusal = check("team-a", &platform, &services, &fragment).unwrap_err();
+        assert!(
+            refusal.to_string().contains("keywords starting with `.`"),
+            "{refusal}"
+        );
+        let limited = Scope {
+            listen_ports: Some(vec![crate::scope::PortRange(9000..=9000)]),
+            ..Scope::default()
+        };
+        let (_, services, fragment) = team_a();
+        let refusal = check("team-a", &limited, &services, &fragment).unwrap_err();
+        assert!(refusal.to_string().contains("binds :8081"), "{refusal}");
+    }
 
     #[test]
     fn host_names_are_told_from_other_words() {
