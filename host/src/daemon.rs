@@ -12,7 +12,7 @@ use crate::assemble::Assembled;
 use crate::assemble::MAPS_DIR;
 use crate::bindings::Fragment;
 use crate::model;
-use crate::render::{GuestConfig, GuestOutput, Pipeline};
+use crate::render::{GuestConfig, GuestOutput, Pipeline, empty_fragment};
 use crate::source::kubernetes::Connection;
 use crate::source::watch::{Caches, backoff};
 use crate::source::{self, Objects};
@@ -235,19 +235,27 @@ impl State {
         let run = pipeline.run(&services);
         self.report_quarantined(&run.outputs);
         self.last_good.resize(run.outputs.len(), None);
+        let mut fragments = Vec::new();
         for (output, last) in run.outputs.into_iter().zip(self.last_good.iter_mut()) {
             match output.result {
                 Ok(fragment) => *last = Some(fragment),
                 Err(error) => {
                     self.status.guest_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("{error}; keeping its last good output")
+                    match (&last, output.team) {
+                        (Some(_), _) => tracing::error!("{error}; keeping its last good output"),
+                        (None, true) => tracing::error!("{error}; the team guest is left out"),
+                        (None, false) => {
+                            tracing::error!(
+                                "{error}; a platform guest has never rendered successfully: \
+                                 nothing to apply yet"
+                            );
+                            return None;
+                        }
+                    }
                 }
             }
+            fragments.push(last.clone().unwrap_or_else(empty_fragment));
         }
-        let Some(mut fragments) = self.last_good.iter().cloned().collect::<Option<Vec<_>>>() else {
-            tracing::error!("a guest has never rendered successfully: nothing to apply yet");
-            return None;
-        };
         let mut conflicts = run.conflicts;
         conflicts.extend(pipeline.claim(&mut fragments));
         self.report_conflicts(conflicts);

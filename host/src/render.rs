@@ -57,6 +57,9 @@ struct Loaded {
 pub struct GuestOutput {
     /// Its slot, e.g. `50-team-a`.
     pub slot: String,
+    /// A `team` guest: without output it is left out, where a `platform` guest's missing
+    /// output stops the configuration (it may hold what every other part relies on).
+    pub team: bool,
     pub result: Result<Fragment, GuestError>,
     /// Services left out of its input because it fails on them: (`namespace/name`, why).
     pub quarantined: Vec<(String, String)>,
@@ -182,6 +185,7 @@ impl Pipeline {
     fn render_guest(&self, part: &Part, loaded: &Loaded, services: Vec<Service>) -> GuestOutput {
         let output = |result, quarantined| GuestOutput {
             slot: part.slot.clone(),
+            team: loaded.scope.trust == Trust::Team,
             result,
             quarantined,
         };
@@ -270,8 +274,8 @@ impl Pipeline {
         errors
     }
 
-    /// Render `services` into a configuration; a guest without output fails the render, with
-    /// every such guest's error. Quarantined services, domains an earlier guest routes, and
+    /// Render `services` into a configuration; a `platform` guest without output fails the
+    /// render, with every such guest's error, a `team` guest without output is left out. Quarantined services, domains an earlier guest routes, and
     /// sections that lose a claim are left out, each with an error log.
     pub fn render(&self, services: &[Service]) -> Result<Assembled, Vec<PipelineError>> {
         let run = self.run(services);
@@ -286,6 +290,10 @@ impl Pipeline {
             }
             match output.result {
                 Ok(fragment) => fragments.push(fragment),
+                Err(error) if output.team => {
+                    tracing::error!("{error}; the team guest is left out");
+                    fragments.push(empty_fragment());
+                }
                 Err(error) => errors.push(error.into()),
             }
         }
@@ -296,6 +304,14 @@ impl Pipeline {
             tracing::error!("{error}");
         }
         self.assemble(&fragments).map_err(|e| vec![e.into()])
+    }
+}
+
+/// What a guest without output contributes.
+pub fn empty_fragment() -> Fragment {
+    Fragment {
+        sections: Vec::new(),
+        maps: Vec::new(),
     }
 }
 

@@ -7,12 +7,16 @@
 //! - `maps`: 101 map files, one more than a render may return; `log`: logs 2 MiB;
 //! - `listen`: a `listen misbehave` section on the setting `bind` (default `:80`) answering
 //!   every HTTP request with `misbehave`, as a guest trying to take another guest's port;
+//! - `route`: what a team guest writes: a frontend named after the setting `name` on the
+//!   setting `bind`, routing each domain of each service it receives to a backend of that
+//!   service's ready endpoints; the setting `violate` adds one forbidden thing (see
+//!   [`violation`]), and `extra-domain` routes one more domain;
 //! - anything else: a small valid backend.
 //!
 //! A service annotated `misbehave.wasmconfd.io/do: panic` makes it panic, and `invalid` makes it
 //! return a directive HAProxy rejects, whatever the mode: a guest that breaks on live input.
 
-use wasmconfd_guest::{Cluster, Fragment, Guest, RenderError, Section};
+use wasmconfd_guest::{Cluster, Fragment, Guest, MapFile, RenderError, Section};
 
 struct Misbehave;
 
@@ -58,6 +62,7 @@ impl Guest for Misbehave {
                     wasmconfd_guest::log::info(&line);
                 }
             }
+            "route" => return Ok(route(&cluster)),
             "listen" => {
                 let listen = Section::listen("misbehave")
                     .with("mode", ["http"])
@@ -116,6 +121,107 @@ impl Guest for Misbehave {
             maps: Vec::new(),
         })
     }
+}
+
+/// The `route` mode: routing as a team guest writes it, plus the violation asked for.
+fn route(cluster: &Cluster) -> Fragment {
+    let name = cluster.setting_or("name", "misbehave");
+    let mut frontend = Section::frontend(name)
+        .with("mode", ["http"])
+        .with("bind", [cluster.setting_or("bind", ":8081")]);
+    let mut sections = Vec::new();
+    let mut domains: Vec<(String, String)> = Vec::new();
+    for service in &cluster.services {
+        let backend_name = format!("{name}_{}_{}", service.namespace, service.name);
+        let mut backend = Section::backend(&backend_name).with("mode", ["http"]);
+        backend.extend(wasmconfd_guest::servers(service));
+        sections.push(backend);
+        for domain in &service.domains {
+            domains.push((domain.clone(), backend_name.clone()));
+        }
+    }
+    if let Some(extra) = cluster.setting("extra-domain") {
+        let first = sections.first().and_then(|s| s.name.clone());
+        domains.push((extra.to_string(), first.unwrap_or_else(|| name.to_string())));
+    }
+    for (i, (domain, backend)) in domains.iter().enumerate() {
+        let acl = format!("host{i}");
+        frontend.push("acl", [acl.as_str(), "hdr(host)", "-i", domain]);
+        frontend.push("use_backend", [backend.as_str(), "if", &acl]);
+    }
+    let mut fragment = Fragment {
+        sections: vec![frontend],
+        maps: Vec::new(),
+    };
+    fragment.sections.extend(sections);
+    if let Some(what) = cluster.setting("violate") {
+        let marker = cluster.setting_or("marker", "/tmp/wasmconfd-marker");
+        violation(&mut fragment, name, what, marker);
+    }
+    fragment
+}
+
+/// Add the forbidden thing `what` to `fragment`: `global` (`master-worker` and a `program`
+/// running `touch MARKER`, MARKER being the setting `marker`), `lua` (a `global` with
+/// `lua-load MARKER.lua`), `external-check`, `defaults`, `peers`, `ring`,
+/// `mailers`, `userlist`, `dot-if` (`.if 0` alone), `setenv`, `stats-socket`, `chroot`,
+/// `foreign-name` (a backend named `http`), `foreign-map` (reads `maps/hosts.map`), `file`
+/// (returns `/etc/passwd`), `env`, `server` (a server on `169.254.169.254`).
+fn violation(fragment: &mut Fragment, name: &str, what: &str, marker: &str) {
+    let backend = |directive: &str, args: &[&str]| {
+        Section::backend(format!("{name}-violation")).with(directive, args.iter().copied())
+    };
+    let section = match what {
+        "global" => {
+            fragment
+                .sections
+                .push(Section::global().with("master-worker", std::iter::empty::<&str>()));
+            Section::new(
+                wasmconfd_guest::SectionKind::Program,
+                Some(format!("{name}-p")),
+            )
+            .with("command", ["touch", marker])
+        }
+        "lua" => Section::global().with("lua-load", [format!("{marker}.lua")]),
+        "external-check" => {
+            backend("option", &["external-check"]).with("external-check", ["command", "/bin/true"])
+        }
+        "defaults" => Section::defaults().with("timeout", ["server", "1ms"]),
+        "peers" | "ring" | "mailers" | "userlist" => {
+            let kind = match what {
+                "peers" => wasmconfd_guest::SectionKind::Peers,
+                "ring" => wasmconfd_guest::SectionKind::Ring,
+                "mailers" => wasmconfd_guest::SectionKind::Mailers,
+                _ => wasmconfd_guest::SectionKind::Userlist,
+            };
+            Section::new(kind, Some(format!("{name}-x")))
+        }
+        "dot-if" => backend(".if", &["0"]),
+        "setenv" => backend("setenv", &["PATH", "/tmp"]),
+        "stats-socket" => backend("stats", &["socket", "/tmp/wasmconfd-team.sock"]),
+        "chroot" => backend("chroot", &["/nowhere"]),
+        "foreign-name" => Section::backend("http"),
+        "foreign-map" => backend(
+            "http-request",
+            &[
+                "set-header",
+                "X",
+                "%[req.hdr(host),map_str(maps/hosts.map)]",
+            ],
+        ),
+        "file" => backend(
+            "http-request",
+            &["return", "status", "200", "file", "/etc/passwd"],
+        ),
+        "env" => backend("http-request", &["set-header", "X", "%[env(HOME)]"]),
+        "server" => backend("server", &["meta", "169.254.169.254:80"]),
+        "foreign-map-file" => {
+            fragment.maps.push(MapFile::new("hosts.map"));
+            return;
+        }
+        other => backend("description", &[other]),
+    };
+    fragment.sections.push(section);
 }
 
 wasmconfd_guest::export!(Misbehave);
