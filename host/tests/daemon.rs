@@ -510,23 +510,18 @@ fn a_broken_guest_keeps_its_last_good_output_and_a_rejected_configuration_is_ret
     let scene = Scene::start(&api.url(), &["--guests", &guests_dir]);
     scene.wait_for("shop.test", "a");
 
-    // The misbehaving guest crashes on a new service: it keeps its last output, the http guest
-    // goes on, and the new service is routed.
+    // The misbehaving guest crashes on a new service: it renders without it (quarantined),
+    // the http guest goes on, and the new service is routed by the http guest.
     let mut blog = service("blog", "blog.test");
     blog["metadata"]["annotations"]["misbehave.wasmconfd.io/do"] = json!("panic");
     api.apply(blog.clone());
     api.apply(slice("blog", &["127.0.0.1"], b));
     scene.wait_for("blog.test", "b");
-    assert!(
-        scene.log().contains("guest misbehave crashed"),
-        "{}",
-        scene.log()
-    );
-    assert!(
-        scene.log().contains("keeping its last good output"),
-        "{}",
-        scene.log()
-    );
+    scene.wait_until(Duration::from_secs(20), || {
+        scene
+            .log()
+            .contains("quarantined: the guest renders without it: guest misbehave crashed")
+    });
 
     // Now it returns a line HAProxy rejects: nothing is installed, HAProxy serves on.
     blog["metadata"]["annotations"]["misbehave.wasmconfd.io/do"] = json!("invalid");
@@ -955,4 +950,94 @@ fn hostile_objects_are_warned_about_once_and_every_good_service_is_routed() {
             .contains("wasmconfd_skipped_objects 0")
     });
     assert!(scene.log().contains("no longer skipped"), "{}", scene.log());
+}
+
+/// A guest that crashes on one service, or returns output the host refuses for it, routes every
+/// other service, in `run`: the quarantined objects are named in the log, the metrics and
+/// `/quarantined`, and released once fixed.
+#[test]
+fn a_guest_failing_on_one_service_keeps_routing_the_others_in_run() {
+    let (a, b) = (backend("a"), backend("b"));
+    let team_port = free_port();
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let mut blog = service("blog", "blog.test");
+    blog["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
+    api.apply(blog.clone());
+    api.apply(slice("blog", &["127.0.0.1"], b));
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(guests.path().join("50-team.wasm"), misbehave_guest()).unwrap();
+    let config = guests.path().join("guests.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "guests:\n  team:\n    trust: team\n    namespaces: [e2e]\n    protos: [web]\n    \
+             listen-ports: [{team_port}]\n    settings: {{mode: route, name: team, bind: \
+             \"127.0.0.1:{team_port}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let scene = Scene::start(
+        &api.url(),
+        &[
+            "--guests",
+            guests.path().to_str().unwrap(),
+            "--guests-config",
+            config.to_str().unwrap(),
+        ],
+    );
+    scene.wait_for("shop.test", "a");
+    let wait_team = |host: &str, body: &str| {
+        scene.wait_until(Duration::from_secs(20), || get(team_port, host) == body)
+    };
+    wait_team("blog.test", "b");
+
+    for (why, message) in [
+        ("panic", "misbehave was told to panic"),
+        ("newline", "control character"),
+    ] {
+        let mut news = service("news", "news.test");
+        news["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
+        news["metadata"]["annotations"]["misbehave.wasmconfd.io/do"] = json!(why);
+        api.apply(news);
+        api.apply(slice("news", &["127.0.0.1"], a));
+        // A change to another service of the guest still applies.
+        api.apply(slice(
+            "blog",
+            &["127.0.0.1"],
+            if why == "panic" { a } else { b },
+        ));
+        wait_team("blog.test", if why == "panic" { "a" } else { "b" });
+        scene.wait_until(Duration::from_secs(20), || {
+            let (_, page) = scene.get_status("/quarantined");
+            page.contains("e2e/news") && page.contains(message)
+        });
+        let (_, page) = scene.get_status("/quarantined");
+        assert!(
+            page.contains("guest 50-team: e2e/news:") && page.contains(message),
+            "{page}"
+        );
+        let (_, metrics) = scene.get_status("/metrics");
+        assert!(
+            metrics
+                .contains(r#"wasmconfd_quarantined_objects{guest="50-team",object="e2e/news"} 1"#),
+            "{metrics}"
+        );
+        assert!(scene.log().contains("quarantined"), "{}", scene.log());
+        assert_ne!(get(team_port, "news.test"), "a");
+    }
+
+    // Fixed, it is released and routed.
+    let mut news = service("news", "news.test");
+    news["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
+    api.apply(news);
+    wait_team("news.test", "a");
+    assert_eq!(
+        scene.get_status("/quarantined").1,
+        "no service is quarantined\n"
+    );
+    assert!(
+        scene.log().contains("no longer quarantined"),
+        "{}",
+        scene.log()
+    );
 }
