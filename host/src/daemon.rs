@@ -11,6 +11,7 @@ use crate::apply::{Applied, Applier, ApplyError, Prepared, Reload};
 use crate::assemble::Assembled;
 use crate::assemble::MAPS_DIR;
 use crate::bindings::Fragment;
+use crate::guard::{Guard, Verdict};
 use crate::model;
 use crate::render::{GuestConfig, GuestOutput, Pipeline, empty_fragment};
 use crate::source::kubernetes::Connection;
@@ -41,9 +42,12 @@ pub struct DaemonConfig {
     pub max_delay: Duration,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`.
     pub status_address: Option<std::net::SocketAddr>,
+    /// When to hold back a render that removes much at once.
+    pub guard: crate::guard::Limits,
 }
 
-/// How often draining servers are checked for their last connection.
+/// How often draining servers are checked for their last connection, and a held render for
+/// its time or a confirmation.
 const DRAIN_CHECK: Duration = Duration::from_secs(1);
 
 /// Run until the process is stopped. Watching is async; rendering runs on a thread of its own,
@@ -116,6 +120,7 @@ fn render_loop(
         draining: BTreeSet::new(),
         problems: BTreeSet::new(),
         conflicts: BTreeSet::new(),
+        guard: Guard::default(),
         status,
     };
     let mut reload_failures = 0;
@@ -177,6 +182,7 @@ struct State {
     /// Guest sections and map files left out for a claim another part holds, and domains left
     /// out for a guest, as last reported.
     conflicts: BTreeSet<String>,
+    guard: Guard,
     status: Arc<Status>,
 }
 
@@ -185,6 +191,9 @@ impl State {
         let Some(fragments) = self.render(pipeline, objects, &config.rules) else {
             return;
         };
+        if !self.guarded(&fragments, config.guard) {
+            return;
+        }
         let assembled = match pipeline.assemble(&fragments) {
             Ok(assembled) => assembled,
             Err(error) => {
@@ -260,6 +269,56 @@ impl State {
         conflicts.extend(pipeline.claim(&mut fragments));
         self.report_conflicts(conflicts);
         Some(fragments)
+    }
+
+    /// Whether `fragments` may be applied over the installed configuration: not when they
+    /// remove too much at once, until that has persisted or the operator confirms.
+    fn guarded(&mut self, fragments: &[Fragment], limits: crate::guard::Limits) -> bool {
+        let Some(installed) = &self.installed else {
+            return true;
+        };
+        let confirmed = self.status.confirm_removal.swap(false, Ordering::Relaxed);
+        let was_holding = self.guard.holding();
+        let verdict = self
+            .guard
+            .judge(limits, installed, fragments, Instant::now(), confirmed);
+        let mut held = self.status.held.lock().unwrap();
+        match verdict {
+            Verdict::Apply => {
+                if was_holding {
+                    tracing::info!(
+                        "the cluster no longer removes too much at once: nothing is held"
+                    );
+                }
+                *held = None;
+                true
+            }
+            Verdict::Released(removal) => {
+                let why = if confirmed {
+                    "confirmed"
+                } else {
+                    "it persisted"
+                };
+                tracing::warn!(removal, "applying the held render: {why}");
+                *held = None;
+                true
+            }
+            Verdict::Held(removal, since) => {
+                let left = limits.hold_for.saturating_sub(since.elapsed());
+                let reason = format!(
+                    "a render that removes {removal} is held back (--max-removal {}%): it \
+                     applies in {} if the cluster stays so, or at once on POST /confirm-removal",
+                    limits.max_removal,
+                    humantime::format_duration(Duration::from_secs(left.as_secs()))
+                );
+                if !was_holding {
+                    self.status.held_renders.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("{reason}");
+                }
+                *held = Some(reason);
+                false
+            }
+        }
     }
 
     /// Check `assembled`, then make the change through the Runtime API when `plan` allows it,
@@ -424,14 +483,16 @@ impl State {
         self.conflicts = now;
     }
 
-    /// Wait for a change; meanwhile, delete the servers that have drained.
+    /// Wait for a change; meanwhile, delete the servers that have drained, and while a render
+    /// is held, come back every second to see whether it is due or confirmed.
     fn wait_for_change(&mut self, changed: &mpsc::Receiver<()>) -> anyhow::Result<()> {
         loop {
-            if self.draining.is_empty() {
+            if self.draining.is_empty() && !self.guard.holding() {
                 return changed.recv().map_err(|_| stopped());
             }
             match changed.recv_timeout(DRAIN_CHECK) {
                 Ok(()) => return Ok(()),
+                Err(mpsc::RecvTimeoutError::Timeout) if self.guard.holding() => return Ok(()),
                 Err(mpsc::RecvTimeoutError::Timeout) => self.delete_drained(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
             }

@@ -16,6 +16,7 @@ pub mod claims;
 pub mod cli;
 pub mod daemon;
 pub mod files;
+pub mod guard;
 pub mod guests;
 pub mod model;
 pub mod policy;

@@ -32,6 +32,12 @@ pub struct Status {
     pub missing_guests: AtomicU64,
     /// Objects with a part (or all) left out of the model at the last render.
     pub skipped_objects: AtomicU64,
+    /// Renders held back for removing too much at once.
+    pub held_renders: AtomicU64,
+    /// Why the current render is held back, while one is.
+    pub held: Mutex<Option<String>>,
+    /// The operator confirmed the held render (`POST /confirm-removal`).
+    pub confirm_removal: AtomicBool,
     /// Services a guest fails on, left out of its input: (guest slot, `namespace/name`, why).
     pub quarantined: Mutex<Vec<(String, String, String)>>,
     /// Where HAProxy answers when it runs: the master socket, or the configuration's admin
@@ -59,6 +65,8 @@ impl Status {
             Some(error)
         } else if self.reload_pending.load(Ordering::Relaxed) {
             Some("a configuration is installed but HAProxy has not reloaded it yet".into())
+        } else if let Some(held) = self.held.lock().unwrap().clone() {
+            Some(held)
         } else if self.api_failing.load(Ordering::Relaxed) {
             Some(
                 "the Kubernetes API does not answer: HAProxy serves the last configuration, which may be stale".into(),
@@ -91,7 +99,7 @@ impl Status {
     }
 
     /// The samples (labels, value) of each of [`METRICS`], in order.
-    fn samples(&self) -> [Vec<(String, u64)>; 12] {
+    fn samples(&self) -> [Vec<(String, u64)>; 14] {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
         let one = |value: u64| vec![(String::new(), value)];
@@ -111,6 +119,8 @@ impl Status {
             one(get(&self.missing_guests)),
             one(get(&self.skipped_objects)),
             one(flag(&self.reload_pending)),
+            one(get(&self.held_renders)),
+            one(u64::from(self.held.lock().unwrap().is_some())),
             quarantined
                 .iter()
                 .map(|(guest, object, _)| {
@@ -123,6 +133,24 @@ impl Status {
                 })
                 .collect(),
         ]
+    }
+
+    /// `POST /confirm-removal`: apply the held render at once.
+    fn confirm(&self, post: bool) -> (StatusCode, String) {
+        if !post {
+            return (StatusCode::METHOD_NOT_ALLOWED, "use POST\n".into());
+        }
+        match self.held.lock().unwrap().as_deref() {
+            None => (StatusCode::CONFLICT, "no render is held back\n".into()),
+            Some(held) => {
+                self.confirm_removal.store(true, Ordering::Relaxed);
+                tracing::warn!("the held render was confirmed through /confirm-removal");
+                (
+                    StatusCode::ACCEPTED,
+                    format!("confirmed, applied within a second: {held}\n"),
+                )
+            }
+        }
     }
 
     /// The `/quarantined` page: one line per service a guest fails on, and why.
@@ -147,7 +175,7 @@ fn label(value: &str) -> String {
 }
 
 /// Name, type and help of each metric.
-const METRICS: [(&str, &str, &str); 12] = [
+const METRICS: [(&str, &str, &str); 14] = [
     (
         "wasmconfd_applies_total",
         "counter",
@@ -204,6 +232,16 @@ const METRICS: [(&str, &str, &str); 12] = [
         "1 when the installed configuration still waits for a successful reload.",
     ),
     (
+        "wasmconfd_held_renders_total",
+        "counter",
+        "Times a render was held back because it would remove more than --max-removal of the installed servers or backends at once.",
+    ),
+    (
+        "wasmconfd_removal_held",
+        "gauge",
+        "1 while a render is held back for removing too much at once; /readyz says until when.",
+    ),
+    (
         "wasmconfd_quarantined_objects",
         "gauge",
         "Services a guest fails on (a crash, an error, output the policy refuses), left out of that guest's input; /quarantined and the log say why.",
@@ -221,7 +259,8 @@ pub async fn serve(address: std::net::SocketAddr, status: Arc<Status>) -> std::i
             };
             let status = status.clone();
             let service = hyper::service::service_fn(move |request| {
-                let response = answer(&status, request.uri().path());
+                let post = request.method() == hyper::Method::POST;
+                let response = answer(&status, post, request.uri().path());
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             tokio::spawn(async move {
@@ -234,8 +273,9 @@ pub async fn serve(address: std::net::SocketAddr, status: Arc<Status>) -> std::i
     Ok(())
 }
 
-fn answer(status: &Status, path: &str) -> Response<Full<Bytes>> {
+fn answer(status: &Status, post: bool, path: &str) -> Response<Full<Bytes>> {
     let (code, body) = match path {
+        "/confirm-removal" => status.confirm(post),
         "/metrics" => (StatusCode::OK, status.metrics()),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/quarantined" => (StatusCode::OK, status.quarantined_page()),
@@ -245,7 +285,8 @@ fn answer(status: &Status, path: &str) -> Response<Full<Bytes>> {
         },
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz or /quarantined\n".to_string(),
+            "not found: try /metrics, /healthz, /readyz, /quarantined or POST /confirm-removal\n"
+                .to_string(),
         ),
     };
     let content_type = match path {

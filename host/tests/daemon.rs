@@ -1041,3 +1041,78 @@ fn a_guest_failing_on_one_service_keeps_routing_the_others_in_run() {
         scene.log()
     );
 }
+
+/// A render that removes 9 of 10 servers at once (as an emptied list after an RBAC mistake
+/// would) is held back: HAProxy serves on, readiness and the metrics say so, and it applies
+/// once it has persisted for --hold-removal-for. A second such render applies at once when
+/// confirmed.
+#[test]
+fn the_blast_radius_guard_holds_back_a_render_that_drops_most_servers() {
+    let a = backend("a");
+    let api = FakeApi::start();
+    let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    for name in &names {
+        api.apply(service(name, &format!("{name}.test")));
+        api.apply(slice(name, &["127.0.0.1"], a));
+    }
+    let scene = Scene::start(&api.url(), &["--hold-removal-for", "4s"]);
+    scene.wait_for("s9.test", "a");
+    scene.wait_for_readiness(200);
+
+    for name in &names[1..] {
+        api.delete(Kind::EndpointSlice, "e2e", &format!("{name}-1"));
+    }
+    let body = scene.wait_for_readiness(503);
+    assert!(
+        body.contains("a render that removes 9 of 10 servers (90%) is held back"),
+        "{body}"
+    );
+    assert_eq!(
+        get(scene.http, "s9.test"),
+        "a",
+        "held: the old configuration serves"
+    );
+    let (_, metrics) = scene.get_status("/metrics");
+    assert!(metrics.contains("wasmconfd_removal_held 1"), "{metrics}");
+    assert!(
+        metrics.contains("wasmconfd_held_renders_total 1"),
+        "{metrics}"
+    );
+    let held_at = Instant::now();
+
+    // Persisting for the hold time, it applies.
+    scene.wait_until(Duration::from_secs(20), || {
+        get(scene.http, "s9.test") != "a"
+    });
+    assert!(
+        held_at.elapsed() >= Duration::from_secs(2),
+        "applied too early"
+    );
+    assert_eq!(get(scene.http, "s0.test"), "a");
+    scene.wait_for_readiness(200);
+    assert!(
+        scene
+            .log()
+            .contains("applying the held render: it persisted"),
+        "{}",
+        scene.log()
+    );
+
+    // Back, then gone again: held, and applied at once when confirmed.
+    for name in &names[1..] {
+        api.apply(slice(name, &["127.0.0.1"], a));
+    }
+    scene.wait_for("s9.test", "a");
+    for name in &names[1..] {
+        api.delete(Kind::EndpointSlice, "e2e", &format!("{name}-1"));
+    }
+    scene.wait_for_readiness(503);
+    let (code, _) = common::http_post(scene.status, "/confirm-removal");
+    assert_eq!(code, 202);
+    scene.wait_until(Duration::from_secs(3), || get(scene.http, "s9.test") != "a");
+    assert!(
+        scene.log().contains("applying the held render: confirmed"),
+        "{}",
+        scene.log()
+    );
+}

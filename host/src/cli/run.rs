@@ -60,11 +60,23 @@ pub struct RunArgs {
     #[arg(long, env = "WASMCONFD_MAX_DELAY", default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub max_delay: Duration,
 
-    /// Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz on
-    /// this address (e.g. 0.0.0.0:9180). Ready: synced with the API, the configuration loaded,
-    /// and the API answering.
+    /// Serve Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz, the
+    /// quarantined services at /quarantined, and POST /confirm-removal on this address (e.g.
+    /// 0.0.0.0:9180). Ready: synced with the API, the configuration loaded, the API answering,
+    /// and no render held back.
     #[arg(long, env = "WASMCONFD_STATUS_ADDRESS", value_name = "ADDRESS:PORT")]
     pub status_address: Option<std::net::SocketAddr>,
+
+    /// Hold back a render that would remove more than this share (in percent) of the
+    /// installed servers or backends at once, as an emptied list after an RBAC or API mistake
+    /// would; 100 turns the guard off. Fewer than 5 servers or backends are never held.
+    #[arg(long, env = "WASMCONFD_MAX_REMOVAL", default_value_t = 50, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub max_removal: u8,
+
+    /// Apply a held render anyway once it has persisted this long (`POST /confirm-removal` on
+    /// --status-address applies it at once).
+    #[arg(long, env = "WASMCONFD_HOLD_REMOVAL_FOR", default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub hold_removal_for: Duration,
 
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
@@ -106,6 +118,10 @@ impl RunArgs {
             debounce: self.debounce,
             max_delay: self.max_delay,
             status_address: self.status_address,
+            guard: crate::guard::Limits {
+                max_removal: self.max_removal,
+                hold_for: self.hold_removal_for,
+            },
         })
     }
 }

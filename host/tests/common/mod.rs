@@ -143,7 +143,16 @@ pub fn http_get(port: u16, host: &str) -> (u16, String) {
 
 /// Like [`http_get`], for `path`.
 pub fn http_get_path(port: u16, host: &str, path: &str) -> (u16, String) {
-    match http_response(port, host, path) {
+    status_and_body(http_request("GET", port, host, path))
+}
+
+/// (status code, body) of `POST path` on 127.0.0.1:`port`.
+pub fn http_post(port: u16, path: &str) -> (u16, String) {
+    status_and_body(http_request("POST", port, "localhost", path))
+}
+
+fn status_and_body(response: std::io::Result<String>) -> (u16, String) {
+    match response {
         Ok(response) => {
             let status = response
                 .split(' ')
@@ -162,12 +171,16 @@ pub fn http_get_path(port: u16, host: &str, path: &str) -> (u16, String) {
 
 /// The whole response (head and body) to `GET path` with `Host: host` on 127.0.0.1:`port`.
 pub fn http_response(port: u16, host: &str, path: &str) -> std::io::Result<String> {
+    http_request("GET", port, host, path)
+}
+
+fn http_request(method: &str, port: u16, host: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

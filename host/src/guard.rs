@@ -1,0 +1,220 @@
+//! The blast-radius guard of `run`: a render that would remove more than a share of the
+//! installed servers or backends at once is held back, until it has persisted for a while or
+//! the operator confirms it. An emptied list after an RBAC or API mistake looks exactly like
+//! a cluster that lost most of its services; serving the last configuration a little longer is
+//! the cheaper mistake.
+
+use crate::bindings::{Fragment, SectionKind};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Below this many installed servers (or backends) nothing is held: a small cluster scaling
+/// one service to zero is not an accident to guard against.
+pub const FLOOR: usize = 5;
+
+/// How the guard is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest share, in percent, of installed servers or backends one render may remove;
+    /// 100 turns the guard off.
+    pub max_removal: u8,
+    /// How long a held render must persist before it is applied anyway.
+    pub hold_for: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_removal: 50,
+            hold_for: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the guard decided about one render.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Apply,
+    /// Applied after all: held long enough, or confirmed. Says what it removes.
+    Released(String),
+    /// Held back: what it would remove, and since when.
+    Held(String, Instant),
+}
+
+/// The guard's memory: the render held back, if one is.
+#[derive(Debug, Default)]
+pub struct Guard {
+    held_since: Option<Instant>,
+}
+
+impl Guard {
+    /// Whether to apply `new` over `installed`, at `now`; `confirmed` by the operator.
+    pub fn judge(
+        &mut self,
+        limits: Limits,
+        installed: &[Fragment],
+        new: &[Fragment],
+        now: Instant,
+        confirmed: bool,
+    ) -> Verdict {
+        let Some(removal) = excessive_removal(limits.max_removal, installed, new) else {
+            self.held_since = None;
+            return Verdict::Apply;
+        };
+        let since = *self.held_since.get_or_insert(now);
+        if confirmed || now.duration_since(since) >= limits.hold_for {
+            self.held_since = None;
+            return Verdict::Released(removal);
+        }
+        Verdict::Held(removal, since)
+    }
+
+    pub fn holding(&self) -> bool {
+        self.held_since.is_some()
+    }
+}
+
+/// What `new` removes of `installed` when it is more than `max_removal` percent of the
+/// servers or of the backends, e.g. `9 of 10 servers (90%)`.
+pub fn excessive_removal(
+    max_removal: u8,
+    installed: &[Fragment],
+    new: &[Fragment],
+) -> Option<String> {
+    let (old_servers, old_backends) = inventory(installed);
+    let (new_servers, new_backends) = inventory(new);
+    [
+        (
+            "servers",
+            old_servers.difference(&new_servers).count(),
+            old_servers.len(),
+        ),
+        (
+            "backends",
+            old_backends.difference(&new_backends).count(),
+            old_backends.len(),
+        ),
+    ]
+    .into_iter()
+    .find(|(_, removed, total)| *total >= FLOOR && removed * 100 > total * usize::from(max_removal))
+    .map(|(what, removed, total)| {
+        format!("{removed} of {total} {what} ({}%)", removed * 100 / total)
+    })
+}
+
+/// The (backend, server) pairs and the backend names of `fragments`.
+fn inventory(fragments: &[Fragment]) -> (BTreeSet<(&str, &str)>, BTreeSet<&str>) {
+    let mut servers = BTreeSet::new();
+    let mut backends = BTreeSet::new();
+    let sections = fragments.iter().flat_map(|f| &f.sections);
+    for section in sections.filter(|s| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
+    {
+        let Some(backend) = section.name.as_deref() else {
+            continue;
+        };
+        backends.insert(backend);
+        for directive in section.directives.iter().filter(|d| d.keyword == "server") {
+            if let Some(server) = directive.args.first() {
+                servers.insert((backend, server.as_str()));
+            }
+        }
+    }
+    (servers, backends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::{Directive, Section};
+
+    /// One backend per service, `servers` servers in all, spread over `backends` backends.
+    fn cluster(backends: usize, servers: usize) -> Vec<Fragment> {
+        let sections = (0..backends)
+            .map(|b| Section {
+                kind: SectionKind::Backend,
+                name: Some(format!("be{b}")),
+                directives: (0..servers)
+                    .filter(|s| s % backends == b)
+                    .map(|s| Directive {
+                        keyword: "server".into(),
+                        args: vec![format!("s{s}"), "10.0.0.1:80".into()],
+                        comment: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        vec![Fragment {
+            sections,
+            maps: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn removing_most_servers_or_backends_is_excessive_and_small_changes_are_not() {
+        let ten = cluster(10, 10);
+        assert_eq!(
+            excessive_removal(50, &ten, &cluster(10, 1)),
+            Some("9 of 10 servers (90%)".into())
+        );
+        assert_eq!(
+            excessive_removal(50, &ten, &cluster(1, 1)),
+            Some("9 of 10 servers (90%)".into())
+        );
+        assert_eq!(
+            excessive_removal(50, &ten, &cluster(10, 5)),
+            None,
+            "half is allowed"
+        );
+        assert_eq!(excessive_removal(100, &ten, &[]), None, "100% turns it off");
+        assert_eq!(
+            excessive_removal(50, &cluster(4, 4), &[]),
+            None,
+            "below the floor"
+        );
+        assert_eq!(
+            excessive_removal(50, &cluster(10, 0), &cluster(2, 0)),
+            Some("8 of 10 backends (80%)".into())
+        );
+    }
+
+    #[test]
+    fn a_held_render_applies_once_it_persists_or_is_confirmed_and_recovery_clears_it() {
+        let limits = Limits {
+            max_removal: 50,
+            hold_for: Duration::from_secs(60),
+        };
+        let (ten, one) = (cluster(10, 10), cluster(1, 1));
+        let start = Instant::now();
+        let mut guard = Guard::default();
+        let held = guard.judge(limits, &ten, &one, start, false);
+        assert!(matches!(held, Verdict::Held(_, since) if since == start));
+        let later = start + Duration::from_secs(30);
+        assert!(
+            matches!(guard.judge(limits, &ten, &one, later, false), Verdict::Held(_, s) if s == start)
+        );
+        // The cluster came back: nothing is held, and the clock starts again next time.
+        assert_eq!(
+            guard.judge(limits, &ten, &ten, later, false),
+            Verdict::Apply
+        );
+        assert!(!guard.holding());
+        let again = start + Duration::from_secs(61);
+        assert!(matches!(
+            guard.judge(limits, &ten, &one, again, false),
+            Verdict::Held(..)
+        ));
+        let expired = again + Duration::from_secs(60);
+        assert!(matches!(
+            guard.judge(limits, &ten, &one, expired, false),
+            Verdict::Released(_)
+        ));
+        assert!(matches!(
+            guard.judge(limits, &ten, &one, expired, false),
+            Verdict::Held(..)
+        ));
+        assert!(matches!(
+            guard.judge(limits, &ten, &one, expired, true),
+            Verdict::Released(_)
+        ));
+    }
+}
