@@ -306,8 +306,9 @@ impl State {
             Verdict::Held(removal, since) => {
                 let left = limits.hold_for.saturating_sub(since.elapsed());
                 let reason = format!(
-                    "a render that removes {removal} is held back (--max-removal {}%): it \
-                     applies in {} if the cluster stays so, or at once on POST /confirm-removal",
+                    "a render that takes away {removal}, removing them or all their servers, is \
+                     held back (--max-removal {}%): it applies in {} if the cluster stays so, \
+                     or at once on POST /confirm-removal",
                     limits.max_removal,
                     humantime::format_duration(Duration::from_secs(left.as_secs()))
                 );

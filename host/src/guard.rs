@@ -1,22 +1,25 @@
-//! The blast-radius guard of `run`: a render that would remove more than a share of the
-//! installed servers or backends at once is held back, until it has persisted for a while or
-//! the operator confirms it. An emptied list after an RBAC or API mistake looks exactly like
-//! a cluster that lost most of its services; serving the last configuration a little longer is
-//! the cheaper mistake.
+//! The blast-radius guard of `run`: a render that would take away more than a share of the
+//! installed backends at once, removing them or every server they have, is held back until it
+//! has persisted for a while or the operator confirms it. An emptied list of Services or
+//! EndpointSlices after an RBAC or API mistake looks exactly like that; serving the last
+//! configuration a little longer is the cheaper mistake.
+//!
+//! Servers are not counted one by one: one service scaling from 10 replicas to 1 removes 90% of
+//! a small cluster's servers and is routine, but leaves its backend serving.
 
 use crate::bindings::{Fragment, SectionKind};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Below this many installed servers (or backends) nothing is held: a small cluster scaling
-/// one service to zero is not an accident to guard against.
-pub const FLOOR: usize = 5;
+/// Below this many installed backends with servers nothing is held: in a cluster of one or two services,
+/// deleting one is not an accident to guard against.
+pub const FLOOR: usize = 3;
 
 /// How the guard is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest share, in percent, of installed servers or backends one render may remove;
-    /// 100 turns the guard off.
+    /// Largest share, in percent, of installed backends one render may remove or leave without
+    /// a server; 100 turns the guard off.
     pub max_removal: u8,
     /// How long a held render must persist before it is applied anyway.
     pub hold_for: Duration,
@@ -74,52 +77,48 @@ impl Guard {
     }
 }
 
-/// What `new` removes of `installed` when it is more than `max_removal` percent of the
-/// servers or of the backends, e.g. `9 of 10 servers (90%)`.
+/// What `new` takes away of `installed` when it is more than `max_removal` percent of the
+/// backends that have servers (removing them, or all their servers), e.g.
+/// `9 of 10 backends with servers (90%)`.
 pub fn excessive_removal(
     max_removal: u8,
     installed: &[Fragment],
     new: &[Fragment],
 ) -> Option<String> {
-    let (old_servers, old_backends) = inventory(installed);
-    let (new_servers, new_backends) = inventory(new);
-    [
-        (
-            "servers",
-            old_servers.difference(&new_servers).count(),
-            old_servers.len(),
-        ),
-        (
-            "backends",
-            old_backends.difference(&new_backends).count(),
-            old_backends.len(),
-        ),
-    ]
-    .into_iter()
-    .find(|(_, removed, total)| *total >= FLOOR && removed * 100 > total * usize::from(max_removal))
-    .map(|(what, removed, total)| {
-        format!("{removed} of {total} {what} ({}%)", removed * 100 / total)
+    let serving: Vec<&str> = backends(installed)
+        .into_iter()
+        .filter(|(_, servers)| *servers > 0)
+        .map(|(name, _)| name)
+        .collect();
+    let after = backends(new);
+    let lost = serving
+        .iter()
+        .filter(|name| after.get(**name).is_none_or(|servers| *servers == 0))
+        .count();
+    let total = serving.len();
+    (total >= FLOOR && lost * 100 > total * usize::from(max_removal)).then(|| {
+        format!(
+            "{lost} of {total} backends with servers ({}%)",
+            lost * 100 / total
+        )
     })
 }
 
-/// The (backend, server) pairs and the backend names of `fragments`.
-fn inventory(fragments: &[Fragment]) -> (BTreeSet<(&str, &str)>, BTreeSet<&str>) {
-    let mut servers = BTreeSet::new();
-    let mut backends = BTreeSet::new();
-    let sections = fragments.iter().flat_map(|f| &f.sections);
-    for section in sections.filter(|s| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
-    {
-        let Some(backend) = section.name.as_deref() else {
-            continue;
-        };
-        backends.insert(backend);
-        for directive in section.directives.iter().filter(|d| d.keyword == "server") {
-            if let Some(server) = directive.args.first() {
-                servers.insert((backend, server.as_str()));
-            }
-        }
-    }
-    (servers, backends)
+/// The backends of `fragments` (and `listen` sections), with how many servers each has.
+fn backends(fragments: &[Fragment]) -> BTreeMap<&str, usize> {
+    fragments
+        .iter()
+        .flat_map(|f| &f.sections)
+        .filter(|s| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
+        .filter_map(|s| {
+            let servers = s
+                .directives
+                .iter()
+                .filter(|d| d.keyword == "server")
+                .count();
+            Some((s.name.as_deref()?, servers))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -150,15 +149,16 @@ mod tests {
     }
 
     #[test]
-    fn removing_most_servers_or_backends_is_excessive_and_small_changes_are_not() {
+    fn removing_or_emptying_most_backends_is_excessive_and_scaling_down_is_not() {
         let ten = cluster(10, 10);
+        let message = "9 of 10 backends with servers (90%)";
         assert_eq!(
             excessive_removal(50, &ten, &cluster(10, 1)),
-            Some("9 of 10 servers (90%)".into())
+            Some(message.into())
         );
         assert_eq!(
             excessive_removal(50, &ten, &cluster(1, 1)),
-            Some("9 of 10 servers (90%)".into())
+            Some(message.into())
         );
         assert_eq!(
             excessive_removal(50, &ten, &cluster(10, 5)),
@@ -167,13 +167,19 @@ mod tests {
         );
         assert_eq!(excessive_removal(100, &ten, &[]), None, "100% turns it off");
         assert_eq!(
-            excessive_removal(50, &cluster(4, 4), &[]),
+            excessive_removal(50, &cluster(2, 2), &[]),
             None,
             "below the floor"
         );
         assert_eq!(
-            excessive_removal(50, &cluster(10, 0), &cluster(2, 0)),
-            Some("8 of 10 backends (80%)".into())
+            excessive_removal(50, &cluster(1, 10), &cluster(1, 1)),
+            None,
+            "one service scaling down"
+        );
+        assert_eq!(
+            excessive_removal(50, &cluster(10, 0), &[]),
+            None,
+            "backends without servers do not count"
         );
     }
 

@@ -1042,8 +1042,8 @@ fn a_guest_failing_on_one_service_keeps_routing_the_others_in_run() {
     );
 }
 
-/// A render that removes 9 of 10 servers at once (as an emptied list after an RBAC mistake
-/// would) is held back: HAProxy serves on, readiness and the metrics say so, and it applies
+/// A render that removes 9 of 10 servers at once, emptying 9 of 10 backends (as an emptied
+/// EndpointSlice list after an RBAC mistake would), is held back: HAProxy serves on, readiness and the metrics say so, and it applies
 /// once it has persisted for --hold-removal-for. A second such render applies at once when
 /// confirmed.
 #[test]
@@ -1064,7 +1064,10 @@ fn the_blast_radius_guard_holds_back_a_render_that_drops_most_servers() {
     }
     let body = scene.wait_for_readiness(503);
     assert!(
-        body.contains("a render that removes 9 of 10 servers (90%) is held back"),
+        body.contains(
+            "a render that takes away 9 of 10 backends with servers (90%), removing them or all their \
+             servers, is held back"
+        ),
         "{body}"
     );
     assert_eq!(

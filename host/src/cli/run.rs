@@ -67,9 +67,10 @@ pub struct RunArgs {
     #[arg(long, env = "WASMCONFD_STATUS_ADDRESS", value_name = "ADDRESS:PORT")]
     pub status_address: Option<std::net::SocketAddr>,
 
-    /// Hold back a render that would remove more than this share (in percent) of the
-    /// installed servers or backends at once, as an emptied list after an RBAC or API mistake
-    /// would; 100 turns the guard off. Fewer than 5 servers or backends are never held.
+    /// Hold back a render that would take away more than this share (in percent) of the
+    /// installed backends at once, removing them or all their servers, as an emptied list
+    /// after an RBAC or API mistake would; 100 turns the guard off. Scaling a service down is
+    /// never held, nor are clusters of fewer than 3 backends.
     #[arg(long, env = "WASMCONFD_MAX_REMOVAL", default_value_t = 50, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub max_removal: u8,
 
