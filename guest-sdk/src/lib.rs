@@ -34,7 +34,7 @@ pub mod wit {
         world: "guest",
         pub_export_macro: true,
         default_bindings_module: "wasmconfd_guest::wit",
-        export_macro_name: "export",
+        export_macro_name: "export_world",
     });
 }
 
@@ -42,10 +42,67 @@ pub mod wit {
 pub use wit_bindgen;
 
 pub use wit::wasmconfd::haproxy::types::{
-    Cluster, Context, Directive, Endpoint, EndpointPort, Fragment, MapEntry, MapFile, Protocol,
-    RenderError, Section, SectionKind, Service, ServicePort, SettingError,
+    Cluster, Context, Description, Directive, Endpoint, EndpointPort, Fragment, MapEntry, MapFile,
+    Protocol, RenderError, Section, SectionKind, Service, ServicePort, SettingError, SettingInfo,
 };
-pub use wit::{Guest, export};
+
+/// A guest: what it says about itself, and how it renders.
+pub trait Guest {
+    /// The protos of the services it renders and the settings it reads; the host hands it
+    /// only services of those protos, and warns about a setting given that it does not read.
+    /// By default it says nothing: it receives every service its operator's scope admits.
+    fn describe() -> Description {
+        Description {
+            protos: None,
+            settings: None,
+        }
+    }
+
+    /// Render the part of the HAProxy configuration this guest is responsible for.
+    fn render(cluster: Cluster) -> Result<Fragment, RenderError>;
+}
+
+/// Export `$guest` (a type implementing [`Guest`]) as the guest component's implementation.
+#[macro_export]
+macro_rules! export {
+    ($guest:ty) => {
+        #[doc(hidden)]
+        struct __WasmconfdGuest;
+
+        impl $crate::wit::Guest for __WasmconfdGuest {
+            fn describe() -> $crate::Description {
+                <$guest as $crate::Guest>::describe()
+            }
+
+            fn render(cluster: $crate::Cluster) -> Result<$crate::Fragment, $crate::RenderError> {
+                <$guest as $crate::Guest>::render(cluster)
+            }
+        }
+
+        $crate::wit::export_world!(__WasmconfdGuest with_types_in $crate::wit);
+    };
+}
+
+impl Description {
+    /// A guest of the services of `protos` that reads `settings`, as (key, what it does).
+    pub fn new<'a>(
+        protos: impl IntoIterator<Item = &'a str>,
+        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        let mut settings: Vec<SettingInfo> = settings
+            .into_iter()
+            .map(|(key, help)| SettingInfo {
+                key: key.into(),
+                help: help.into(),
+            })
+            .collect();
+        settings.sort_by(|a, b| a.key.cmp(&b.key));
+        Description {
+            protos: Some(protos.into_iter().map(String::from).collect()),
+            settings: Some(settings),
+        }
+    }
+}
 
 pub mod log;
 pub mod testing;

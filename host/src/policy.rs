@@ -65,7 +65,7 @@ pub fn check(
         for directive in &section.directives {
             every_guest(scope, directive).map_err(refuse)?;
             if let Some(team) = &team {
-                team.directive(section.kind, directive).map_err(refuse)?;
+                team.directive(section, directive).map_err(refuse)?;
             }
         }
     }
@@ -280,6 +280,7 @@ const SERVER_OPTIONS: &[&str] = &[
 /// What a team guest's output is checked against.
 struct Team<'a> {
     guest: &'a str,
+    fragment: &'a Fragment,
     domains: BTreeSet<&'a str>,
     addresses: BTreeSet<IpAddr>,
     backends: BTreeSet<&'a str>,
@@ -291,6 +292,7 @@ impl<'a> Team<'a> {
     fn new(guest: &'a str, services: &'a [Service], fragment: &'a Fragment) -> Self {
         Team {
             guest,
+            fragment,
             domains: services
                 .iter()
                 .flat_map(|s| s.domains.iter().map(String::as_str))
@@ -339,7 +341,8 @@ impl<'a> Team<'a> {
         }
     }
 
-    fn directive(&self, kind: SectionKind, directive: &Directive) -> Result<(), String> {
+    fn directive(&self, section: &Section, directive: &Directive) -> Result<(), String> {
+        let kind = section.kind;
         let keyword = directive.keyword.as_str();
         let front = matches!(kind, SectionKind::Frontend | SectionKind::Listen);
         let back = matches!(kind, SectionKind::Backend | SectionKind::Listen);
@@ -385,7 +388,7 @@ impl<'a> Team<'a> {
                     other.unwrap_or("")
                 )),
             },
-            "use_backend" | "default_backend" => self.backend_target(keyword, args),
+            "use_backend" | "default_backend" => self.backend_target(section, keyword, args),
             _ => Ok(()),
         }?;
         for (i, arg) in args.iter().enumerate() {
@@ -405,16 +408,64 @@ impl<'a> Team<'a> {
         options(&args[2..], SERVER_FLAGS, SERVER_OPTIONS, "server")
     }
 
-    fn backend_target(&self, keyword: &str, args: &[String]) -> Result<(), String> {
+    /// The backend of a `use_backend` in `section`: one of its own by name, or
+    /// `%[var(txn.NAME)]` where the section sets `txn.NAME` only from one of its own map files
+    /// (the last converter), each of whose values, and the default, is one of its backends.
+    fn backend_target(
+        &self,
+        section: &Section,
+        keyword: &str,
+        args: &[String],
+    ) -> Result<(), String> {
         let target = args.first().map(String::as_str).unwrap_or("");
-        if self.backends.contains(target) {
+        let routed_by_own_map = target
+            .strip_prefix("%[var(")
+            .and_then(|rest| rest.strip_suffix(")]"))
+            .is_some_and(|var| self.set_from_own_map(section, var));
+        if self.backends.contains(target) || routed_by_own_map {
             Ok(())
         } else {
             Err(format!(
-                "`{keyword} {target}`: a team guest routes only to its own backends, named \
-                 literally"
+                "`{keyword} {target}`: a team guest routes only to its own backends, by name or \
+                 through a variable set from its own map of them"
             ))
         }
+    }
+
+    /// Whether every rule of `section` that sets `var` sets it to a lookup in an own map whose
+    /// values (and default) all name its backends, and there is at least one.
+    fn set_from_own_map(&self, section: &Section, var: &str) -> bool {
+        let exact = format!("set-var({var})");
+        let mut setters = 0;
+        for args in section.directives.iter().map(|d| &d.args) {
+            for (i, arg) in args.iter().enumerate() {
+                if !arg.contains(var) || !arg.contains("set-var") {
+                    continue;
+                }
+                let lookup = args.get(i + 1).and_then(|e| last_converter(e));
+                let Some((file, default)) = lookup.and_then(map_lookup) else {
+                    return false;
+                };
+                let values_ok = self
+                    .map_values(file)
+                    .is_some_and(|mut values| values.all(|v| self.backends.contains(v)));
+                if *arg != exact
+                    || !values_ok
+                    || default.is_some_and(|d| !self.backends.contains(d))
+                {
+                    return false;
+                }
+                setters += 1;
+            }
+        }
+        setters > 0
+    }
+
+    /// The values of own map file `path` (`maps/<name>`).
+    fn map_values(&self, path: &str) -> Option<impl Iterator<Item = &str>> {
+        let name = path.strip_prefix(MAPS_DIR)?.strip_prefix('/')?;
+        let map = self.fragment.maps.iter().find(|m| m.name == name)?;
+        Some(map.entries.iter().map(|e| e.value.as_str()))
     }
 
     /// One argument (after `previous`), wherever it appears.
@@ -554,6 +605,36 @@ fn map_references(arg: &str) -> Vec<&str> {
     files
 }
 
+/// The last converter of sample expression `expression` (`req.hdr(host),lower,map_str(f)` ->
+/// `map_str(f)`), commas inside parentheses kept.
+fn last_converter(expression: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in expression.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => start = i + 1,
+            _ => {}
+        }
+    }
+    Some(&expression[start..]).filter(|last| !last.is_empty())
+}
+
+/// `map_str(FILE[,DEFAULT])` (or another map converter) as (FILE, DEFAULT).
+fn map_lookup(converter: &str) -> Option<(&str, Option<&str>)> {
+    let name_end = converter.find('(')?;
+    let name = &converter[..name_end];
+    if name != "map" && !name.starts_with("map_") {
+        return None;
+    }
+    let params = converter[name_end + 1..].strip_suffix(')')?;
+    Some(match params.split_once(',') {
+        Some((file, default)) => (file, Some(default)),
+        None => (params, None),
+    })
+}
+
 /// `word` as a host name, when it is one: two or more DNS labels ending in a letters-only top
 /// level, after a leading `.` or `*.`. Durations (`1.5s`), paths and expressions are not.
 fn host_name(word: &str) -> Option<&str> {
@@ -641,6 +722,11 @@ mod tests {
                         ),
                         ("http-request", &["set-header", "X-Team", "a"]),
                         ("use_backend", &["team-a_web", "if", "web"]),
+                        (
+                            "http-request",
+                            &["set-var(txn.be)", "base,map_beg(maps/team-a.map)"],
+                        ),
+                        ("use_backend", &["%[var(txn.be)]"]),
                     ],
                 ),
                 section(
@@ -856,7 +942,7 @@ mod tests {
                 "routes only to its own backends",
             ),
             (
-                Box::new(move |f| frontend(f, directive("use_backend", &["%[var(txn.be)]"]))),
+                Box::new(move |f| frontend(f, directive("use_backend", &["%[var(txn.other)]"]))),
                 "routes only to its own backends",
             ),
             (
@@ -903,6 +989,19 @@ mod tests {
             (
                 Box::new(move |f| f.maps[0].entries[0].key = "web.b.example.com/".into()),
                 "key web.b.example.com/ routes web.b.example.com",
+            ),
+            (
+                Box::new(move |f| f.maps[0].entries[0].value = "http_b_web".into()),
+                "routes only to its own backends",
+            ),
+            (
+                Box::new(move |f| {
+                    frontend(
+                        f,
+                        directive("http-request", &["set-var(txn.be)", "str(http_b_web)"]),
+                    )
+                }),
+                "routes only to its own backends",
             ),
         ];
         for (change, rule) in cases {

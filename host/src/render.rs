@@ -112,16 +112,21 @@ impl Pipeline {
         let mut loaded = Vec::new();
         for part in parts {
             let state = match &part.source {
-                Source::Guest(wasm) => Some(Loaded {
-                    guest: sandbox.load(part.name(), wasm)?,
-                    settings: config
+                Source::Guest(wasm) => {
+                    let guest = sandbox.load(part.name(), wasm)?;
+                    let settings: Vec<(String, String)> = config
                         .settings
                         .get(part.name())
                         .map(|s| s.clone().into_iter().collect())
-                        .unwrap_or_default(),
-                    scope: config.scopes.get(part.name()).cloned().unwrap_or_default(),
-                    declared: part.declared_protos(),
-                }),
+                        .unwrap_or_default();
+                    warn_unread_settings(&guest, &settings);
+                    Some(Loaded {
+                        declared: guest.description().and_then(|d| d.protos.clone()),
+                        guest,
+                        settings,
+                        scope: config.scopes.get(part.name()).cloned().unwrap_or_default(),
+                    })
+                }
                 Source::Static(_) => None,
             };
             loaded.push((part, state));
@@ -304,6 +309,27 @@ impl Pipeline {
             tracing::error!("{error}");
         }
         self.assemble(&fragments).map_err(|e| vec![e.into()])
+    }
+}
+
+/// Warn about each of `settings` that `guest` says it does not read: most likely a typo.
+fn warn_unread_settings(guest: &Guest, settings: &[(String, String)]) {
+    let Some(known) = guest.description().and_then(|d| d.settings.as_ref()) else {
+        return;
+    };
+    for (key, _) in settings {
+        if !known.iter().any(|setting| setting.key == *key) {
+            let keys: Vec<&str> = known.iter().map(|s| s.key.as_str()).collect();
+            tracing::warn!(
+                guest = guest.name(),
+                "setting {key} is given, but the guest does not read it; it reads: {}",
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            );
+        }
     }
 }
 

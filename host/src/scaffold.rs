@@ -200,6 +200,23 @@ fn readme(language: Language) -> String {
          To use it, copy `build/{{{{name}}}}.wasm` into wasmconfd's guest directory under a slot \
          name, e.g. `50-{{{{name}}}}.wasm`, and annotate services with \
          `wasmconfd.io/proto: {{{{name}}}}`. Settings: `--set {{{{name}}}}.bind=:8080`.\n\n\
+         ## Running it as a team guest\n\n\
+         A platform team runs another team's guest with a scope in its guests configuration \
+         (`--guests-config`), which says what the guest sees and may do:\n\n\
+         ```yaml\n\
+         guests:\n  \
+           {{{{name}}}}:\n    \
+             trust: team\n    \
+             namespaces: [my-team, \"my-team-*\"]   # it receives only these namespaces' services\n    \
+             listen-ports: [8080]                 # it may bind only these ports\n    \
+             settings: {{bind: \":8080\"}}\n\
+         ```\n\n\
+         A team guest writes only `backend`, `frontend` and `listen` sections named \
+         `{{{{name}}}}` or `{{{{name}}}}-...`/`{{{{name}}}}_...`, and map files named the same way, \
+         with the directives of an allow list; it routes only its own services' domains to its \
+         own backends, and its servers are its services' endpoints. This project's guest keeps \
+         to all of that. What is refused, and why, is in docs/multi-tenant.md in the wasmconfd \
+         repository.\n\n\
          Writing guests: docs/guests.md in the wasmconfd repository.\n"
     )
 }

@@ -51,7 +51,29 @@ fn passes_its_own_test(language: &str) -> tempfile::TempDir {
         ok && stdout.contains("ok: the output matches"),
         "the new {language} project fails its own test:\n{stdout}\n{stderr}"
     );
+    keeps_to_the_team_policy(&project_dir);
     dir
+}
+
+/// What the project's README says: as a team guest in its own namespace, its output passes.
+fn keeps_to_the_team_policy(project_dir: &Path) {
+    let config = project_dir.join("build/guests.yaml");
+    std::fs::write(
+        &config,
+        "guests:\n  demo:\n    trust: team\n    namespaces: [shop]\n    listen-ports: [8080]\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(project_dir.join("test/cluster.yaml"))
+        .arg("--guests")
+        .arg(project_dir.join("build/guests"))
+        .arg("--guests-config")
+        .arg(&config));
+    assert!(
+        ok && !stderr.contains("refused") && stdout.contains("frontend demo"),
+        "as a team guest:\n{stderr}"
+    );
 }
 
 #[test]

@@ -8,5 +8,5 @@ cd "$here"
 [[ -d node_modules ]] || npm install --no-audit --no-fund --loglevel=error
 mkdir -p "$(dirname "$out")"
 # wasi:http is left out: guests have no network, and the host does not provide it.
-node_modules/.bin/componentize-js app.js --wit ../../../wit --world-name guest \
+node_modules/.bin/componentize-js app.js --wit ../../../wit/0.1.0 --world-name guest \
     --disable http fetch-event -o "$out" >/dev/null

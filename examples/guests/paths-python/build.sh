@@ -6,4 +6,4 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="$(realpath -m "${1:-$here/paths.wasm}")"
 cd "$here"
 mkdir -p "$(dirname "$out")"
-componentize-py --wit-path ../../../wit --world guest componentize app -o "$out" >/dev/null
+componentize-py --wit-path ../../../wit/0.1.0 --world guest componentize app -o "$out" >/dev/null

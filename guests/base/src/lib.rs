@@ -7,11 +7,31 @@
 //! `maxconn` (default 4096), `timeout-connect` (5s), `timeout-client` (60s), `timeout-server`
 //! (60s).
 
-use wasmconfd_guest::{Cluster, Fragment, Guest, RenderError, Section};
+use wasmconfd_guest::{Cluster, Description, Fragment, Guest, RenderError, Section};
 
 struct Base;
 
 impl Guest for Base {
+    fn describe() -> Description {
+        Description::new(
+            [],
+            [
+                ("maxconn", "global maxconn (default 4096)"),
+                (
+                    "log",
+                    "global log target, or `none` (default `stdout format raw local0`)",
+                ),
+                (
+                    "admin-socket",
+                    "the Runtime API socket, or `none` (default /run/haproxy/admin.sock)",
+                ),
+                ("timeout-connect", "default connect timeout (default 5s)"),
+                ("timeout-client", "default client timeout (default 60s)"),
+                ("timeout-server", "default server timeout (default 60s)"),
+            ],
+        )
+    }
+
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let maxconn: u32 = cluster.parsed_setting("maxconn", 4096)?;
         let log = cluster.setting_or("log", "stdout format raw local0");

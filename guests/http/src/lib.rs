@@ -7,7 +7,8 @@
 //! Settings: `bind` (default `:80`), `frontend` (the frontend's name, default `http`).
 
 use wasmconfd_guest::{
-    Cluster, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log, servers,
+    Cluster, Description, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log,
+    servers,
 };
 
 struct Http;
@@ -15,6 +16,16 @@ struct Http;
 const DEFAULT_BACKEND: &str = "http_default";
 
 impl Guest for Http {
+    fn describe() -> Description {
+        Description::new(
+            ["http"],
+            [
+                ("bind", "the frontend's bind address (default :80)"),
+                ("frontend", "the frontend's name (default http)"),
+            ],
+        )
+    }
+
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let hosts_map = cluster.map_path("http-hosts.map");
         let wildcards_map = cluster.map_path("http-wildcards.map");

@@ -7,12 +7,27 @@
 //! Settings: `bind` (default `:443`), `frontend` (default `https`), `inspect-delay` (default `5s`).
 
 use wasmconfd_guest::{
-    Cluster, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log, servers,
+    Cluster, Description, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log,
+    servers,
 };
 
 struct Https;
 
 impl Guest for Https {
+    fn describe() -> Description {
+        Description::new(
+            ["https"],
+            [
+                ("bind", "the frontend's bind address (default :443)"),
+                ("frontend", "the frontend's name (default https)"),
+                (
+                    "inspect-delay",
+                    "how long to wait for the TLS ClientHello (default 5s)",
+                ),
+            ],
+        )
+    }
+
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let sni = "req.ssl_sni,lower";
         let hello = ["{", "req_ssl_hello_type", "1", "}"];

@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 use wasmconfd_guest::{
-    Cluster, Fragment, Guest, RenderError, Section, Service, backend_name, log, servers,
+    Cluster, Description, Fragment, Guest, RenderError, Section, Service, backend_name, log,
+    servers,
 };
 
 struct Redis;
@@ -25,6 +26,22 @@ const CHECK: &[(&str, &str)] = &[
 ];
 
 impl Guest for Redis {
+    fn describe() -> Description {
+        Description::new(
+            ["redis"],
+            [
+                (
+                    "bind-address",
+                    "the address the listeners bind (default empty: all)",
+                ),
+                (
+                    "check-interval",
+                    "how often each server is asked for its role (default 2s)",
+                ),
+            ],
+        )
+    }
+
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let bind_address = cluster.setting_or("bind-address", "");
         let interval = cluster.setting_or("check-interval", "2s");

@@ -1,6 +1,7 @@
 //! `wasmconfd guest ...`: start, push, pull, sign, verify and inspect guests.
 
 use super::args::{CacheArgs, KeysArgs, RegistryArgs, TrustArgs};
+use crate::source::printable;
 use anyhow::Context as _;
 use clap::Args;
 use std::path::PathBuf;
@@ -195,10 +196,6 @@ fn describe_component(
     };
     let sandbox = crate::guests::Sandbox::new(Default::default(), args.cache.dir())
         .map_err(|e| anyhow::anyhow!("cannot start the engine: {e:#}"))?;
-    let world = match sandbox.load(&args.guest, wasm) {
-        Ok(_) => format!("{} (this wasmconfd loads it)", crate::bindings::WORLD),
-        Err(error) => format!("this wasmconfd does not load it: {error}"),
-    };
     let list = |names: Vec<String>| {
         if names.is_empty() {
             "none".to_string()
@@ -206,8 +203,35 @@ fn describe_component(
             names.join("\n")
         }
     };
+    let guest = match sandbox.load(&args.guest, wasm) {
+        Ok(guest) => guest,
+        Err(error) => {
+            let world = format!("this wasmconfd does not load it: {error}");
+            return Ok(vec![("world", world)]);
+        }
+    };
+    let said = |what: Option<Vec<String>>| {
+        what.map(list)
+            .unwrap_or_else(|| "does not say (any)".to_string())
+    };
+    let description = guest.description();
+    let protos = said(description.and_then(|d| d.protos.clone()));
+    let settings = said(description.and_then(|d| {
+        let settings = d.settings.as_ref()?;
+        Some(
+            settings
+                .iter()
+                .map(|s| format!("{}: {}", s.key, printable(&s.help)))
+                .collect(),
+        )
+    }));
     Ok(vec![
-        ("world", world),
+        (
+            "world",
+            format!("{} (this wasmconfd loads it)", guest.world()),
+        ),
+        ("protos", protos),
+        ("settings", settings),
         ("exports", list(interface.exports)),
         ("imports", list(interface.imports)),
     ])

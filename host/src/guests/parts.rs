@@ -15,14 +15,6 @@ pub const BUNDLED: &[(&str, &[u8])] = &[
     ("40-redis", include_bytes!("../../guests/redis.wasm")),
 ];
 
-/// The protos each bundled guest serves: it receives only services of these.
-const BUNDLED_PROTOS: &[(&str, &[&str])] = &[
-    ("00-base", &[]),
-    ("20-http", &["http"]),
-    ("30-https", &["https"]),
-    ("40-redis", &["redis"]),
-];
-
 /// One part of the configuration, before it runs.
 #[derive(Debug, Clone)]
 pub struct Part {
@@ -40,15 +32,6 @@ pub enum Source {
 }
 
 impl Part {
-    /// The protos the guest says it serves, when it says: bundled guests do.
-    pub fn declared_protos(&self) -> Option<Vec<String>> {
-        if self.origin != "bundled" {
-            return None;
-        }
-        let (_, protos) = BUNDLED_PROTOS.iter().find(|(slot, _)| *slot == self.slot)?;
-        Some(protos.iter().map(|p| p.to_string()).collect())
-    }
-
     /// The guest's name: its slot without the leading order number (`20-http` -> `http`).
     pub fn name(&self) -> &str {
         guest_name(&self.slot)

@@ -3,7 +3,7 @@
 //! limit and a memory cap. WASI is linked deny-all with a fixed clock and fixed random bytes,
 //! so guests whose language runtime imports WASI load, and stay pure functions of their input.
 
-use crate::bindings::{self, Cluster, Fragment, GuestPre, Level, RenderError};
+use crate::bindings::{self, Cluster, Description, Fragment, GuestPre, Level, RenderError};
 use crate::source::printable;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -224,12 +224,32 @@ fn read_or_make_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
 /// A compiled, pre-instantiated guest.
 pub struct Guest {
     name: String,
-    pre: GuestPre<State>,
+    pre: Pre,
+    description: Option<Description>,
+}
+
+/// A guest pre-instantiated for the version of the contract it was built for.
+enum Pre {
+    Current(GuestPre<State>),
+    V0_1(bindings::v0_1::GuestPre<State>),
 }
 
 impl Guest {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The world it was built for, as its WIT names it.
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => bindings::WORLD,
+            Pre::V0_1(_) => bindings::WORLD_0_1,
+        }
+    }
+
+    /// What the guest says about itself; `None` for a 0.1.0 guest, which cannot say.
+    pub fn description(&self) -> Option<&Description> {
+        self.description.as_ref()
     }
 }
 
@@ -255,6 +275,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
+        bindings::v0_1::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         Ok(Sandbox {
             engine,
             linker,
@@ -263,7 +284,8 @@ impl Sandbox {
         })
     }
 
-    /// Compile (or load from the cache) and pre-instantiate the component `wasm`.
+    /// Compile (or load from the cache) and pre-instantiate the component `wasm`, for the
+    /// current version of the contract or else for 0.1.0, and ask it to describe itself.
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Guest, GuestError> {
         let load_error = |e: wasmtime::Error| GuestError::Load {
             guest: name.to_string(),
@@ -274,11 +296,30 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(load_error)?;
-        let pre = GuestPre::new(pre).map_err(load_error)?;
+        let (pre, description) = match GuestPre::new(pre.clone()) {
+            Ok(current) => {
+                let description = self.describe(name, &current)?;
+                (Pre::Current(current), Some(description))
+            }
+            Err(error) => match bindings::v0_1::GuestPre::new(pre) {
+                Ok(old) => (Pre::V0_1(old), None),
+                Err(_) => return Err(load_error(error)),
+            },
+        };
         Ok(Guest {
             name: name.to_string(),
             pre,
+            description,
         })
+    }
+
+    /// Call the guest's `describe` in a fresh store, with the limits of a render.
+    fn describe(&self, name: &str, pre: &GuestPre<State>) -> Result<Description, GuestError> {
+        let mut store = self.store(name);
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_describe(&mut store));
+        result.map_err(|error| self.stopped(name.to_string(), error, store.data()))
     }
 
     /// Compile `wasm`, or load its precompiled code from the cache. Precompiled code is native
@@ -335,9 +376,9 @@ impl Sandbox {
         format!("{digest}-{:016x}.cwasm", hasher.finish())
     }
 
-    /// Run `guest` on `cluster` in a fresh store.
-    pub fn render(&self, guest: &Guest, cluster: &Cluster) -> Result<Fragment, GuestError> {
-        let mut store = Store::new(&self.engine, State::new(&guest.name, self.limits.memory));
+    /// A fresh store for one call into guest `name`, with its memory and time limits.
+    fn store(&self, name: &str) -> Store<State> {
+        let mut store = Store::new(&self.engine, State::new(name, self.limits.memory));
         store.limiter(|state| &mut state.limiter);
         let ticks = self
             .limits
@@ -347,11 +388,20 @@ impl Sandbox {
             .max(1);
         store.set_epoch_deadline(ticks as u64);
         store.epoch_deadline_trap();
+        store
+    }
 
-        let result = guest
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_render(&mut store, cluster));
+    /// Run `guest` on `cluster` in a fresh store.
+    pub fn render(&self, guest: &Guest, cluster: &Cluster) -> Result<Fragment, GuestError> {
+        let mut store = self.store(&guest.name);
+        let result = match &guest.pre {
+            Pre::Current(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_render(&mut store, cluster)),
+            Pre::V0_1(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_render(&mut store, cluster)),
+        };
         let said = store.data().stderr.text();
         if !said.trim().is_empty() {
             tracing::debug!(
@@ -539,6 +589,19 @@ impl WasiView for State {
 }
 
 impl bindings::wasmconfd::haproxy::types::Host for State {}
+
+impl bindings::v0_1::wasmconfd::haproxy::host::Host for State {
+    fn log(&mut self, level: bindings::v0_1::Level, message: String) {
+        use bindings::v0_1::Level as Old;
+        let level = match level {
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        bindings::wasmconfd::haproxy::host::Host::log(self, level, message)
+    }
+}
 
 impl bindings::wasmconfd::haproxy::host::Host for State {
     /// A guest's message, with control characters escaped so it cannot forge log lines.

@@ -3,7 +3,7 @@
 //
 // Settings (`--set {{name}}.KEY=VALUE`): `bind` (default `:8080`).
 
-import { log } from 'wasmconfd:haproxy/host@0.1.0';
+import { log } from 'wasmconfd:haproxy/host@0.2.0';
 
 const PROTO = '{{name}}';
 
@@ -12,6 +12,13 @@ const setting = (cluster, key, fallback) =>
 const directive = (keyword, ...args) => ({ keyword, args });
 const hostPort = (address, port) =>
   (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+
+export function describe() {
+  return {
+    protos: [PROTO],
+    settings: [{ key: 'bind', help: "the frontend's bind address (default :8080)" }],
+  };
+}
 
 export function render(cluster) {
   const hostsMap = `${cluster.context.mapsDir}/${PROTO}.map`;

@@ -8,12 +8,14 @@ import wit_world
 from wit_world.imports import host
 from wit_world.imports.types import (
     Cluster,
+    Description,
     Directive,
     Fragment,
     MapEntry,
     MapFile,
     Section,
     SectionKind,
+    SettingInfo,
 )
 
 PROTO = "{{name}}"
@@ -32,6 +34,9 @@ def host_port(address: str, port: int) -> str:
 
 
 class WitWorld(wit_world.WitWorld):
+    def describe(self) -> Description:
+        return Description([PROTO], [SettingInfo("bind", "the frontend's bind address (default :8080)")])
+
     def render(self, cluster: Cluster) -> Fragment:
         hosts_map = f"{cluster.context.maps_dir}/{PROTO}.map"
         frontend = Section(SectionKind.FRONTEND, PROTO, [

@@ -4,7 +4,8 @@
 //! Settings (`--set {{name}}.KEY=VALUE`): `bind` (default `:8080`).
 
 use wasmconfd_guest::{
-    Cluster, Fragment, Guest, MapFile, RenderError, Section, args, backend_name, servers, warn,
+    Cluster, Description, Fragment, Guest, MapFile, RenderError, Section, args, backend_name,
+    servers, warn,
 };
 
 const PROTO: &str = "{{name}}";
@@ -12,6 +13,10 @@ const PROTO: &str = "{{name}}";
 struct {{type}};
 
 impl Guest for {{type}} {
+    fn describe() -> Description {
+        Description::new([PROTO], [("bind", "the frontend's bind address (default :8080)")])
+    }
+
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let hosts_map = cluster.map_path("{{name}}.map");
         let frontend = Section::frontend(PROTO)
