@@ -2,12 +2,13 @@
 //!
 //! The pipeline runs in one direction, one module per stage:
 //! [`source`] (Kubernetes objects: snapshot files, the API and its watch) -> [`model`] (validated
-//! WIT records) -> [`guests`] (where parts come from, and the sandbox) -> [`claims`] (one owner
-//! for each listening address) -> [`assemble`] (configuration text) -> [`apply`] (HAProxy's own
-//! check, install, the Runtime API or a reload).
+//! WIT records) -> [`scope`] (what each guest sees and may do) -> [`guests`] (where parts come
+//! from, and the sandbox) -> [`claims`] (one owner for each name and listening address) ->
+//! [`policy`] (what one guest's output may hold) -> [`assemble`] (configuration text) -> [`apply`]
+//! (HAProxy's own check, install, the Runtime API or a reload).
 //! [`render`] runs the middle stages on one model; [`daemon`] runs it all on every change in
-//! the cluster and reports through [`status`]; [`cli`] is the command line. See
-//! `docs/architecture.md`.
+//! the cluster, with the blast-radius [`guard`], and reports through [`status`]; [`cli`] is the
+//! command line. See `docs/architecture.md`.
 
 pub mod apply;
 pub mod assemble;

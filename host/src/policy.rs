@@ -3,8 +3,8 @@
 //! caller then finds the service that causes it (quarantine) or keeps the guest's last good
 //! output. Pure: no I/O.
 //!
-//! Every guest: text the host can write (names, keywords, no control characters), no keyword
-//! starting with `.` (`.if` in one guest and `.endif` in another would span them), and when its
+//! Every guest (after [`crate::assemble::check_fragment`], which checks that the host can write
+//! it): no keyword starting with `.` (`.if` in one guest and `.endif` in another would span them), and when its
 //! scope grants listen ports, `bind` only on those.
 //!
 //! A `team` guest, deny by default, so that a new HAProxy keyword is not a new escape:
@@ -20,7 +20,6 @@
 //!
 //! `docs/multi-tenant.md` has the same rules as a table.
 
-use crate::assemble::MAPS_DIR;
 use crate::bindings::{Directive, Fragment, Section, SectionKind, Service};
 use crate::scope::{Scope, Trust};
 use std::collections::BTreeSet;
@@ -42,18 +41,16 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Check the output `fragment` of guest `guest`, which received `services`, against `scope`.
+/// Check the output `fragment` of guest `guest`, which received `services`, against `scope`;
+/// its map files are referenced as `<maps_dir>/<name>`.
 pub fn check(
     guest: &str,
     scope: &Scope,
     services: &[Service],
     fragment: &Fragment,
+    maps_dir: &str,
 ) -> Result<(), Refusal> {
-    crate::assemble::check_fragment(fragment).map_err(|rule| Refusal {
-        section: None,
-        rule,
-    })?;
-    let team = (scope.trust == Trust::Team).then(|| Team::new(guest, services, fragment));
+    let team = (scope.trust == Trust::Team).then(|| Team::new(guest, services, fragment, maps_dir));
     for section in &fragment.sections {
         let refuse = |rule: String| Refusal {
             section: Some(section.title()),
@@ -281,6 +278,7 @@ const SERVER_OPTIONS: &[&str] = &[
 struct Team<'a> {
     guest: &'a str,
     fragment: &'a Fragment,
+    maps_dir: &'a str,
     domains: BTreeSet<&'a str>,
     addresses: BTreeSet<IpAddr>,
     backends: BTreeSet<&'a str>,
@@ -289,10 +287,16 @@ struct Team<'a> {
 }
 
 impl<'a> Team<'a> {
-    fn new(guest: &'a str, services: &'a [Service], fragment: &'a Fragment) -> Self {
+    fn new(
+        guest: &'a str,
+        services: &'a [Service],
+        fragment: &'a Fragment,
+        maps_dir: &'a str,
+    ) -> Self {
         Team {
             guest,
             fragment,
+            maps_dir,
             domains: services
                 .iter()
                 .flat_map(|s| s.domains.iter().map(String::as_str))
@@ -311,7 +315,7 @@ impl<'a> Team<'a> {
             maps: fragment
                 .maps
                 .iter()
-                .map(|m| format!("{MAPS_DIR}/{}", m.name))
+                .map(|m| format!("{maps_dir}/{}", m.name))
                 .collect(),
         }
     }
@@ -463,7 +467,7 @@ impl<'a> Team<'a> {
 
     /// The values of own map file `path` (`maps/<name>`).
     fn map_values(&self, path: &str) -> Option<impl Iterator<Item = &str>> {
-        let name = path.strip_prefix(MAPS_DIR)?.strip_prefix('/')?;
+        let name = path.strip_prefix(self.maps_dir)?.strip_prefix('/')?;
         let map = self.fragment.maps.iter().find(|m| m.name == name)?;
         Some(map.entries.iter().map(|e| e.value.as_str()))
     }
@@ -752,7 +756,10 @@ mod tests {
     #[test]
     fn a_team_guest_that_keeps_to_its_scope_passes() {
         let (scope, services, fragment) = team_a();
-        assert_eq!(check("team-a", &scope, &services, &fragment), Ok(()));
+        assert_eq!(
+            check("team-a", &scope, &services, &fragment, "maps"),
+            Ok(())
+        );
     }
 
     #[test]
@@ -1007,7 +1014,7 @@ mod tests {
         for (change, rule) in cases {
             let (scope, services, mut fragment) = team_a();
             change(&mut fragment);
-            let refusal = check("team-a", &scope, &services, &fragment)
+            let refusal = check("team-a", &scope, &services, &fragment, "maps")
                 .expect_err(&format!("allowed, but should break: {rule}"));
             assert!(
                 refusal.to_string().contains(rule),
@@ -1025,11 +1032,14 @@ mod tests {
             &[("lua-load", &["/x.lua"])],
         ));
         let platform = Scope::default();
-        assert_eq!(check("team-a", &platform, &services, &fragment), Ok(()));
+        assert_eq!(
+            check("team-a", &platform, &services, &fragment, "maps"),
+            Ok(())
+        );
         fragment.sections[1]
             .directives
             .push(directive(".notice", &["x"]));
-        let refusal = check("team-a", &platform, &services, &fragment).unwrap_err();
+        let refusal = check("team-a", &platform, &services, &fragment, "maps").unwrap_err();
         assert!(
             refusal.to_string().contains("keywords starting with `.`"),
             "{refusal}"
@@ -1039,7 +1049,7 @@ mod tests {
             ..Scope::default()
         };
         let (_, services, fragment) = team_a();
-        let refusal = check("team-a", &limited, &services, &fragment).unwrap_err();
+        let refusal = check("team-a", &limited, &services, &fragment, "maps").unwrap_err();
         assert!(refusal.to_string().contains("binds :8081"), "{refusal}");
     }
 

@@ -174,12 +174,13 @@ impl Pipeline {
             services: services.to_vec(),
         };
         let fragment = self.sandbox.render(&loaded.guest, &cluster)?;
-        crate::policy::check(part.name(), &loaded.scope, services, &fragment).map_err(
-            |refusal| GuestError::Refused {
-                guest: part.name().to_string(),
-                reason: refusal.to_string(),
-            },
-        )?;
+        let refused = |reason: String| GuestError::Refused {
+            guest: part.name().to_string(),
+            reason,
+        };
+        assemble::check_fragment(&fragment).map_err(refused)?;
+        crate::policy::check(part.name(), &loaded.scope, services, &fragment, MAPS_DIR)
+            .map_err(|refusal| refused(refusal.to_string()))?;
         Ok(fragment)
     }
 

@@ -849,10 +849,15 @@ fn inspect_reports_signature_digest_size_and_world() {
     assert_eq!(line(&report, "size"), format!("{} bytes", bytes.len()));
     assert_eq!(
         line(&report, "world"),
-        "wasmconfd:haproxy/guest@0.1.0 (this wasmconfd loads it)"
+        "wasmconfd:haproxy/guest@0.2.0 (this wasmconfd loads it)"
     );
-    assert_eq!(line(&report, "exports"), "render");
-    assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.1.0");
+    assert_eq!(line(&report, "protos"), "http");
+    assert_eq!(
+        line(&report, "settings"),
+        "bind: the frontend's bind address (default :80)"
+    );
+    assert_eq!(line(&report, "exports"), "describe");
+    assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.2.0");
 
     let report = inspect(&signed, &[]);
     assert_eq!(
@@ -880,6 +885,7 @@ fn inspect_reports_signature_digest_size_and_world() {
     let report = inspect(empty.to_str().unwrap(), &[]);
     assert!(
         line(&report, "world").starts_with("this wasmconfd does not load it:")
+            && report.contains("no export `describe`")
             && report.contains("no export `render`"),
         "{report}"
     );

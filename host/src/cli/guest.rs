@@ -203,38 +203,38 @@ fn describe_component(
             names.join("\n")
         }
     };
-    let guest = match sandbox.load(&args.guest, wasm) {
-        Ok(guest) => guest,
-        Err(error) => {
-            let world = format!("this wasmconfd does not load it: {error}");
-            return Ok(vec![("world", world)]);
+    let mut rows = match sandbox.load(&args.guest, wasm) {
+        Ok(guest) => {
+            let said = |what: Option<Vec<String>>| {
+                what.map(list)
+                    .unwrap_or_else(|| "does not say (any)".to_string())
+            };
+            let description = guest.description();
+            let settings = description.and_then(|d| {
+                let settings = d.settings.as_ref()?;
+                Some(
+                    settings
+                        .iter()
+                        .map(|s| format!("{}: {}", s.key, printable(&s.help)))
+                        .collect(),
+                )
+            });
+            vec![
+                (
+                    "world",
+                    format!("{} (this wasmconfd loads it)", guest.world()),
+                ),
+                ("protos", said(description.and_then(|d| d.protos.clone()))),
+                ("settings", said(settings)),
+            ]
         }
+        Err(error) => vec![("world", format!("this wasmconfd does not load it: {error}"))],
     };
-    let said = |what: Option<Vec<String>>| {
-        what.map(list)
-            .unwrap_or_else(|| "does not say (any)".to_string())
-    };
-    let description = guest.description();
-    let protos = said(description.and_then(|d| d.protos.clone()));
-    let settings = said(description.and_then(|d| {
-        let settings = d.settings.as_ref()?;
-        Some(
-            settings
-                .iter()
-                .map(|s| format!("{}: {}", s.key, printable(&s.help)))
-                .collect(),
-        )
-    }));
-    Ok(vec![
-        (
-            "world",
-            format!("{} (this wasmconfd loads it)", guest.world()),
-        ),
-        ("protos", protos),
-        ("settings", settings),
+    rows.extend([
         ("exports", list(interface.exports)),
         ("imports", list(interface.imports)),
-    ])
+    ]);
+    Ok(rows)
 }
 
 /// `wasmconfd guest verify`.

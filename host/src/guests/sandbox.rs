@@ -303,7 +303,13 @@ impl Sandbox {
             }
             Err(error) => match bindings::v0_1::GuestPre::new(pre) {
                 Ok(old) => (Pre::V0_1(old), None),
-                Err(_) => return Err(load_error(error)),
+                Err(old) => {
+                    return Err(load_error(wasmtime::Error::msg(format!(
+                        "as a {} guest, {error:#}; as a {} guest, {old:#}",
+                        bindings::WORLD,
+                        bindings::WORLD_0_1
+                    ))));
+                }
             },
         };
         Ok(Guest {
@@ -748,12 +754,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bundled_guest_imports_the_host_and_exports_render() {
+    fn a_bundled_guest_imports_the_host_and_exports_describe_and_render() {
         let http = interface(include_bytes!("../../guests/http.wasm")).unwrap();
-        assert_eq!(http.exports, ["render"]);
+        assert_eq!(http.exports, ["describe", "render"]);
         assert!(
             http.imports
-                .contains(&"wasmconfd:haproxy/host@0.1.0".to_string()),
+                .contains(&"wasmconfd:haproxy/host@0.2.0".to_string()),
             "{http:?}"
         );
         let error = interface(b"\0asm\x01\0\0\0").unwrap_err().to_string();
