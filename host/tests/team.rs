@@ -349,3 +349,33 @@ fn a_guest_failing_on_one_service_routes_all_the_others_and_names_it() {
     assert_eq!(get(team_port, "web.team-a.test"), "web");
     assert_eq!(get(team_port, "shop.team-a.test"), "shop");
 }
+
+/// A team guest does not receive a domain an earlier guest routes: a team's http service, seen by
+/// both the bundled http guest (slot 20) and the team guest, goes to the team guest without it,
+/// with a warning naming both; scoping the http guest away from the team's namespace gives the
+/// domain to the team.
+#[test]
+fn a_domain_an_earlier_guest_routes_is_not_handed_to_a_team_guest() {
+    let web = backend("web");
+    let team_port = free_port();
+    let cluster = service("team-a", "web", "http", "web.team-a.test", web, "");
+    let setup = Setup::new(&cluster, &["50-team-a"], &team_a(team_port));
+    let (ok, stderr) = setup.render("shared.cfg", &[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "guest 50-team-a: domain web.team-a.test of service team-a/web left out: guest \
+             20-http routes it"
+        ),
+        "{stderr}"
+    );
+    let text = setup.config("shared.cfg");
+    assert!(!text.contains("backend team-a_team-a_web"), "{text}");
+
+    let scoped = team_a(team_port) + "  http:\n    namespaces: [\"default\", \"shop-*\"]\n";
+    std::fs::write(setup.path("guests.yaml"), scoped).unwrap();
+    let (ok, stderr) = setup.render("scoped.cfg", &[]);
+    assert!(ok && !stderr.contains("left out"), "{stderr}");
+    let _haproxy = setup.serve("scoped.cfg", team_port);
+    assert_eq!(get(team_port, "web.team-a.test"), "web");
+}
