@@ -103,8 +103,7 @@ fn render_loop(
     changed: &mpsc::Receiver<()>,
     status: Arc<Status>,
 ) -> anyhow::Result<()> {
-    let legacy = config.connection.legacy_endpoints;
-    while !caches.lock().unwrap().ready(legacy) {
+    while !caches.lock().unwrap().ready(&config.connection) {
         changed.recv().map_err(|_| stopped())?;
     }
     tracing::info!("initial sync done");
@@ -241,7 +240,7 @@ impl State {
     ) -> Option<Vec<Fragment>> {
         let (services, problems) = model::build(objects, rules);
         self.report_problems(problems);
-        let run = pipeline.run(&services);
+        let run = pipeline.run(&services, &model::namespace_labels(objects));
         self.report_quarantined(&run.outputs);
         self.last_good.resize(run.outputs.len(), None);
         let mut fragments = Vec::new();

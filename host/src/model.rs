@@ -78,6 +78,21 @@ impl Default for Rules {
     }
 }
 
+/// Labels of each namespace, by name, from the Namespace objects read.
+pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The labels of every Namespace object in `objects`.
+pub fn namespace_labels(objects: &Objects) -> NamespaceLabels {
+    objects
+        .namespaces
+        .iter()
+        .map(|ns| {
+            let labels = ns.metadata.labels.clone().unwrap_or_default();
+            (name(&ns.metadata).to_string(), labels.into_iter().collect())
+        })
+        .collect()
+}
+
 /// The services of `objects` that carry a valid proto annotation, sorted by namespace and name,
 /// and the problems found with the others (or with parts of them, which were left out).
 pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Service>, Vec<Problem>) {

@@ -8,6 +8,7 @@ use crate::bindings::{Cluster, Context, Fragment, Service};
 use crate::claims::{Claims, static_binds, static_sections};
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
+use crate::model::NamespaceLabels;
 use crate::scope::{Scope, Trust};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -145,13 +146,23 @@ impl Pipeline {
 
     /// Run every guest on the services its scope admits. Each guest's result is kept apart, so
     /// one failing guest does not take the others' output with it.
-    pub fn run(&self, services: &[Service]) -> Run {
+    pub fn run(&self, services: &[Service], namespaces: &NamespaceLabels) -> Run {
         let mut domains = BTreeMap::new();
         let mut conflicts = Vec::new();
         let outputs = self
             .guests()
             .map(|(part, loaded)| {
-                let input = input(part, loaded, services, &mut domains, &mut conflicts);
+                let admitted = services.iter().filter(|s| {
+                    let labels = namespaces.get(&s.namespace);
+                    loaded.scope.admits(s, labels, loaded.declared.as_deref())
+                });
+                let input = input(
+                    part,
+                    loaded.scope.trust,
+                    admitted,
+                    &mut domains,
+                    &mut conflicts,
+                );
                 self.render_guest(part, loaded, input)
             })
             .collect();
@@ -283,8 +294,12 @@ impl Pipeline {
     /// Render `services` into a configuration; a `platform` guest without output fails the
     /// render, with every such guest's error, a `team` guest without output is left out. Quarantined services, domains an earlier guest routes, and
     /// sections that lose a claim are left out, each with an error log.
-    pub fn render(&self, services: &[Service]) -> Result<Assembled, Vec<PipelineError>> {
-        let run = self.run(services);
+    pub fn render(
+        &self,
+        services: &[Service],
+        namespaces: &NamespaceLabels,
+    ) -> Result<Assembled, Vec<PipelineError>> {
+        let run = self.run(services, namespaces);
         for conflict in &run.conflicts {
             tracing::warn!("{conflict}");
         }
@@ -342,22 +357,19 @@ pub fn empty_fragment() -> Fragment {
     }
 }
 
-/// The services of `services` that `loaded`'s scope admits. A domain an earlier guest routes is
-/// left out for a later one when either is a `team` guest (platform guests may share), with a
-/// conflict naming both; a service left with none of its domains is left out.
-fn input(
+/// The input of `part`'s guest, of trust `trust`, from the services its scope `admitted`. A
+/// domain an earlier guest routes is left out for a later one when either is a `team` guest
+/// (platform guests may share), with a conflict naming both; a service left with none of its
+/// domains is left out.
+fn input<'a>(
     part: &Part,
-    loaded: &Loaded,
-    services: &[Service],
+    trust: Trust,
+    admitted: impl Iterator<Item = &'a Service>,
     domains: &mut BTreeMap<String, (String, Trust)>,
     conflicts: &mut Vec<String>,
 ) -> Vec<Service> {
-    let trust = loaded.scope.trust;
     let mut input = Vec::new();
-    for service in services
-        .iter()
-        .filter(|s| loaded.scope.admits(s, loaded.declared.as_deref()))
-    {
+    for service in admitted {
         let mut service = service.clone();
         let had_domains = !service.domains.is_empty();
         service.domains.retain(|domain| match domains.get(domain) {

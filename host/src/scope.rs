@@ -6,6 +6,7 @@
 //!   team-a:                        # the guest's name: its slot without the order number
 //!     trust: team                  # `platform` (the default) or `team`
 //!     namespaces: [team-a, "team-a-*"]
+//!     namespace-labels: {team: a}  # and/or: namespaces carrying these labels
 //!     protos: [team-a]             # default: every proto
 //!     listen-ports: ["8081", "8100-8109"]
 //!     settings:
@@ -41,8 +42,11 @@ pub struct Scope {
     #[serde(default)]
     pub trust: Trust,
     /// Namespaces whose services it receives: names, or globs with `*`. Every namespace when
-    /// absent (a `team` guest must say).
+    /// absent (a `team` guest must say this or `namespace-labels`).
     pub namespaces: Option<Vec<String>>,
+    /// Labels a namespace must all carry for its services to be received (as a label selector's
+    /// `matchLabels`), together with `namespaces` when both are given.
+    pub namespace_labels: Option<BTreeMap<String, String>>,
     /// Protos of the services it receives; every proto when absent.
     pub protos: Option<Vec<String>>,
     /// Ports its `bind` lines may use (`"8081"`, `"8100-8199"`). Any port when absent for a
@@ -134,10 +138,11 @@ impl GuestsFile {
 
 impl Scope {
     fn check(&self) -> Result<(), String> {
-        if self.trust == Trust::Team && self.namespaces.is_none() {
+        let unscoped = self.namespaces.is_none() && self.namespace_labels.is_none();
+        if self.trust == Trust::Team && unscoped {
             return Err(
-                "a team guest needs `namespaces`: the namespaces whose services it \
-                        receives"
+                "a team guest needs `namespaces` or `namespace-labels`: which \
+                        namespaces' services it receives"
                     .into(),
             );
         }
@@ -159,15 +164,24 @@ impl Scope {
         Ok(())
     }
 
-    /// Whether the guest receives `service`. `declared` are the protos the guest says it
-    /// serves, when it says: the scope can narrow them, never widen them.
-    pub fn admits(&self, service: &Service, declared: Option<&[String]>) -> bool {
-        let namespace_ok = self
+    /// Whether the guest receives `service`, whose namespace carries `labels` (`None` when
+    /// its Namespace object is unknown). `declared` are the protos the guest says it serves,
+    /// when it says: the scope can narrow them, never widen them.
+    pub fn admits(
+        &self,
+        service: &Service,
+        labels: Option<&BTreeMap<String, String>>,
+        declared: Option<&[String]>,
+    ) -> bool {
+        let named = self
             .namespaces
             .as_ref()
             .is_none_or(|patterns| patterns.iter().any(|p| glob_matches(p, &service.namespace)));
+        let labelled = self.namespace_labels.as_ref().is_none_or(|wanted| {
+            labels.is_some_and(|labels| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        });
         let proto = |protos: Option<&[String]>| protos.is_none_or(|p| p.contains(&service.proto));
-        namespace_ok && proto(self.protos.as_deref()) && proto(declared)
+        named && labelled && proto(self.protos.as_deref()) && proto(declared)
     }
 
     /// Whether the guest may bind `port`.
@@ -247,7 +261,7 @@ mod tests {
         assert!(error.contains("line 4"), "{error}");
         let error = GuestsFile::parse("guests:\n  team-a:\n    trust: team\n").unwrap_err();
         assert!(
-            error.starts_with("guests.team-a: a team guest needs `namespaces`"),
+            error.starts_with("guests.team-a: a team guest needs `namespaces` or"),
             "{error}"
         );
         let error =

@@ -1119,3 +1119,53 @@ fn the_blast_radius_guard_holds_back_a_render_that_drops_most_servers() {
         scene.log()
     );
 }
+
+/// A scope that selects namespaces by label follows the Namespace objects: labelling a
+/// namespace hands its services to the team guest, unlabelling takes them away, without a
+/// restart.
+#[test]
+fn a_scope_selecting_namespaces_by_label_follows_the_labels() {
+    let a = backend("a");
+    let team_port = free_port();
+    let api = FakeApi::start();
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": "e2e", "labels": {"team": "other"}}}));
+    let mut blog = service("blog", "blog.test");
+    blog["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
+    api.apply(blog);
+    api.apply(slice("blog", &["127.0.0.1"], a));
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(guests.path().join("50-team.wasm"), misbehave_guest()).unwrap();
+    let config = guests.path().join("guests.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "guests:\n  team:\n    trust: team\n    namespace-labels: {{team: blue}}\n    \
+             listen-ports: [{team_port}]\n    settings: {{mode: route, name: team, bind: \
+             \"127.0.0.1:{team_port}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let scene = Scene::start(
+        &api.url(),
+        &[
+            "--guests",
+            guests.path().to_str().unwrap(),
+            "--guests-config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let routed = || get(team_port, "blog.test") == "a";
+    scene.wait_until(Duration::from_secs(20), || {
+        scene.config().contains("frontend team")
+    });
+    assert!(!routed(), "namespace e2e is not labelled team=blue yet");
+
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": "e2e", "labels": {"team": "blue"}}}));
+    scene.wait_until(Duration::from_secs(20), routed);
+
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": "e2e", "labels": {"team": "green"}}}));
+    scene.wait_until(Duration::from_secs(20), || !routed());
+}

@@ -175,7 +175,12 @@ fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches() {
     granted.sort();
     assert_eq!(
         granted,
-        ["/endpoints", "/services", "discovery.k8s.io/endpointslices"]
+        [
+            "/endpoints",
+            "/namespaces",
+            "/services",
+            "discovery.k8s.io/endpointslices"
+        ]
     );
 }
 
@@ -225,4 +230,59 @@ fn a_kubeconfig_and_its_context_are_used() {
         .args(["--api-timeout", "2s"]));
     assert!(!ok);
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}
+
+/// `snapshot --with-namespaces` saves the Namespace objects, and a render of it gives a scope
+/// that selects namespaces by label the services of those namespaces only; without them, the
+/// render says why the guest receives nothing.
+#[test]
+fn namespaces_selected_by_label_come_from_the_snapshot() {
+    let api = example_api(FakeApi::start());
+    for (name, team) in [("shop", "web"), ("legacy", "other")] {
+        api.apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                     "metadata": {"name": name, "labels": {"team": team}}}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guests.yaml");
+    std::fs::write(
+        &config,
+        "guests:\n  http:\n    namespace-labels: {team: web}\n",
+    )
+    .unwrap();
+    let render_with = |file: &std::path::Path| {
+        run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(file)
+            .arg("--guests-config")
+            .arg(&config))
+    };
+
+    let with = dir.path().join("with.yaml");
+    let (ok, _, stderr) = run(snapshot(&api.url())
+        .arg("--with-namespaces")
+        .arg("--output")
+        .arg(&with));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&with)
+            .unwrap()
+            .matches("kind: Namespace\n")
+            .count(),
+        2
+    );
+    let (ok, text, stderr) = render_with(&with);
+    assert!(ok, "{stderr}");
+    assert!(text.contains("backend http_shop_web"), "{text}");
+    assert!(!text.contains("backend http_legacy_blog"), "{text}");
+
+    let without = dir.path().join("without.yaml");
+    let (ok, _, stderr) = run(snapshot(&api.url()).arg("--output").arg(&without));
+    assert!(ok, "{stderr}");
+    let (ok, text, stderr) = render_with(&without);
+    assert!(ok, "{stderr}");
+    assert!(!text.contains("backend http_shop_web"), "{text}");
+    assert!(
+        stderr.contains("the snapshot has no Namespace objects"),
+        "{stderr}"
+    );
 }

@@ -254,6 +254,7 @@ impl KubernetesArgs {
             namespace: self.namespace.clone(),
             label_selector: self.selector.clone(),
             legacy_endpoints: self.legacy_endpoints,
+            namespaces: false,
         }
     }
 }

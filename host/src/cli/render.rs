@@ -12,7 +12,8 @@ use tokio::runtime::Runtime;
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// Snapshot of the cluster: what `kubectl get services,endpointslices,endpoints -A -o yaml`
-    /// prints (YAML or JSON, a List or several documents).
+    /// (or `wasmconfd snapshot`) prints (YAML or JSON, a List or several documents); with
+    /// `namespaces` too when a scope selects namespaces by label.
     #[arg(long, env = "WASMCONFD_CLUSTER", value_name = "FILE")]
     pub cluster: PathBuf,
 
@@ -50,7 +51,18 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
 
     let (config, _) = runtime.block_on(args.guests.config())?;
     let pipeline = Pipeline::new(&config)?;
-    let assembled = match pipeline.render(&services) {
+    let labelled = config
+        .scopes
+        .iter()
+        .find(|(_, s)| s.namespace_labels.is_some());
+    if let (Some((guest, _)), true) = (labelled, objects.namespaces.is_empty()) {
+        tracing::warn!(
+            guest,
+            "the scope selects namespaces by label, but the snapshot has no Namespace objects \
+             (`wasmconfd snapshot --with-namespaces`): it receives no service"
+        );
+    }
+    let assembled = match pipeline.render(&services, &model::namespace_labels(&objects)) {
         Ok(assembled) => assembled,
         Err(errors) => {
             for error in &errors {

@@ -105,8 +105,11 @@ impl RunArgs {
         crate::apply::install::refuse_symlink(&self.haproxy_conf)?;
         let (guests, remote) = self.guests.config().await?;
         let remote = remote.filter(|_| !guests.missing.is_empty());
+        let mut connection = self.kubernetes.connection();
+        // Namespace objects are read (and need RBAC) only when a scope selects by their labels.
+        connection.namespaces = guests.scopes.values().any(|s| s.namespace_labels.is_some());
         Ok(DaemonConfig {
-            connection: self.kubernetes.connection(),
+            connection,
             rules: self.model.rules(),
             guests,
             remote,

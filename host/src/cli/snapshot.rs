@@ -13,13 +13,20 @@ pub struct SnapshotArgs {
     #[arg(long, short, env = "WASMCONFD_OUTPUT", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Also save every Namespace object, for renders with scopes that select namespaces by
+    /// label (`namespace-labels` in --guests-config). Needs list on namespaces.
+    #[arg(long, env = "WASMCONFD_WITH_NAMESPACES")]
+    pub with_namespaces: bool,
+
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
 }
 
 /// `wasmconfd snapshot`.
 pub fn snapshot(args: &SnapshotArgs, runtime: &Runtime) -> anyhow::Result<()> {
-    let objects = runtime.block_on(args.kubernetes.connection().list())?;
+    let mut connection = args.kubernetes.connection();
+    connection.namespaces = args.with_namespaces;
+    let objects = runtime.block_on(connection.list())?;
     let yaml = source::to_snapshot(&objects)?;
     match &args.output {
         Some(path) => {
@@ -30,6 +37,7 @@ pub fn snapshot(args: &SnapshotArgs, runtime: &Runtime) -> anyhow::Result<()> {
                 services = objects.services.len(),
                 endpoint_slices = objects.endpoint_slices.len(),
                 endpoints = objects.endpoints.len(),
+                namespaces = objects.namespaces.len(),
                 "snapshot written"
             );
         }

@@ -3,7 +3,7 @@
 
 use super::LAST_APPLIED;
 use super::Objects;
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -35,6 +35,9 @@ pub struct Connection {
     pub label_selector: Option<String>,
     /// Also read legacy v1 Endpoints objects (python-confd annotated those).
     pub legacy_endpoints: bool,
+    /// Also read Namespace objects (all of them, whatever `namespace` and `label_selector`
+    /// say), for scopes that select namespaces by label.
+    pub namespaces: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,10 +138,14 @@ impl Connection {
         let mut objects = Objects {
             services: self.api::<Service>(client).list(&params).await?.items,
             endpoint_slices: self.api::<EndpointSlice>(client).list(&params).await?.items,
-            endpoints: Vec::new(),
+            ..Objects::default()
         };
         if self.legacy_endpoints {
             objects.endpoints = self.api::<Endpoints>(client).list(&params).await?.items;
+        }
+        if self.namespaces {
+            let all = Api::<Namespace>::all(client.clone());
+            objects.namespaces = all.list(&ListParams::default()).await?.items;
         }
         objects
             .services
@@ -155,7 +162,8 @@ impl Connection {
         Ok(objects)
     }
 
-    fn api<K>(&self, client: &kube::Client) -> Api<K>
+    /// `K` in the namespace to read, or in all.
+    pub fn api<K>(&self, client: &kube::Client) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,

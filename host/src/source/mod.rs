@@ -1,11 +1,12 @@
 //! Where the Kubernetes objects come from: a snapshot file, exactly what
 //! `kubectl get services,endpointslices,endpoints -A -o yaml` prints (YAML or JSON, a `List` or
-//! a stream of documents), or the API server itself ([`kubernetes`]).
+//! a stream of documents; with `namespaces` too for scopes that select namespaces by label), or
+//! the API server itself ([`kubernetes`]).
 
 pub mod kubernetes;
 pub mod watch;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -19,6 +20,8 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub endpoints: Vec<Endpoints>,
+    /// Read only for scopes that select namespaces by label.
+    pub namespaces: Vec<Namespace>,
 }
 
 /// Dropped from the annotations guests see: large, and a copy of the object itself.
@@ -267,6 +270,9 @@ pub fn to_snapshot(objects: &Objects) -> Result<String, serde_yaml::Error> {
     for endpoints in &objects.endpoints {
         items.push(serde_yaml::to_value(endpoints)?);
     }
+    for namespace in &objects.namespaces {
+        items.push(serde_yaml::to_value(namespace)?);
+    }
     let mut list = serde_yaml::Mapping::new();
     list.insert("apiVersion".into(), "v1".into());
     list.insert("kind".into(), "List".into());
@@ -289,6 +295,9 @@ impl Objects {
             ("discovery.k8s.io/v1", "EndpointSlice") => self
                 .endpoint_slices
                 .push(serde_json::from_value(item).map_err(invalid)?),
+            ("v1", "Namespace") => self
+                .namespaces
+                .push(serde_json::from_value(item).map_err(invalid)?),
             _ => header.ignore(),
         }
         Ok(())
@@ -306,6 +315,9 @@ impl Objects {
             ("v1", "Endpoints") => serde_json::from_str(item.get()).map(|o| self.endpoints.push(o)),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 serde_json::from_str(item.get()).map(|o| self.endpoint_slices.push(o))
+            }
+            ("v1", "Namespace") => {
+                serde_json::from_str(item.get()).map(|o| self.namespaces.push(o))
             }
             _ => {
                 header.ignore();

@@ -6,7 +6,7 @@ use super::Objects;
 use super::kubernetes::{Connection, strip};
 use crate::status::Status;
 use futures::{StreamExt, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
@@ -24,6 +24,7 @@ pub struct Caches {
     services: Cache<Service>,
     slices: Cache<EndpointSlice>,
     endpoints: Cache<Endpoints>,
+    namespaces: Cache<Namespace>,
 }
 
 struct Cache<K> {
@@ -72,8 +73,12 @@ impl<K: kube::Resource> Cache<K> {
 }
 
 impl Caches {
-    pub fn ready(&self, legacy_endpoints: bool) -> bool {
-        self.services.ready && self.slices.ready && (!legacy_endpoints || self.endpoints.ready)
+    /// Whether every resource `connection` reads has been listed once.
+    pub fn ready(&self, connection: &Connection) -> bool {
+        self.services.ready
+            && self.slices.ready
+            && (!connection.legacy_endpoints || self.endpoints.ready)
+            && (!connection.namespaces || self.namespaces.ready)
     }
 
     pub fn objects(&self) -> Objects {
@@ -81,6 +86,7 @@ impl Caches {
             services: self.services.objects.values().cloned().collect(),
             endpoint_slices: self.slices.objects.values().cloned().collect(),
             endpoints: self.endpoints.objects.values().cloned().collect(),
+            namespaces: self.namespaces.objects.values().cloned().collect(),
         }
     }
 }
@@ -131,13 +137,16 @@ fn watches(
     caches: &Arc<Mutex<Caches>>,
 ) -> Vec<BoxStream<'static, Result<bool, Failure>>> {
     let mut streams = vec![
-        watch("services", connection, client, config, caches, |c, e| {
-            c.services.apply(e)
-        }),
+        watch(
+            "services",
+            connection.api(client),
+            config,
+            caches,
+            |c, e| c.services.apply(e),
+        ),
         watch(
             "endpointslices",
-            connection,
-            client,
+            connection.api(client),
             config,
             caches,
             |c, e| c.slices.apply(e),
@@ -146,12 +155,22 @@ fn watches(
     if connection.legacy_endpoints {
         streams.push(watch(
             "endpoints",
-            connection,
-            client,
+            connection.api(client),
             config,
             caches,
             |c, e| c.endpoints.apply(e),
         ));
+    }
+    if connection.namespaces {
+        // Every namespace: the label selector is for the objects routed, not for these.
+        let all = kube::Api::<Namespace>::all(client.clone());
+        let config = watcher::Config {
+            label_selector: None,
+            ..config.clone()
+        };
+        streams.push(watch("namespaces", all, &config, caches, |c, e| {
+            c.namespaces.apply(e)
+        }));
     }
     streams
 }
@@ -231,25 +250,15 @@ fn retry_delay(failures: u32) -> Duration {
 /// or why not. After an error it waits before asking again; other watches go on meanwhile.
 fn watch<K>(
     resource: &'static str,
-    connection: &Connection,
-    client: &kube::Client,
+    api: kube::Api<K>,
     config: &watcher::Config,
     caches: &Arc<Mutex<Caches>>,
     apply: fn(&mut Caches, watcher::Event<K>),
 ) -> BoxStream<'static, Result<bool, Failure>>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
 {
-    let api = match &connection.namespace {
-        Some(namespace) => kube::Api::<K>::namespaced(client.clone(), namespace),
-        None => kube::Api::<K>::all(client.clone()),
-    };
     let caches = caches.clone();
     let events = watcher(api, config.clone()).boxed();
     futures::stream::unfold(

@@ -51,6 +51,8 @@ pub enum Kind {
     Service,
     Endpoints,
     EndpointSlice,
+    /// Cluster-scoped: kept under namespace `default`, listed only at `/api/v1/namespaces`.
+    Namespace,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             ("v1", "Service") => Some(Kind::Service),
             ("v1", "Endpoints") => Some(Kind::Endpoints),
             ("discovery.k8s.io/v1", "EndpointSlice") => Some(Kind::EndpointSlice),
+            ("v1", "Namespace") => Some(Kind::Namespace),
             _ => None,
         }
     }
@@ -79,6 +82,7 @@ impl Kind {
             (false, "services") => Kind::Service,
             (false, "endpoints") => Kind::Endpoints,
             (true, "endpointslices") => Kind::EndpointSlice,
+            (false, "namespaces") if namespace.is_none() => Kind::Namespace,
             _ => return None,
         };
         Some((kind, namespace))
@@ -96,6 +100,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Namespace => "Namespace",
         }
     }
 }
@@ -219,7 +224,7 @@ impl FakeApi {
 
     /// Add an object, or replace the one with its kind, namespace and name.
     pub fn apply(&self, mut object: Value) {
-        let kind = Kind::of(&object).expect("a Service, Endpoints or EndpointSlice");
+        let kind = Kind::of(&object).expect("a Service, Endpoints, EndpointSlice or Namespace");
         let key = (kind, namespace(&object), name(&object));
         let mut state = self.shared.state.lock().unwrap();
         state.resource_version += 1;
