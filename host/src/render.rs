@@ -16,9 +16,10 @@ use std::path::PathBuf;
 /// Settings per guest name: `http` -> [(`bind`, `:8080`)].
 pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
 
-/// How many extra renders one guest may take, per render, to find the services it fails on.
-/// Enough for a few bad services among 50,000; a guest that fails on most of its services keeps
-/// its last good output instead.
+/// How many extra renders one guest may take, per render, to find the services it fails on:
+/// enough for a few bad services among 50,000. They may also take at most twice the guest's
+/// time limit, so a service that makes a guest loop costs two time limits, not sixty-four. A
+/// guest whose failures need more keeps its last good output instead.
 pub const QUARANTINE_RENDERS: usize = 64;
 
 /// What the pipeline is built from.
@@ -42,6 +43,7 @@ pub struct GuestConfig {
 /// The loaded parts, ready to render any number of times.
 pub struct Pipeline {
     sandbox: Sandbox,
+    limits: Limits,
     parts: Vec<(Part, Option<Loaded>)>,
 }
 
@@ -134,6 +136,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             sandbox,
+            limits: config.limits,
             parts: loaded,
         })
     }
@@ -213,7 +216,10 @@ impl Pipeline {
         if self.attempt(part, loaded, &[]).is_err() {
             return output(Err(error), Vec::new());
         }
-        let mut budget = QUARANTINE_RENDERS;
+        let mut budget = Budget {
+            renders: QUARANTINE_RENDERS,
+            until: std::time::Instant::now() + 2 * self.limits.timeout,
+        };
         let mut culprits = Vec::new();
         let all: Vec<usize> = (0..services.len()).collect();
         let render = |indices: &[usize]| {
@@ -223,7 +229,8 @@ impl Pipeline {
         if !culprits_of(&render, &all, error.to_string(), &mut budget, &mut culprits) {
             tracing::warn!(
                 guest = part.slot,
-                "could not single out the services the guest fails on within {QUARANTINE_RENDERS} renders"
+                "could not single out the services the guest fails on within {QUARANTINE_RENDERS} \
+                 renders and twice its time limit"
             );
             return output(Err(error), Vec::new());
         }
@@ -292,8 +299,9 @@ impl Pipeline {
     }
 
     /// Render `services` into a configuration; a `platform` guest without output fails the
-    /// render, with every such guest's error, a `team` guest without output is left out. Quarantined services, domains an earlier guest routes, and
-    /// sections that lose a claim are left out, each with an error log.
+    /// render, with every such guest's error, and a `team` guest without output is left out.
+    /// Quarantined services, domains an earlier guest routes, and sections that lose a claim
+    /// are left out, each with an error log.
     pub fn render(
         &self,
         services: &[Service],
@@ -396,6 +404,12 @@ fn input<'a>(
     input
 }
 
+/// What the search for the services a guest fails on may still spend.
+struct Budget {
+    renders: usize,
+    until: std::time::Instant,
+}
+
 /// Find the members of `indices` that `render` fails on alone, given that it fails on all of
 /// them with `error`: halve, and recurse into each half that fails. `false` when the budget
 /// runs out, or when the halves render and only their union fails (no one service to blame).
@@ -403,7 +417,7 @@ fn culprits_of(
     render: &dyn Fn(&[usize]) -> Result<Fragment, GuestError>,
     indices: &[usize],
     error: String,
-    budget: &mut usize,
+    budget: &mut Budget,
     culprits: &mut Vec<(usize, String)>,
 ) -> bool {
     if let [only] = indices {
@@ -413,10 +427,10 @@ fn culprits_of(
     let (left, right) = indices.split_at(indices.len() / 2);
     let mut found = false;
     for half in [left, right] {
-        if *budget == 0 {
+        if budget.renders == 0 || std::time::Instant::now() > budget.until {
             return false;
         }
-        *budget -= 1;
+        budget.renders -= 1;
         if let Err(error) = render(half) {
             if !culprits_of(render, half, error.to_string(), budget, culprits) {
                 return false;

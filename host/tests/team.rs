@@ -379,3 +379,40 @@ fn a_domain_an_earlier_guest_routes_is_not_handed_to_a_team_guest() {
     let _haproxy = setup.serve("scoped.cfg", team_port);
     assert_eq!(get(team_port, "web.team-a.test"), "web");
 }
+
+/// Finding a service that makes a guest run out of time costs time limits, so the search stops
+/// after two of them: the guest is left out (in `run`, it would keep its last good output)
+/// instead of holding up the render for sixty-four.
+#[test]
+fn a_service_that_makes_a_guest_loop_costs_at_most_a_few_time_limits() {
+    let web = backend("web");
+    let team_port = free_port();
+    let looping = ", misbehave.wasmconfd.io/do: loop";
+    let cluster = (0..8)
+        .map(|i| {
+            service(
+                "team-a",
+                &format!("s{i}"),
+                "web",
+                &format!("s{i}.team-a.test"),
+                web,
+                "",
+            )
+        })
+        .collect::<String>()
+        + &service("team-a", "spin", "web", "spin.team-a.test", web, looping);
+    let setup = Setup::new(&cluster, &["50-team-a"], &team_a(team_port));
+    let started = Instant::now();
+    let (ok, stderr) = setup.render("haproxy.cfg", &["--guest-timeout", "300ms"]);
+    let took = started.elapsed();
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("ran longer than its time limit")
+            && stderr.contains("team guest is left out"),
+        "{stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}: 64 time limits would be 19 s"
+    );
+}
