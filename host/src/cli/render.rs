@@ -37,6 +37,21 @@ pub struct RenderArgs {
     pub guests: GuestArgs,
 }
 
+/// Warn when a scope selects namespaces by label and the snapshot has no Namespace objects.
+fn warn_without_namespaces(config: &crate::render::GuestConfig, objects: &source::Objects) {
+    let labelled = config
+        .scopes
+        .iter()
+        .find(|(_, s)| s.namespace_labels.is_some());
+    if let (Some((guest, _)), true) = (labelled, objects.namespaces.is_empty()) {
+        tracing::warn!(
+            guest,
+            "the scope selects namespaces by label, but the snapshot has no Namespace objects \
+             (`wasmconfd snapshot --with-namespaces`): it receives no service"
+        );
+    }
+}
+
 /// `wasmconfd render`.
 pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
     let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
@@ -51,17 +66,7 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
 
     let (config, _) = runtime.block_on(args.guests.config())?;
     let pipeline = Pipeline::new(&config)?;
-    let labelled = config
-        .scopes
-        .iter()
-        .find(|(_, s)| s.namespace_labels.is_some());
-    if let (Some((guest, _)), true) = (labelled, objects.namespaces.is_empty()) {
-        tracing::warn!(
-            guest,
-            "the scope selects namespaces by label, but the snapshot has no Namespace objects \
-             (`wasmconfd snapshot --with-namespaces`): it receives no service"
-        );
-    }
+    warn_without_namespaces(&config, &objects);
     let assembled = match pipeline.render(&services, &model::namespace_labels(&objects)) {
         Ok(assembled) => assembled,
         Err(errors) => {
