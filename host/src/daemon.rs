@@ -114,7 +114,7 @@ fn render_loop(
     }
     let mut state = State {
         last_good: Vec::new(),
-        installed: None,
+        installed: installed_before(&config.applier, &pipeline),
         reload_pending: false,
         draining: BTreeSet::new(),
         problems: BTreeSet::new(),
@@ -154,6 +154,43 @@ fn render_loop(
 
 fn stopped() -> anyhow::Error {
     anyhow::anyhow!("the watchers stopped")
+}
+
+/// `<target>.fragments.json`: the guests' outputs the installed files were assembled from, so
+/// that a restarted daemon can make its first change through the Runtime API too.
+fn fragments_file(applier: &Applier) -> std::path::PathBuf {
+    crate::files::with_suffix(&applier.target, ".fragments.json")
+}
+
+/// Keep `fragments`, now installed, for the next start. Failing to is not worth failing for:
+/// that start reloads instead.
+fn remember_installed(applier: &Applier, fragments: &[Fragment]) {
+    let path = fragments_file(applier);
+    let written = serde_json::to_vec(fragments)
+        .map_err(std::io::Error::other)
+        .and_then(|json| crate::files::write_atomically(&path, &json));
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "cannot keep the installed fragments; the next start reloads");
+    }
+}
+
+/// The fragments a previous run installed, when they assemble, with this pipeline, to exactly
+/// the files on disk and HAProxy loaded those: then the first change after a restart can be
+/// made through the Runtime API instead of a reload.
+fn installed_before(applier: &Applier, pipeline: &Pipeline) -> Option<Vec<Fragment>> {
+    let json = std::fs::read(fragments_file(applier)).ok()?;
+    let fragments: Vec<Fragment> = serde_json::from_slice(&json).ok()?;
+    if fragments.len() != pipeline.guest_count() {
+        return None;
+    }
+    let assembled = pipeline.assemble(&fragments).ok()?;
+    let loaded = applier.holds(&assembled) && !applier.reload_pending();
+    if loaded {
+        tracing::info!(
+            "the installed configuration is the one the last run left: changes to its servers need no reload"
+        );
+    }
+    loaded.then_some(fragments)
 }
 
 /// Wait until no change came for `debounce`, or `max_delay` passed.
@@ -227,6 +264,7 @@ impl State {
         if !matches!(config.applier.reload, Reload::MasterSocket(_)) {
             *self.status.haproxy_socket.lock().unwrap() = socket;
         }
+        remember_installed(&config.applier, &fragments);
         self.installed = Some(fragments);
     }
 
@@ -321,8 +359,8 @@ impl State {
         }
     }
 
-    /// Check `assembled`, then make the change through the Runtime API when `plan` allows it,
-    /// then install it, and reload when the Runtime API did not make the change.
+    /// Make the change through the Runtime API when `plan` allows it, then check and install
+    /// `assembled`; otherwise check, install and reload.
     fn apply(
         &mut self,
         applier: &Applier,
@@ -331,20 +369,33 @@ impl State {
         socket: Option<&Path>,
         fragments: &[Fragment],
     ) -> Result<Applied, ApplyError> {
-        let staged = match applier.prepare(assembled)? {
-            Prepared::Unchanged => return Ok(Applied::Unchanged),
-            Prepared::ReloadOwed => return applier.reload().map(|()| Applied::Reloaded),
-            Prepared::Staged(staged) => staged,
-        };
-        let changed = match (plan, socket) {
-            (Plan::Runtime(_), _) if applier.reload_pending() => {
-                tracing::info!("a reload is pending, so the change is made by reloading");
-                false
-            }
-            (Plan::Runtime(ops), Some(socket)) => self.change_at_runtime(socket, ops, fragments),
-            _ => false,
-        };
-        applier.install(staged, changed)
+        // Servers and map entries only: HAProxy gets the change first, through its Runtime API;
+        // the files follow, checked, so neither the check nor the write delays traffic, and the
+        // file on disk stays one HAProxy accepts (see docs/hitless.md).
+        if let (Plan::Runtime(ops), Some(socket)) = (plan, socket)
+            && !applier.reload_pending()
+            && self.change_at_runtime(socket, ops, fragments)
+        {
+            return match applier.prepare(assembled) {
+                Ok(Prepared::Staged(staged)) => applier.install(staged, true),
+                Ok(Prepared::Unchanged | Prepared::ReloadOwed) => Ok(Applied::Runtime),
+                Err(error) => {
+                    tracing::error!(
+                        "HAProxy has the change through its Runtime API, but the files were \
+                         not updated: {error}"
+                    );
+                    Ok(Applied::Runtime)
+                }
+            };
+        }
+        if matches!(plan, Plan::Runtime(_)) && applier.reload_pending() {
+            tracing::info!("a reload is pending, so the change is made by reloading");
+        }
+        match applier.prepare(assembled)? {
+            Prepared::Unchanged => Ok(Applied::Unchanged),
+            Prepared::ReloadOwed => applier.reload().map(|()| Applied::Reloaded),
+            Prepared::Staged(staged) => applier.install(staged, false),
+        }
     }
 
     /// Make `ops` through the Runtime API on `socket` and read back that HAProxy holds

@@ -1,6 +1,9 @@
 use clap::Parser;
 use wasmconfd::cli::{self, Cli, LogFormat};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);

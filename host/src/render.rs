@@ -172,27 +172,32 @@ impl Pipeline {
         Run { outputs, conflicts }
     }
 
-    /// One render of one guest, its output checked against the policy.
-    fn attempt(
-        &self,
-        part: &Part,
-        loaded: &Loaded,
-        services: &[Service],
-    ) -> Result<Fragment, GuestError> {
-        let cluster = Cluster {
+    /// What guest `loaded` receives: `services`, with its settings.
+    fn cluster(&self, loaded: &Loaded, services: Vec<Service>) -> Cluster {
+        Cluster {
             context: Context {
                 maps_dir: MAPS_DIR.into(),
                 certs_dir: CERTS_DIR.into(),
                 settings: loaded.settings.clone(),
             },
-            services: services.to_vec(),
-        };
-        let fragment = self.sandbox.render(&loaded.guest, &cluster)?;
+            services,
+        }
+    }
+
+    /// One render of one guest, its output checked against the policy.
+    fn attempt(
+        &self,
+        part: &Part,
+        loaded: &Loaded,
+        cluster: &Cluster,
+    ) -> Result<Fragment, GuestError> {
+        let fragment = self.sandbox.render(&loaded.guest, cluster)?;
         let refused = |reason: String| GuestError::Refused {
             guest: part.name().to_string(),
             reason,
         };
         assemble::check_fragment(&fragment).map_err(refused)?;
+        let services = &cluster.services;
         crate::policy::check(part.name(), &loaded.scope, services, &fragment, MAPS_DIR)
             .map_err(|refusal| refused(refusal.to_string()))?;
         Ok(fragment)
@@ -209,23 +214,28 @@ impl Pipeline {
             result,
             quarantined,
         };
-        let error = match self.attempt(part, loaded, &services) {
-            Err(error) if !services.is_empty() => error,
+        let cluster = self.cluster(loaded, services);
+        let error = match self.attempt(part, loaded, &cluster) {
+            Err(error) if !cluster.services.is_empty() => error,
             result => return output(result, Vec::new()),
         };
-        if self.attempt(part, loaded, &[]).is_err() {
+        if self
+            .attempt(part, loaded, &self.cluster(loaded, Vec::new()))
+            .is_err()
+        {
             return output(Err(error), Vec::new());
         }
+        let services = &cluster.services;
+        let render = |indices: &[usize]| {
+            let subset = indices.iter().map(|&i| services[i].clone()).collect();
+            self.attempt(part, loaded, &self.cluster(loaded, subset))
+        };
         let mut budget = Budget {
             renders: QUARANTINE_RENDERS,
             until: std::time::Instant::now() + 2 * self.limits.timeout,
         };
         let mut culprits = Vec::new();
         let all: Vec<usize> = (0..services.len()).collect();
-        let render = |indices: &[usize]| {
-            let subset: Vec<Service> = indices.iter().map(|&i| services[i].clone()).collect();
-            self.attempt(part, loaded, &subset)
-        };
         if !culprits_of(&render, &all, error.to_string(), &mut budget, &mut culprits) {
             tracing::warn!(
                 guest = part.slot,
@@ -236,7 +246,7 @@ impl Pipeline {
         }
         let rest: Vec<usize> = all
             .into_iter()
-            .filter(|i| !culprits.iter().any(|(c, _)| c == i))
+            .filter(|i| culprits.iter().all(|(c, _)| c != i))
             .collect();
         let quarantined = culprits
             .into_iter()
@@ -248,6 +258,11 @@ impl Pipeline {
             })
             .collect();
         output(render(&rest), quarantined)
+    }
+
+    /// How many guests there are: [`Pipeline::run`] gives an output for each.
+    pub fn guest_count(&self) -> usize {
+        self.guests().count()
     }
 
     /// Assemble the outputs of [`Pipeline::run`] (one per guest, in order).

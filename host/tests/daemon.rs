@@ -89,8 +89,8 @@ impl Scene {
         )
     }
 
-    /// With reload flags of the test's own; `{dir}` in them is the scene's directory, where
-    /// HAProxy's pid file and master socket are.
+    /// With reload flags of the test's own; `{dir}` in them (and in `extra`) is the scene's
+    /// directory, where HAProxy's pid file and master socket are.
     fn start_reloading_with(api_servers: &str, reload: &[&str], extra: &[&str]) -> Scene {
         let dir = tempfile::tempdir().unwrap();
         let (http, https, status) = (free_port(), free_port(), free_port());
@@ -123,7 +123,11 @@ impl Scene {
                     dir.path().join("admin.sock").display()
                 ),
             ])
-            .chain(extra.iter().map(|arg| arg.to_string()))
+            .chain(
+                extra
+                    .iter()
+                    .map(|arg| arg.replace("{dir}", dir.path().to_str().unwrap())),
+            )
             .collect();
         let mut scene = Scene {
             dir,
@@ -1168,4 +1172,77 @@ fn a_scope_selecting_namespaces_by_label_follows_the_labels() {
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": "e2e", "labels": {"team": "green"}}}));
     scene.wait_until(Duration::from_secs(20), || !routed());
+}
+
+/// A change of servers only reaches HAProxy before anything is checked or written: the check
+/// command (a wrapper that records what HAProxy runs, then runs `haproxy -c`) finds the new
+/// server already in the running HAProxy.
+#[test]
+fn a_server_change_reaches_haproxy_before_the_check_runs() {
+    let (a, b) = (backend("a"), backend("b"));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let dir = tempfile::tempdir().unwrap();
+    let (script, seen) = (dir.path().join("check.py"), dir.path().join("seen.log"));
+    std::fs::write(
+        &script,
+        format!(
+            "import socket, subprocess, sys\n\
+             admin, seen = sys.argv[1], {seen:?}\n\
+             try:\n    s = socket.socket(socket.AF_UNIX)\n    s.connect(admin)\n    \
+             s.sendall(b'show servers state\\n')\n    state = b''.join(iter(lambda: s.recv(65536), b''))\n\
+             except OSError as e:\n    state = str(e).encode()\n\
+             open(seen, 'ab').write(b'--- check\\n' + state)\n\
+             sys.exit(subprocess.call(['haproxy', '-c', '-q', '-f', sys.argv[2]]))\n"
+        ),
+    )
+    .unwrap();
+    let check = format!("python3 {} {{dir}}/admin.sock", script.display());
+    let scene = Scene::start(&api.url(), &["--check-cmd", &check]);
+    scene.wait_for("shop.test", "a");
+    let reloads_before = reloads(&scene);
+
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    scene.wait_for_only("shop.test", "b");
+    scene.wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .matches("--- check")
+            .count()
+            >= 2
+    });
+    let log = std::fs::read_to_string(&seen).unwrap();
+    let last = log.rsplit("--- check").next().unwrap();
+    assert!(
+        last.contains(&format!("127.0.0.1:{b}")),
+        "the check ran before HAProxy had the new server:\n{last}"
+    );
+    assert_eq!(reloads(&scene), reloads_before, "{}", scene.log());
+}
+
+/// After a restart of wasmconfd, a change of servers still needs no reload: the fragments the
+/// last run installed are kept beside the configuration.
+#[test]
+fn after_a_daemon_restart_a_server_change_needs_no_reload() {
+    let (a, b) = (backend("a"), backend("b"));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let mut scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "a");
+    let reloads_before = reloads(&scene);
+
+    scene.stop_daemon();
+    scene.start_daemon();
+    scene.wait_until(Duration::from_secs(20), || {
+        scene.log().contains("configuration unchanged")
+            || scene
+                .log()
+                .contains("the installed configuration is the one the last run left")
+    });
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    scene.wait_for_only("shop.test", "b");
+    assert_eq!(reloads(&scene), reloads_before, "{}", scene.log());
+    assert!(
+        scene.log().contains(r#"class="runtime""#),
+        "{}",
+        scene.log()
+    );
 }

@@ -85,10 +85,7 @@ impl Applier {
 
     /// What `assembled` needs: nothing, a reload owed, or, staged and checked, an install.
     pub fn prepare(&self, assembled: &Assembled) -> Result<Prepared, ApplyError> {
-        let live = std::fs::read_to_string(&self.target).ok();
-        if live.as_deref() == Some(assembled.config.as_str())
-            && installed_maps(&self.target) == assembled.maps
-        {
+        if self.holds(assembled) {
             if self.reload_pending() {
                 tracing::info!(path = %self.target.display(), "the installed configuration was never reloaded");
                 return Ok(Prepared::ReloadOwed);
@@ -100,6 +97,13 @@ impl Applier {
         let timeout = self.command_timeout;
         check::check(&self.check_command, &staged.config(), assembled, timeout)?;
         Ok(Prepared::Staged(staged))
+    }
+
+    /// Whether the files on disk are `assembled`: the configuration and its map files.
+    pub fn holds(&self, assembled: &Assembled) -> bool {
+        let live = std::fs::read_to_string(&self.target).ok();
+        live.as_deref() == Some(assembled.config.as_str())
+            && installed_maps(&self.target) == assembled.maps
     }
 
     /// Put `staged` in place, then reload, unless the running HAProxy already has the change
