@@ -8,7 +8,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "guest",
-    additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
+    additional_derives: [PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize],
 });
 
 /// Guests built for `wasmconfd:haproxy@0.1.0`.

@@ -278,7 +278,10 @@ impl State {
     ) -> Option<Vec<Fragment>> {
         let (services, problems) = model::build(objects, rules);
         self.report_problems(problems);
+        let renders = pipeline.renders();
         let run = pipeline.run(&services, &model::namespace_labels(objects));
+        let ran = pipeline.renders() - renders;
+        self.status.guest_renders.fetch_add(ran, Ordering::Relaxed);
         self.report_quarantined(&run.outputs);
         self.last_good.resize(run.outputs.len(), None);
         let mut fragments = Vec::new();

@@ -11,7 +11,10 @@ use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use crate::model::NamespaceLabels;
 use crate::scope::{Scope, Trust};
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Settings per guest name: `http` -> [(`bind`, `:8080`)].
 pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
@@ -44,6 +47,7 @@ pub struct GuestConfig {
 pub struct Pipeline {
     sandbox: Sandbox,
     limits: Limits,
+    renders: AtomicU64,
     parts: Vec<(Part, Option<Loaded>)>,
 }
 
@@ -54,6 +58,9 @@ struct Loaded {
     scope: Scope,
     /// The protos it says it serves, when it says.
     declared: Option<Vec<String>>,
+    /// Its last successful output and quarantine, with a hash of the input they came from: a
+    /// guest is a pure function of its input, so the same input needs no render.
+    last: Mutex<Option<(u64, Fragment, Vec<(String, String)>)>>,
 }
 
 /// One guest's result of one render.
@@ -128,6 +135,7 @@ impl Pipeline {
                         guest,
                         settings,
                         scope: config.scopes.get(part.name()).cloned().unwrap_or_default(),
+                        last: Mutex::new(None),
                     })
                 }
                 Source::Static(_) => None,
@@ -137,6 +145,7 @@ impl Pipeline {
         Ok(Pipeline {
             sandbox,
             limits: config.limits,
+            renders: AtomicU64::new(0),
             parts: loaded,
         })
     }
@@ -166,10 +175,39 @@ impl Pipeline {
                     &mut domains,
                     &mut conflicts,
                 );
-                self.render_guest(part, loaded, input)
+                self.render_if_changed(part, loaded, input)
             })
             .collect();
         Run { outputs, conflicts }
+    }
+
+    /// Render one guest, unless its input is the one its last successful output came from.
+    fn render_if_changed(&self, part: &Part, loaded: &Loaded, input: Vec<Service>) -> GuestOutput {
+        let key = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            input.hash(&mut hasher);
+            hasher.finish()
+        };
+        let mut last = loaded.last.lock().unwrap();
+        if let Some((_, fragment, quarantined)) = last.as_ref().filter(|(k, ..)| *k == key) {
+            return GuestOutput {
+                slot: part.slot.clone(),
+                team: loaded.scope.trust == Trust::Team,
+                result: Ok(fragment.clone()),
+                quarantined: quarantined.clone(),
+            };
+        }
+        let output = self.render_guest(part, loaded, input);
+        if let Ok(fragment) = &output.result {
+            *last = Some((key, fragment.clone(), output.quarantined.clone()));
+        }
+        output
+    }
+
+    /// How many times guests were run since the pipeline was built (renders skipped for an
+    /// unchanged input do not count).
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Ordering::Relaxed)
     }
 
     /// What guest `loaded` receives: `services`, with its settings.
@@ -191,6 +229,7 @@ impl Pipeline {
         loaded: &Loaded,
         cluster: &Cluster,
     ) -> Result<Fragment, GuestError> {
+        self.renders.fetch_add(1, Ordering::Relaxed);
         let fragment = self.sandbox.render(&loaded.guest, cluster)?;
         let refused = |reason: String| GuestError::Refused {
             guest: part.name().to_string(),
@@ -501,5 +540,50 @@ pub async fn load_missing(
             Ok(Err(error)) => tracing::error!(?loaded, "{error}; trying again"),
             Err(error) => tracing::error!(%error, "loading guests failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model of two http services and a redis one; `shop` served at `shop_ip`.
+    fn services(shop_ip: &str) -> Vec<Service> {
+        let service = |name: &str, proto: &str, extra: &str, ip: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: t, \
+                 annotations: {{wasmconfd.io/proto: {proto}, {extra}}}}}\n\
+                 spec: {{ports: [{{name: {proto}, port: 80}}]}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\n\
+                 metadata: {{name: {name}-1, namespace: t, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+                 ports: [{{name: {proto}, port: 8080}}]\nendpoints: [{{addresses: [{ip}]}}]\n---\n"
+            )
+        };
+        let text = service("shop", "http", "wasmconfd.io/domain: shop.test", shop_ip)
+            + &service("blog", "http", "wasmconfd.io/domain: blog.test", "10.0.0.2")
+            + &service(
+                "cache",
+                "redis",
+                "wasmconfd.io/listen-port: '6380'",
+                "10.0.0.3",
+            );
+        let (objects, _) = crate::source::parse_snapshot(&text).unwrap();
+        crate::model::build(&objects, &Default::default()).0
+    }
+
+    #[test]
+    fn a_guest_whose_input_did_not_change_is_not_run_again() {
+        let pipeline = Pipeline::new(&GuestConfig::default()).unwrap();
+        let namespaces = NamespaceLabels::new();
+        let first = pipeline.render(&services("10.0.0.1"), &namespaces).unwrap();
+        assert_eq!(pipeline.renders(), 4, "base, http, https and redis");
+
+        let again = pipeline.render(&services("10.0.0.1"), &namespaces).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(pipeline.renders(), 4, "nothing changed: no guest runs");
+
+        let moved = pipeline.render(&services("10.0.0.9"), &namespaces).unwrap();
+        assert_eq!(pipeline.renders(), 5, "only the http guest sees the change");
+        assert!(moved.config.contains("10.0.0.9:8080"), "{}", moved.config);
     }
 }

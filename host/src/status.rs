@@ -25,6 +25,8 @@ pub struct Status {
     pub rejected_configurations: AtomicU64,
     pub failed_reloads: AtomicU64,
     pub guest_errors: AtomicU64,
+    /// Guest runs; a guest whose input did not change is not run.
+    pub guest_renders: AtomicU64,
     pub watch_errors: AtomicU64,
     /// Servers disabled at runtime that wait for their connections to end.
     pub draining_servers: AtomicU64,
@@ -99,7 +101,7 @@ impl Status {
     }
 
     /// The samples (labels, value) of each of [`METRICS`], in order.
-    fn samples(&self) -> [Vec<(String, u64)>; 14] {
+    fn samples(&self) -> [Vec<(String, u64)>; 15] {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
         let one = |value: u64| vec![(String::new(), value)];
@@ -113,6 +115,7 @@ impl Status {
             one(get(&self.rejected_configurations)),
             one(get(&self.failed_reloads)),
             one(get(&self.guest_errors)),
+            one(get(&self.guest_renders)),
             one(get(&self.watch_errors)),
             one(1 - flag(&self.api_failing)),
             one(get(&self.draining_servers)),
@@ -175,7 +178,7 @@ fn label(value: &str) -> String {
 }
 
 /// Name, type and help of each metric.
-const METRICS: [(&str, &str, &str); 14] = [
+const METRICS: [(&str, &str, &str); 15] = [
     (
         "wasmconfd_applies_total",
         "counter",
@@ -200,6 +203,11 @@ const METRICS: [(&str, &str, &str); 14] = [
         "wasmconfd_guest_errors_total",
         "counter",
         "Guest renders that failed; the guest's last good output was used.",
+    ),
+    (
+        "wasmconfd_guest_renders_total",
+        "counter",
+        "Guest runs. A guest whose input did not change since its last good output is not run again.",
     ),
     (
         "wasmconfd_watch_errors_total",

@@ -1200,6 +1200,14 @@ fn a_server_change_reaches_haproxy_before_the_check_runs() {
     let scene = Scene::start(&api.url(), &["--check-cmd", &check]);
     scene.wait_for("shop.test", "a");
     let reloads_before = reloads(&scene);
+    let guest_runs = || {
+        let (_, metrics) = scene.get_status("/metrics");
+        let line = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wasmconfd_guest_renders_total "));
+        line.unwrap().parse::<u64>().unwrap()
+    };
+    let runs_before = guest_runs();
 
     api.apply(slice("shop", &["127.0.0.1"], b));
     scene.wait_for_only("shop.test", "b");
@@ -1218,6 +1226,11 @@ fn a_server_change_reaches_haproxy_before_the_check_runs() {
         "the check ran before HAProxy had the new server:\n{second}"
     );
     assert_eq!(reloads(&scene), reloads_before, "{}", scene.log());
+    assert_eq!(
+        guest_runs(),
+        runs_before + 1,
+        "only the http guest sees the change"
+    );
 }
 
 /// After a restart of wasmconfd, a change of servers still needs no reload: the fragments the
