@@ -58,9 +58,16 @@ struct Loaded {
     scope: Scope,
     /// The protos it says it serves, when it says.
     declared: Option<Vec<String>>,
-    /// Its last successful output and quarantine, with a hash of the input they came from: a
-    /// guest is a pure function of its input, so the same input needs no render.
-    last: Mutex<Option<(u64, Fragment, Vec<(String, String)>)>>,
+    /// Its last successful output: a guest is a pure function of its input, so the same
+    /// input needs no render.
+    last: Mutex<Option<LastOutput>>,
+}
+
+/// A guest's successful output, its quarantine, and a hash of the input they came from.
+struct LastOutput {
+    input: u64,
+    fragment: Fragment,
+    quarantined: Vec<(String, String)>,
 }
 
 /// One guest's result of one render.
@@ -189,17 +196,21 @@ impl Pipeline {
             hasher.finish()
         };
         let mut last = loaded.last.lock().unwrap();
-        if let Some((_, fragment, quarantined)) = last.as_ref().filter(|(k, ..)| *k == key) {
+        if let Some(same) = last.as_ref().filter(|last| last.input == key) {
             return GuestOutput {
                 slot: part.slot.clone(),
                 team: loaded.scope.trust == Trust::Team,
-                result: Ok(fragment.clone()),
-                quarantined: quarantined.clone(),
+                result: Ok(same.fragment.clone()),
+                quarantined: same.quarantined.clone(),
             };
         }
         let output = self.render_guest(part, loaded, input);
         if let Ok(fragment) = &output.result {
-            *last = Some((key, fragment.clone(), output.quarantined.clone()));
+            *last = Some(LastOutput {
+                input: key,
+                fragment: fragment.clone(),
+                quarantined: output.quarantined.clone(),
+            });
         }
         output
     }
