@@ -1,0 +1,170 @@
+//! A benchmark, not a test (`#[ignore]`): how long one endpoint change takes to reach HAProxy,
+//! and what it costs wasmconfd, with N services x 3 endpoints (`BENCH_SERVICES`, default 2,000:
+//! 6,000 servers, about the most a running HAProxy can have under this machine's open-files
+//! limit). Through the fake API server, `wasmconfd run` (release build) and a real HAProxy in
+//! master-worker mode, every server on loopback:
+//!
+//! ```console
+//! $ cargo test --release -p wasmconfd --test bench_change -- --ignored --nocapture
+//! ```
+//!
+//! `BENCH_WASMCONFD=PATH` runs that binary instead, to compare two builds in one sitting.
+//! Prints, over 10 changes, the median time from the API write until HAProxy's admin socket
+//! shows the new server, until wasmconfd has also checked and written the files, and the CPU
+//! wasmconfd spent per change (user + system, from /proc).
+
+mod common;
+
+use common::{Killed, free_port, start_haproxy, wasmconfd};
+use fake_apiserver::FakeApi;
+use serde_json::json;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// The debounce the daemon runs with: a change waits this long for more.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+
+fn service(i: usize) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": format!("s{i}"), "namespace": "bench",
+                        "annotations": {"wasmconfd.io/domain": format!("s{i}.bench.test"),
+                                        "wasmconfd.io/proto": "http"}},
+           "spec": {"ports": [{"name": "http", "port": 80}]}})
+}
+
+/// Service `i`'s EndpointSlice: 3 endpoints on loopback, the first at `first`.
+fn slice(i: usize, first: &str) -> serde_json::Value {
+    let ip = |n: usize| format!("127.0.{}.{}", 1 + (i * 3 + n) / 250, 1 + (i * 3 + n) % 250);
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+           "metadata": {"name": format!("s{i}-1"), "namespace": "bench",
+                        "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+           "ports": [{"name": "http", "port": 9}],
+           "endpoints": [{"addresses": [first]}, {"addresses": [ip(1)]}, {"addresses": [ip(2)]}]})
+}
+
+/// What `command` answers on the admin socket `socket`.
+fn ask(socket: &std::path::Path, command: &str) -> String {
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return String::new();
+    };
+    let _ = stream.write_all(format!("{command}\n").as_bytes());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// CPU time (user + system) process `pid` has used.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture, in release"]
+fn one_endpoint_change() {
+    let n: usize = std::env::var("BENCH_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let api = FakeApi::start();
+    for i in 0..n {
+        api.apply(service(i));
+        api.apply(slice(
+            i,
+            &format!("127.0.{}.{}", 1 + i * 3 / 250, 1 + i * 3 % 250),
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (http, status) = (free_port(), free_port());
+    let [config, socket, admin] =
+        ["haproxy.cfg", "master.sock", "admin.sock"].map(|f| dir.path().join(f));
+    std::fs::write(&config, "defaults\n    timeout connect 1s\n").unwrap();
+    let _haproxy = start_haproxy(
+        &[
+            OsStr::new("-W"),
+            OsStr::new("-S"),
+            socket.as_os_str(),
+            OsStr::new("-f"),
+            config.as_os_str(),
+        ],
+        &dir.path().join("haproxy.log"),
+    );
+    let daemon = Killed(
+        wasmconfd()
+            .args([
+                "run",
+                "--allow-loopback-endpoints",
+                "--reload-method",
+                "master-socket",
+            ])
+            .arg("--master-socket")
+            .arg(&socket)
+            .arg("--haproxy-conf")
+            .arg(&config)
+            .args(["--api-servers", &api.url(), "--debounce", "20ms"])
+            .args(["--status-address", &format!("127.0.0.1:{status}")])
+            .args(["--set", &format!("http.bind=127.0.0.1:{http}")])
+            .args(["--set", &format!("https.bind=127.0.0.1:{}", free_port())])
+            .args(["--set", "base.log=none"])
+            .arg("--set")
+            .arg(format!("base.admin-socket={}", admin.display()))
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    let started = Instant::now();
+    while !ask(&admin, "show servers state").contains(&format!("http_bench_s{}", n - 1)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "HAProxy never got the first configuration"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let applies = || {
+        let (_, metrics) = common::http_get_path(status, "wasmconfd", "/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"wasmconfd_applies_total{class="runtime"} "#))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (mut in_haproxy, mut written, mut spent) = (Vec::new(), Vec::new(), Vec::new());
+    for change in 0..10 {
+        let address = format!("127.0.200.{}", change + 1);
+        let (before, cpu_before) = (applies(), cpu(pid));
+        let start = Instant::now();
+        api.apply(slice(change * (n / 10), &address));
+        while !ask(&admin, "show servers state").contains(&address) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the change never reached HAProxy"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        in_haproxy.push(start.elapsed());
+        while applies() == before {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        written.push(start.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        spent.push(cpu(pid) - cpu_before);
+    }
+    println!(
+        "{n} services x 3 endpoints, debounce {DEBOUNCE:?}: in HAProxy after {:?}, files checked \
+         and written after {:?}, wasmconfd CPU {:?} per change (medians of 10)",
+        median(in_haproxy),
+        median(written),
+        median(spent)
+    );
+}
