@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 /// Annotation keys, each with the bare key python-confd used as a fallback.
 pub const DOMAIN: [&str; 2] = ["wasmconfd.io/domain", "domain"];
@@ -113,7 +114,7 @@ pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Service>, Vec<Problem>) {
 /// Every Service with what backs it, and every legacy Endpoints object without a Service.
 fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
     let mut slices: HashMap<(&str, &str), Vec<&discovery::EndpointSlice>> = HashMap::new();
-    for slice in &objects.endpoint_slices {
+    for slice in objects.endpoint_slices.iter().map(Arc::as_ref) {
         let labels = slice.metadata.labels.as_ref();
         if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
             slices
@@ -125,11 +126,11 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
     let legacy: HashMap<(&str, &str), &core::Endpoints> = objects
         .endpoints
         .iter()
-        .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e))
+        .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e.as_ref()))
         .collect();
 
     let mut candidates = Vec::new();
-    for service in &objects.services {
+    for service in objects.services.iter().map(Arc::as_ref) {
         let key = (namespace(&service.metadata), name(&service.metadata));
         let endpoints = legacy.get(&key).copied();
         let backing = match slices.remove(&key) {
@@ -150,7 +151,7 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
         .iter()
         .map(|s| (namespace(&s.metadata), name(&s.metadata)))
         .collect();
-    for endpoints in &objects.endpoints {
+    for endpoints in objects.endpoints.iter().map(Arc::as_ref) {
         let key = (namespace(&endpoints.metadata), name(&endpoints.metadata));
         if !with_service.contains(&key) {
             candidates.push(Candidate {

@@ -10,8 +10,8 @@
 //!
 //! `BENCH_WASMCONFD=PATH` runs that binary instead, to compare two builds in one sitting.
 //! Prints, over 10 changes, the median time from the API write until HAProxy's admin socket
-//! shows the new server, until wasmconfd has also checked and written the files, and the CPU
-//! wasmconfd spent per change (user + system, from /proc).
+//! shows the new server, until wasmconfd has also checked and written the files, and the mean
+//! CPU wasmconfd spent per change (user + system, from /proc, in 10 ms ticks).
 
 mod common;
 
@@ -62,6 +62,48 @@ fn cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Peak resident memory of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+/// The value of the metric line starting with `name ` on the status port.
+fn metric(status: u16, name: &str) -> u64 {
+    let (_, metrics) = common::http_get_path(status, "wasmconfd", "/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `BENCH_SERVICES`, or `default`.
+fn services(default: usize) -> usize {
+    std::env::var("BENCH_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `wasmconfd` (or `BENCH_WASMCONFD`, another build to compare) with its cache in `dir`.
+fn daemon(dir: &std::path::Path) -> std::process::Command {
+    match std::env::var_os("BENCH_WASMCONFD") {
+        Some(program) => {
+            let mut command = std::process::Command::new(program);
+            command.env("WASMCONFD_CACHE_DIR", dir.join("cache"));
+            command
+        }
+        None => wasmconfd(),
+    }
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -70,10 +112,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 #[test]
 #[ignore = "a benchmark: run with --ignored --nocapture, in release"]
 fn one_endpoint_change() {
-    let n: usize = std::env::var("BENCH_SERVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let n = services(2000);
     let api = FakeApi::start();
     for i in 0..n {
         api.apply(service(i));
@@ -129,14 +168,7 @@ fn one_endpoint_change() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let applies = || {
-        let (_, metrics) = common::http_get_path(status, "wasmconfd", "/metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(r#"wasmconfd_applies_total{class="runtime"} "#))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let applies = || metric(status, r#"wasmconfd_applies_total{class="runtime"}"#);
     std::thread::sleep(Duration::from_secs(2));
 
     let (mut in_haproxy, mut written, mut spent) = (Vec::new(), Vec::new(), Vec::new());
@@ -162,9 +194,83 @@ fn one_endpoint_change() {
     }
     println!(
         "{n} services x 3 endpoints, debounce {DEBOUNCE:?}: in HAProxy after {:?}, files checked \
-         and written after {:?}, wasmconfd CPU {:?} per change (medians of 10)",
+         and written after {:?} (medians of 10), wasmconfd CPU {:?} per change (mean)",
         median(in_haproxy),
         median(written),
-        median(spent)
+        spent.iter().sum::<Duration>() / spent.len() as u32
+    );
+}
+
+/// wasmconfd's own cost at sizes no running HAProxy fits here (`BENCH_SERVICES`, default
+/// 10,000): `run` with a check and a reload command that do nothing (`true`), so every change
+/// renders, "checks", writes and "reloads". Prints the median time from the API write until the
+/// files are written, the mean CPU per change, and the daemon's peak RSS.
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture, in release"]
+fn one_endpoint_change_without_haproxy() {
+    let n = services(10_000);
+    let api = FakeApi::start();
+    for i in 0..n {
+        api.apply(service(i));
+        api.apply(slice(i, "10.0.0.1"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = free_port();
+    let config = dir.path().join("haproxy.cfg");
+    let daemon = Killed(
+        daemon(dir.path())
+            .args([
+                "run",
+                "--allow-loopback-endpoints",
+                "--reload-method",
+                "command",
+            ])
+            .args(["--reload-cmd", "true", "--check-cmd", "true"])
+            .arg("--haproxy-conf")
+            .arg(&config)
+            .args(["--api-servers", &api.url(), "--debounce", "20ms"])
+            .args(["--status-address", &format!("127.0.0.1:{status}")])
+            .args(["--set", "base.log=none", "--set", "base.admin-socket=none"])
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    let reloads = || metric(status, r#"wasmconfd_applies_total{class="reload"}"#);
+    let started = Instant::now();
+    while reloads() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no first configuration"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (mut written, mut spent) = (Vec::new(), Vec::new());
+    for change in 0..10 {
+        let (before, cpu_before) = (reloads(), cpu(pid));
+        let start = Instant::now();
+        api.apply(slice(
+            change * (n / 10),
+            &format!("10.0.200.{}", change + 1),
+        ));
+        while reloads() == before {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the change was never applied"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        written.push(start.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        spent.push(cpu(pid) - cpu_before);
+    }
+    println!(
+        "{n} services x 3 endpoints, debounce {DEBOUNCE:?}, no HAProxy: written after {:?} \
+         (median of 10), wasmconfd CPU {:?} per change (mean), peak RSS {} MiB",
+        median(written),
+        spent.iter().sum::<Duration>() / spent.len() as u32,
+        peak_rss_mib(pid)
     );
 }

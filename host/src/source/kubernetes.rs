@@ -136,29 +136,17 @@ impl Connection {
             params = params.labels(selector);
         }
         let mut objects = Objects {
-            services: self.api::<Service>(client).list(&params).await?.items,
-            endpoint_slices: self.api::<EndpointSlice>(client).list(&params).await?.items,
+            services: shared(self.api::<Service>(client).list(&params).await?.items),
+            endpoint_slices: shared(self.api::<EndpointSlice>(client).list(&params).await?.items),
             ..Objects::default()
         };
         if self.legacy_endpoints {
-            objects.endpoints = self.api::<Endpoints>(client).list(&params).await?.items;
+            objects.endpoints = shared(self.api::<Endpoints>(client).list(&params).await?.items);
         }
         if self.namespaces {
             let all = Api::<Namespace>::all(client.clone());
-            objects.namespaces = all.list(&ListParams::default()).await?.items;
+            objects.namespaces = shared(all.list(&ListParams::default()).await?.items);
         }
-        objects
-            .services
-            .iter_mut()
-            .for_each(|o| strip(&mut o.metadata));
-        objects
-            .endpoint_slices
-            .iter_mut()
-            .for_each(|o| strip(&mut o.metadata));
-        objects
-            .endpoints
-            .iter_mut()
-            .for_each(|o| strip(&mut o.metadata));
         Ok(objects)
     }
 
@@ -173,6 +161,17 @@ impl Connection {
             None => Api::all(client.clone()),
         }
     }
+}
+
+/// `items`, stripped of what guests do not see, to be shared.
+fn shared<K: kube::Resource>(items: Vec<K>) -> Vec<std::sync::Arc<K>> {
+    items
+        .into_iter()
+        .map(|mut item| {
+            strip(item.meta_mut());
+            std::sync::Arc::new(item)
+        })
+        .collect()
 }
 
 /// An error with its causes: `client error (Connect): tcp connect error: Connection refused`.

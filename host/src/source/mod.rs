@@ -11,17 +11,19 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::Path;
+use std::sync::Arc;
 
 use std::borrow::Cow;
 
-/// The objects the model is built from.
+/// The objects the model is built from. Shared, not copied: the watch caches hold the same
+/// objects, and a render takes them without copying a cluster's worth of objects.
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub endpoints: Vec<Endpoints>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub endpoints: Vec<Arc<Endpoints>>,
     /// Read only for scopes that select namespaces by label.
-    pub namespaces: Vec<Namespace>,
+    pub namespaces: Vec<Arc<Namespace>>,
 }
 
 /// Dropped from the annotations guests see: large, and a copy of the object itself.
@@ -262,16 +264,16 @@ fn nesting_depth(text: &str, json: bool) -> usize {
 pub fn to_snapshot(objects: &Objects) -> Result<String, serde_yaml::Error> {
     let mut items = Vec::new();
     for service in &objects.services {
-        items.push(serde_yaml::to_value(service)?);
+        items.push(serde_yaml::to_value(&**service)?);
     }
     for slice in &objects.endpoint_slices {
-        items.push(serde_yaml::to_value(slice)?);
+        items.push(serde_yaml::to_value(&**slice)?);
     }
     for endpoints in &objects.endpoints {
-        items.push(serde_yaml::to_value(endpoints)?);
+        items.push(serde_yaml::to_value(&**endpoints)?);
     }
     for namespace in &objects.namespaces {
-        items.push(serde_yaml::to_value(namespace)?);
+        items.push(serde_yaml::to_value(&**namespace)?);
     }
     let mut list = serde_yaml::Mapping::new();
     list.insert("apiVersion".into(), "v1".into());
@@ -288,16 +290,16 @@ impl Objects {
         match (header.api_version.as_str(), header.kind.as_str()) {
             ("v1", "Service") => self
                 .services
-                .push(serde_json::from_value(item).map_err(invalid)?),
+                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
             ("v1", "Endpoints") => self
                 .endpoints
-                .push(serde_json::from_value(item).map_err(invalid)?),
+                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
             ("discovery.k8s.io/v1", "EndpointSlice") => self
                 .endpoint_slices
-                .push(serde_json::from_value(item).map_err(invalid)?),
+                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
             ("v1", "Namespace") => self
                 .namespaces
-                .push(serde_json::from_value(item).map_err(invalid)?),
+                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
             _ => header.ignore(),
         }
         Ok(())
@@ -311,13 +313,17 @@ impl Objects {
             Err(error) => return problems.push(Header::default().problem(error)),
         };
         let result = match (header.api_version.as_str(), header.kind.as_str()) {
-            ("v1", "Service") => serde_json::from_str(item.get()).map(|o| self.services.push(o)),
-            ("v1", "Endpoints") => serde_json::from_str(item.get()).map(|o| self.endpoints.push(o)),
+            ("v1", "Service") => {
+                serde_json::from_str(item.get()).map(|o| self.services.push(Arc::new(o)))
+            }
+            ("v1", "Endpoints") => {
+                serde_json::from_str(item.get()).map(|o| self.endpoints.push(Arc::new(o)))
+            }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                serde_json::from_str(item.get()).map(|o| self.endpoint_slices.push(o))
+                serde_json::from_str(item.get()).map(|o| self.endpoint_slices.push(Arc::new(o)))
             }
             ("v1", "Namespace") => {
-                serde_json::from_str(item.get()).map(|o| self.namespaces.push(o))
+                serde_json::from_str(item.get()).map(|o| self.namespaces.push(Arc::new(o)))
             }
             _ => {
                 header.ignore();

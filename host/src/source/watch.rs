@@ -28,9 +28,9 @@ pub struct Caches {
 }
 
 struct Cache<K> {
-    objects: BTreeMap<(String, String), K>,
+    objects: BTreeMap<(String, String), Arc<K>>,
     /// A re-list in progress.
-    listing: Option<BTreeMap<(String, String), K>>,
+    listing: Option<BTreeMap<(String, String), Arc<K>>>,
     /// A first list completed.
     ready: bool,
 }
@@ -55,14 +55,16 @@ impl<K: kube::Resource> Cache<K> {
         };
         match event {
             watcher::Event::Apply(o) => {
-                self.objects.insert(key(&o), o);
+                self.objects.insert(key(&o), Arc::new(o));
             }
             watcher::Event::Delete(o) => {
                 self.objects.remove(&key(&o));
             }
             watcher::Event::Init => self.listing = Some(BTreeMap::new()),
             watcher::Event::InitApply(o) => {
-                self.listing.get_or_insert_default().insert(key(&o), o);
+                self.listing
+                    .get_or_insert_default()
+                    .insert(key(&o), Arc::new(o));
             }
             watcher::Event::InitDone => {
                 self.objects = self.listing.take().unwrap_or_default();
@@ -81,6 +83,7 @@ impl Caches {
             && (!connection.namespaces || self.namespaces.ready)
     }
 
+    /// The objects, shared with the caches (no object is copied).
     pub fn objects(&self) -> Objects {
         Objects {
             services: self.services.objects.values().cloned().collect(),
