@@ -175,4 +175,44 @@ mod tests {
         assert_eq!(out.sections.len(), 2, "frontend and default backend only");
         assert!(take_logs().iter().any(|(_, m)| m.contains("a/b")));
     }
+
+    /// Not a test: this guest's render of 10,000 services x 3 endpoints natively, to compare
+    /// with the same render through Wasm (`host/tests/bench_render.rs`; docs/benchmarks.md).
+    #[test]
+    #[ignore = "a benchmark: cargo test --release -p wasmconfd-guest-http -- --ignored --nocapture"]
+    fn native_render_of_10k_services() {
+        let services: Vec<_> = (0..10_000)
+            .map(|i| {
+                let namespace = format!("ns-{}", i % 100);
+                let mut service = service(&namespace, &format!("svc-{i}"), "http")
+                    .domain(&format!("svc-{i}.{namespace}.example.com"));
+                for e in 0..3 {
+                    let n = i * 3 + e;
+                    let ip = format!("10.{}.{}.{}", n / 62500 % 250, n / 250 % 250, n % 250 + 1);
+                    service = service.endpoint(&ip, 8080, true);
+                }
+                service.build()
+            })
+            .collect();
+        let input = cluster(services);
+        let mut times: Vec<_> = (0..7)
+            .map(|_| {
+                let input = input.clone();
+                let started = std::time::Instant::now();
+                let output = Http::render(input).unwrap();
+                let took = started.elapsed();
+                assert_eq!(
+                    output.sections.len(),
+                    10_002,
+                    "frontend, 404 backend and one per service"
+                );
+                took
+            })
+            .collect();
+        times.sort();
+        println!(
+            "native render of 10,000 services: {:?} (median of 7)",
+            times[3]
+        );
+    }
 }

@@ -1,0 +1,112 @@
+//! A benchmark, not a test (`#[ignore]`): the bundled http guest's render of 10,000 services x
+//! 3 endpoints through Wasm (the sandbox: lowering the model into the guest, the guest, lifting
+//! its output), to compare with the same render of the same input natively:
+//!
+//! ```console
+//! $ cargo test --release -p wasmconfd --test bench_render -- --ignored --nocapture
+//! $ cargo test --release -p wasmconfd-guest-http -- --ignored --nocapture
+//! ```
+//!
+//! `BENCH_GUEST=PATH` renders with another build of the guest.
+
+use wasmconfd::bindings::{
+    Cluster, Context, Endpoint, EndpointPort, Protocol, Service, ServicePort,
+};
+use wasmconfd::guests::parts::BUNDLED;
+use wasmconfd::guests::{Limits, Sandbox};
+
+/// The input of the native benchmark (`guests/http`), as the host's types.
+fn cluster() -> Cluster {
+    let services = (0..10_000)
+        .map(|i| {
+            let namespace = format!("ns-{}", i % 100);
+            let endpoints = (0..3)
+                .map(|e| {
+                    let n = i * 3 + e;
+                    Endpoint {
+                        address: format!(
+                            "10.{}.{}.{}",
+                            n / 62500 % 250,
+                            n / 250 % 250,
+                            n % 250 + 1
+                        ),
+                        port: Some(8080),
+                        ports: vec![EndpointPort {
+                            name: "http".into(),
+                            number: 8080,
+                            protocol: Protocol::Tcp,
+                        }],
+                        ready: true,
+                        serving: true,
+                        terminating: false,
+                        node: None,
+                        zone: None,
+                        target_pod: None,
+                    }
+                })
+                .collect();
+            Service {
+                domains: vec![format!("svc-{i}.{namespace}.example.com")],
+                namespace,
+                name: format!("svc-{i}"),
+                proto: "http".into(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    number: 80,
+                    protocol: Protocol::Tcp,
+                    app_protocol: None,
+                }],
+                port: Some("http".into()),
+                listen_port: None,
+                endpoints,
+                annotations: Vec::new(),
+                labels: Vec::new(),
+                creation_time: None,
+            }
+        })
+        .collect();
+    Cluster {
+        context: Context {
+            maps_dir: "maps".into(),
+            certs_dir: "certs".into(),
+            settings: Vec::new(),
+        },
+        services,
+    }
+}
+
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture, in release"]
+fn wasm_render_of_10k_services() {
+    let sandbox = Sandbox::new(Limits::default(), None).unwrap();
+    // BENCH_GUEST=PATH renders with another build of the guest (another profile, say).
+    let wasm = match std::env::var_os("BENCH_GUEST") {
+        Some(path) => std::fs::read(path).unwrap(),
+        None => BUNDLED
+            .iter()
+            .find(|(slot, _)| *slot == "20-http")
+            .unwrap()
+            .1
+            .to_vec(),
+    };
+    let guest = sandbox.load("http", &wasm).unwrap();
+    let input = cluster();
+    let mut times: Vec<_> = (0..7)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let output = sandbox.render(&guest, &input).unwrap();
+            let took = started.elapsed();
+            assert_eq!(
+                output.sections.len(),
+                10_002,
+                "frontend, 404 backend and one per service"
+            );
+            took
+        })
+        .collect();
+    times.sort();
+    println!(
+        "Wasm render of 10,000 services: {:?} (median of 7)",
+        times[3]
+    );
+}
