@@ -49,7 +49,7 @@ pub use wit::wasmconfd::haproxy::types::{
 /// A guest: what it says about itself, and how it renders.
 pub trait Guest {
     /// The protos of the services it renders and the settings it reads; the host hands it
-    /// only services of those protos, and warns about a setting given that it does not read.
+    /// only services of those protos, and refuses a setting given that it does not read.
     /// By default it says nothing: it receives every service its operator's scope admits.
     fn describe() -> Description {
         Description {

@@ -82,8 +82,9 @@ pub struct GuestOutput {
     pub quarantined: Vec<(String, String)>,
 }
 
-/// Every guest's result of one render, in slot order, and the domains a guest did not get
-/// because an earlier one routes them.
+/// Every guest's result of one render, in slot order, and what is left out between guests: the
+/// domains a guest did not get because an earlier one routes them, and services of a proto no
+/// guest serves.
 pub struct Run {
     pub outputs: Vec<GuestOutput>,
     pub conflicts: Vec<String>,
@@ -99,6 +100,15 @@ pub enum PipelineError {
     Guest(#[from] GuestError),
     #[error("{0} given for guest {1}, but no guest has that name (guests: {2})")]
     UnknownGuest(&'static str, String, String),
+    #[error(
+        "setting {key} given for guest {guest}, which has no such setting (it reads: {known}); \
+         check --set and the guests configuration"
+    )]
+    UnknownSetting {
+        guest: String,
+        key: String,
+        known: String,
+    },
     #[error("{0}")]
     Engine(String),
 }
@@ -136,7 +146,7 @@ impl Pipeline {
                         .get(part.name())
                         .map(|s| s.clone().into_iter().collect())
                         .unwrap_or_default();
-                    warn_unread_settings(&guest, &settings);
+                    check_settings(&guest, &settings)?;
                     Some(Loaded {
                         declared: guest.description().and_then(|d| d.protos.clone()),
                         guest,
@@ -185,7 +195,41 @@ impl Pipeline {
                 self.render_if_changed(part, loaded, input)
             })
             .collect();
+        conflicts.extend(self.unserved(services));
         Run { outputs, conflicts }
+    }
+
+    /// A warning for each proto of services that no guest serves, naming them, when every guest
+    /// says which protos it serves (a guest that does not say may serve any).
+    fn unserved(&self, services: &[Service]) -> Vec<String> {
+        let mut served = Vec::new();
+        for (_, loaded) in self.guests() {
+            match &loaded.declared {
+                Some(protos) => served.extend(protos.iter().map(String::as_str)),
+                None => return Vec::new(),
+            }
+        }
+        served.sort();
+        served.dedup();
+        let mut unserved: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for service in services
+            .iter()
+            .filter(|s| !served.contains(&s.proto.as_str()))
+        {
+            let id = format!("{}/{}", service.namespace, service.name);
+            unserved.entry(&service.proto).or_default().push(id);
+        }
+        unserved
+            .into_iter()
+            .map(|(proto, ids)| {
+                format!(
+                    "proto {proto}, which no guest serves (the guests serve: {}), is the proto \
+                     of {}: not routed",
+                    served.join(", "),
+                    ids.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// Render one guest, unless its input is the one its last successful output came from.
@@ -401,24 +445,26 @@ impl Pipeline {
     }
 }
 
-/// Warn about each of `settings` that `guest` says it does not read: most likely a typo.
-fn warn_unread_settings(guest: &Guest, settings: &[(String, String)]) {
+/// Refuse a setting `guest` says it does not read: most likely a typo, which would otherwise
+/// be ignored without a word.
+fn check_settings(guest: &Guest, settings: &[(String, String)]) -> Result<(), PipelineError> {
     let Some(known) = guest.description().and_then(|d| d.settings.as_ref()) else {
-        return;
+        return Ok(());
     };
-    for (key, _) in settings {
-        if !known.iter().any(|setting| setting.key == *key) {
-            let keys: Vec<&str> = known.iter().map(|s| s.key.as_str()).collect();
-            tracing::warn!(
-                guest = guest.name(),
-                "setting {key} is given, but the guest does not read it; it reads: {}",
-                if keys.is_empty() {
-                    "none".to_string()
-                } else {
-                    keys.join(", ")
-                }
-            );
-        }
+    match settings
+        .iter()
+        .find(|(key, _)| !known.iter().any(|s| s.key == *key))
+    {
+        Some((key, _)) => Err(PipelineError::UnknownSetting {
+            guest: guest.name().to_string(),
+            key: key.clone(),
+            known: known
+                .iter()
+                .map(|s| s.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        None => Ok(()),
     }
 }
 

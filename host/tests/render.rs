@@ -122,6 +122,13 @@ fn the_example_cluster_renders_to_stdout_and_passes_the_check() {
         "an unannotated service was rendered"
     );
     assert!(stderr.contains("passed `haproxy -c -f`"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "proto paths, which no guest serves (the guests serve: http, https, redis), is the \
+             proto of tools/api, tools/api-v2, tools/grafana, tools/scratch, tools/wiki: not routed"
+        ),
+        "the example guest's services are named once, with their proto:\n{stderr}"
+    );
 }
 
 #[test]
@@ -277,6 +284,31 @@ fn settings_for_an_unknown_guest_are_refused() {
         stderr.contains("htpp") && stderr.contains("http, https"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_setting_a_guest_does_not_read_is_refused_naming_what_it_reads() {
+    for (setting, known) in [
+        ("http.bnd=:8080", "it reads: bind, frontend"),
+        ("base.admin-sock=none", "admin-socket"),
+    ] {
+        let (ok, _, stderr) = run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(repo().join("examples/cluster.yaml"))
+            .args(["--set", setting]));
+        let key = setting
+            .split_once('.')
+            .unwrap()
+            .1
+            .split_once('=')
+            .unwrap()
+            .0;
+        assert!(!ok, "{setting} was accepted");
+        assert!(
+            stderr.contains(&format!("setting {key} given for guest")) && stderr.contains(known),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
