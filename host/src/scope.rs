@@ -86,11 +86,8 @@ impl TryFrom<serde_yaml::Value> for PortRange {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
-    #[error("cannot read guests configuration {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read guests configuration {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("guests configuration {path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -106,9 +103,9 @@ pub struct GuestsFile {
 impl GuestsFile {
     /// Read and check `path`; an error names the line of the mistake.
     pub fn load(path: &Path) -> Result<GuestsFile, ScopeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScopeError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ScopeError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|message| ScopeError::Invalid {
             path: path.display().to_string(),

@@ -312,6 +312,30 @@ fn a_setting_a_guest_does_not_read_is_refused_naming_what_it_reads() {
 }
 
 #[test]
+fn a_missing_file_is_named_with_its_error_once() {
+    for (flag, what) in [
+        ("--cluster", "cannot read snapshot"),
+        ("--guests", "cannot read guest directory"),
+        ("--guests-config", "cannot read guests configuration"),
+    ] {
+        let mut command = wasmconfd();
+        command.arg("render").args([flag, "/nonexistent"]);
+        if flag != "--cluster" {
+            command
+                .arg("--cluster")
+                .arg(repo().join("examples/cluster.yaml"));
+        }
+        let (ok, _, stderr) = run(&mut command);
+        assert!(!ok);
+        assert!(
+            stderr.contains(&format!("{what} /nonexistent: No such file")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    }
+}
+
+#[test]
 fn flags_also_read_environment_variables() {
     let (ok, stdout, stderr) = run(wasmconfd()
         .arg("render")

@@ -26,11 +26,8 @@ use std::time::Duration;
 pub enum ApplyError {
     #[error("the new configuration was not installed: {0}")]
     Check(#[from] CheckError),
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot write {path}: {error}")]
+    Write { path: String, error: std::io::Error },
     #[error("reload failed: {0}")]
     Reload(String),
 }
@@ -145,5 +142,5 @@ impl Applier {
 
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError {
     let path = path.display().to_string();
-    move |source| ApplyError::Write { path, source }
+    move |error| ApplyError::Write { path, error }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot talk to HAProxy on {socket}: {source}")]
+    #[error("cannot talk to HAProxy on {socket}: {error}")]
     Io {
         socket: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("HAProxy refused `{command}`: {answer}")]
     Refused { command: String, answer: String },
@@ -37,9 +37,9 @@ pub fn command(socket: &Path, command: &str) -> std::io::Result<String> {
 
 /// Send `command`; the answer must contain `expected` (empty: any answer).
 fn send(socket: &Path, command_line: &str, expected: &str) -> Result<String, RuntimeError> {
-    let answer = command(socket, command_line).map_err(|source| RuntimeError::Io {
+    let answer = command(socket, command_line).map_err(|error| RuntimeError::Io {
         socket: socket.display().to_string(),
-        source,
+        error,
     })?;
     if answer.contains(expected) {
         Ok(answer)

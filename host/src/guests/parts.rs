@@ -49,11 +49,8 @@ pub fn guest_name(slot: &str) -> &str {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartsError {
-    #[error("cannot read guest directory {path}: {source}")]
-    ReadDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read guest directory {path}: {error}")]
+    ReadDir { path: String, error: std::io::Error },
     #[error("guest directory has both {first} and {second} for slot {slot}: keep one")]
     DuplicateSlot {
         slot: String,
@@ -101,9 +98,9 @@ pub fn parts(dir: Option<&Path>, remote: Vec<Part>) -> Result<Vec<Part>, PartsEr
 
 /// The `*.wasm` and `*.conf` files of `dir` as parts, by file name.
 fn files(dir: &Path) -> Result<Vec<Part>, PartsError> {
-    let read_error = |source| PartsError::ReadDir {
+    let read_error = |error| PartsError::ReadDir {
         path: dir.display().to_string(),
-        source,
+        error,
     };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_error)?

@@ -93,11 +93,8 @@ pub fn warn_skipped(problems: &[Problem]) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("cannot read snapshot {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read snapshot {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("snapshot {path} is not valid {format}: {message}")]
     Syntax {
         path: String,
@@ -113,9 +110,9 @@ pub const MAX_DEPTH: usize = 100;
 /// Read a snapshot file. Objects that do not parse are reported as problems, not fatal.
 pub fn read_snapshot(path: &Path) -> Result<(Objects, Vec<Problem>), SnapshotError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SnapshotError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| SnapshotError::Read {
         path: name.clone(),
-        source,
+        error,
     })?;
     parse_snapshot(&text).map_err(|(format, message)| SnapshotError::Syntax {
         path: name,
