@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    Killed, SLOW, backend, backend_on, free_port, http_get, http_get_path, misbehave_guest,
-    show_proc, start_haproxy, wasmconfd,
+    Killed, SLOW, backend, backend_on, first_line as get, free_port, http_get, http_get_path,
+    misbehave_guest, show_proc, start_haproxy, wasmconfd,
 };
 use fake_apiserver::{FakeApi, Fault, Kind};
 use serde_json::{Value, json};
@@ -16,17 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// The first line of the body answered for `Host: host`: the backend's name, HAProxy's own
-/// message, or the error.
-fn get(port: u16, host: &str) -> String {
-    http_get(port, host)
-        .1
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
 
 fn wait_for(port: u16, host: &str, body: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -61,6 +50,40 @@ fn with_shop(api: FakeApi, ip: &str, port: u16) -> FakeApi {
     api.apply(service("shop", "shop.test"));
     api.apply(slice("shop", &[ip], port));
     api
+}
+
+/// A Service of proto `web`, which no bundled guest serves: the team guest's.
+fn web_service(name: &str, domain: &str) -> Value {
+    let mut service = service(name, domain);
+    service["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
+    service
+}
+
+/// A scene whose guests include the misbehaving guest as team guest `team`, in route mode on
+/// 127.0.0.1:`port`, with `scope` (its entry's other keys, as YAML lines indented four spaces)
+/// in the guests configuration; and the directory of both, to keep while the scene runs.
+fn start_with_team_guest(api: &FakeApi, port: u16, scope: &str) -> (Scene, tempfile::TempDir) {
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(guests.path().join("50-team.wasm"), misbehave_guest()).unwrap();
+    let config = guests.path().join("guests.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "guests:\n  team:\n    trust: team\n{scope}    listen-ports: [{port}]\n    \
+             settings: {{mode: route, name: team, bind: \"127.0.0.1:{port}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let scene = Scene::start(
+        &api.url(),
+        &[
+            "--guests",
+            guests.path().to_str().unwrap(),
+            "--guests-config",
+            config.to_str().unwrap(),
+        ],
+    );
+    (scene, guests)
 }
 
 /// HAProxy (master-worker, answering 503 `booting` until configured) and `wasmconfd run`.
@@ -964,31 +987,10 @@ fn a_guest_failing_on_one_service_keeps_routing_the_others_in_run() {
     let (a, b) = (backend("a"), backend("b"));
     let team_port = free_port();
     let api = with_shop(FakeApi::start(), "127.0.0.1", a);
-    let mut blog = service("blog", "blog.test");
-    blog["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
-    api.apply(blog.clone());
+    api.apply(web_service("blog", "blog.test"));
     api.apply(slice("blog", &["127.0.0.1"], b));
-    let guests = tempfile::tempdir().unwrap();
-    std::fs::write(guests.path().join("50-team.wasm"), misbehave_guest()).unwrap();
-    let config = guests.path().join("guests.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "guests:\n  team:\n    trust: team\n    namespaces: [e2e]\n    protos: [web]\n    \
-             listen-ports: [{team_port}]\n    settings: {{mode: route, name: team, bind: \
-             \"127.0.0.1:{team_port}\"}}\n"
-        ),
-    )
-    .unwrap();
-    let scene = Scene::start(
-        &api.url(),
-        &[
-            "--guests",
-            guests.path().to_str().unwrap(),
-            "--guests-config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let scope = "    namespaces: [e2e]\n    protos: [web]\n";
+    let (scene, _guests) = start_with_team_guest(&api, team_port, scope);
     scene.wait_for("shop.test", "a");
     let wait_team = |host: &str, body: &str| {
         scene.wait_until(Duration::from_secs(20), || get(team_port, host) == body)
@@ -999,8 +1001,7 @@ fn a_guest_failing_on_one_service_keeps_routing_the_others_in_run() {
         ("panic", "misbehave was told to panic"),
         ("newline", "control character"),
     ] {
-        let mut news = service("news", "news.test");
-        news["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
+        let mut news = web_service("news", "news.test");
         news["metadata"]["annotations"]["misbehave.wasmconfd.io/do"] = json!(why);
         api.apply(news);
         api.apply(slice("news", &["127.0.0.1"], a));
@@ -1031,9 +1032,7 @@ fn a_guest_failing_on_one_service_keeps_routing_the_others_in_run() {
     }
 
     // Fixed, it is released and routed.
-    let mut news = service("news", "news.test");
-    news["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
-    api.apply(news);
+    api.apply(web_service("news", "news.test"));
     wait_team("news.test", "a");
     assert_eq!(
         scene.get_status("/quarantined").1,
@@ -1047,9 +1046,9 @@ fn a_guest_failing_on_one_service_keeps_routing_the_others_in_run() {
 }
 
 /// A render that removes 9 of 10 servers at once, emptying 9 of 10 backends (as an emptied
-/// EndpointSlice list after an RBAC mistake would), is held back: HAProxy serves on, readiness and the metrics say so, and it applies
-/// once it has persisted for --hold-removal-for. A second such render applies at once when
-/// confirmed.
+/// EndpointSlice list after an RBAC mistake would), is held back: HAProxy serves on, readiness
+/// and the metrics say so, and it applies once it has persisted for --hold-removal-for. A second
+/// such render applies at once when confirmed.
 #[test]
 fn the_blast_radius_guard_holds_back_a_render_that_drops_most_servers() {
     let a = backend("a");
@@ -1134,31 +1133,10 @@ fn a_scope_selecting_namespaces_by_label_follows_the_labels() {
     let api = FakeApi::start();
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": "e2e", "labels": {"team": "other"}}}));
-    let mut blog = service("blog", "blog.test");
-    blog["metadata"]["annotations"]["wasmconfd.io/proto"] = json!("web");
-    api.apply(blog);
+    api.apply(web_service("blog", "blog.test"));
     api.apply(slice("blog", &["127.0.0.1"], a));
-    let guests = tempfile::tempdir().unwrap();
-    std::fs::write(guests.path().join("50-team.wasm"), misbehave_guest()).unwrap();
-    let config = guests.path().join("guests.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "guests:\n  team:\n    trust: team\n    namespace-labels: {{team: blue}}\n    \
-             listen-ports: [{team_port}]\n    settings: {{mode: route, name: team, bind: \
-             \"127.0.0.1:{team_port}\"}}\n"
-        ),
-    )
-    .unwrap();
-    let scene = Scene::start(
-        &api.url(),
-        &[
-            "--guests",
-            guests.path().to_str().unwrap(),
-            "--guests-config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let scope = "    namespace-labels: {team: blue}\n";
+    let (scene, _guests) = start_with_team_guest(&api, team_port, scope);
     let routed = || get(team_port, "blog.test") == "a";
     scene.wait_until(Duration::from_secs(20), || {
         scene.config().contains("frontend team")

@@ -6,10 +6,8 @@
 mod common;
 
 use common::{
-    Killed, backend, free_port, haproxy_check, http_get, misbehave_guest, run, start_haproxy,
-    wasmconfd,
+    Killed, backend, first_line as get, free_port, haproxy_check, misbehave_guest, run, wasmconfd,
 };
-use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -91,34 +89,8 @@ impl Setup {
 
     /// HAProxy on the configuration `name`, once it listens on `port`.
     fn serve(&self, name: &str, port: u16) -> Killed {
-        let haproxy = start_haproxy(
-            &[
-                OsStr::new("-db"),
-                OsStr::new("-f"),
-                self.path(name).as_os_str(),
-            ],
-            &self.path(&format!("{name}.log")),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "HAProxy did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        haproxy
+        common::serve_haproxy(&self.path(name), port)
     }
-}
-
-/// The first line of the answer for `Host: host` on `port`.
-fn get(port: u16, host: &str) -> String {
-    http_get(port, host)
-        .1
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// team-a's scope: namespace team-a, port `port`, routing mode.
@@ -227,18 +199,11 @@ fn nothing_a_team_guest_returns_runs_a_program_or_loads_lua() {
     .unwrap();
     let marker_setting = format!("team-a.marker={}", marker.display());
 
-    let platform = Setup {
-        dir: tempfile::tempdir_in(setup.dir.path()).unwrap(),
-        http: free_port(),
-    };
-    std::fs::write(platform.path("cluster.yaml"), &cluster).unwrap();
-    std::fs::write(
-        platform.path("guests.yaml"),
+    let platform = Setup::new(
+        &cluster,
+        &["50-team-a"],
         "guests:\n  team-a:\n    settings: {mode: route, name: team-a, bind: \"127.0.0.1:1\"}\n",
-    )
-    .unwrap();
-    std::fs::create_dir(platform.path("guests")).unwrap();
-    std::fs::write(platform.path("guests/50-team-a.wasm"), misbehave_guest()).unwrap();
+    );
     let (_, stderr) = platform.render(
         "lua.cfg",
         &["--set", "team-a.violate=lua", "--set", &marker_setting],

@@ -4,31 +4,9 @@
 mod common;
 
 use common::{
-    Killed, backend, free_port, haproxy_check, http_get as get, misbehave_guest, run,
-    start_haproxy, wasmconfd,
+    backend, free_port, haproxy_check, http_get as get, misbehave_guest, run,
+    serve_haproxy as serve, wasmconfd,
 };
-use std::ffi::OsStr;
-use std::net::TcpStream;
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// HAProxy on `config`, once it listens on `port`; killed when dropped.
-fn serve(config: &Path, port: u16) -> Killed {
-    let log = config.with_file_name("haproxy.log");
-    let haproxy = start_haproxy(
-        &[OsStr::new("-db"), OsStr::new("-f"), config.as_os_str()],
-        &log,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "HAProxy did not start listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    haproxy
-}
 
 #[test]
 fn http_requests_reach_the_service_their_host_names() {

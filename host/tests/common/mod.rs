@@ -210,6 +210,39 @@ pub fn start_haproxy<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &Path) -> Kille
     )
 }
 
+/// HAProxy (`-db`) on `config`, logging beside it (`<config>.log` without its extension), once
+/// it listens on `port`; killed when dropped.
+pub fn serve_haproxy(config: &Path, port: u16) -> Killed {
+    let haproxy = start_haproxy(
+        &[
+            std::ffi::OsStr::new("-db"),
+            std::ffi::OsStr::new("-f"),
+            config.as_os_str(),
+        ],
+        &config.with_extension("log"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HAProxy did not start listening on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    haproxy
+}
+
+/// The first line of the body answered for `Host: host` on `port`: the backend's name,
+/// HAProxy's own message, or the error.
+pub fn first_line(port: u16, host: &str) -> String {
+    http_get(port, host)
+        .1
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// (reloads, failed reloads, worker pids) from `show proc` on a master socket. The master
 /// re-executes itself on a reload, so its socket may be gone for a moment.
 pub fn show_proc(socket: &Path) -> (u64, u64, Vec<String>) {
