@@ -27,6 +27,15 @@ pub mod v0_1 {
 pub use self::wasmconfd::haproxy::host::Level;
 pub use self::wasmconfd::haproxy::types::*;
 
+/// A guest's input as the host holds it: the WIT record `cluster`, with the services shared
+/// with the model rather than copied for each guest (an `Arc` lowers as what it points to).
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub struct Input {
+    pub context: Context,
+    pub services: Vec<std::sync::Arc<Service>>,
+}
+
 impl SectionKind {
     /// The keyword that starts a section of this kind.
     pub fn keyword(self) -> &'static str {

@@ -113,6 +113,7 @@ fn render_loop(
         *status.haproxy_socket.lock().unwrap() = Some(socket.clone());
     }
     let mut state = State {
+        model: model::Model::default(),
         last_good: Vec::new(),
         installed: installed_before(&config.applier, &pipeline),
         reload_pending: false,
@@ -205,6 +206,8 @@ fn coalesce(changed: &mpsc::Receiver<()>, debounce: Duration, max_delay: Duratio
 
 /// What the render loop keeps between renders.
 struct State {
+    /// The model, converted again only where objects changed.
+    model: model::Model,
     /// Each guest's last successful output.
     last_good: Vec<Option<Fragment>>,
     /// The fragments of the configuration on disk, once this process installed or found it.
@@ -276,7 +279,7 @@ impl State {
         objects: &Objects,
         rules: &model::Rules,
     ) -> Option<Vec<Fragment>> {
-        let (services, problems) = model::build(objects, rules);
+        let (services, problems) = self.model.build(objects, rules);
         self.report_problems(problems);
         let renders = pipeline.renders();
         let run = pipeline.run(&services, &model::namespace_labels(objects));

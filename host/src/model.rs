@@ -96,25 +96,103 @@ pub fn namespace_labels(objects: &Objects) -> NamespaceLabels {
 
 /// The services of `objects` that carry a valid proto annotation, sorted by namespace and name,
 /// and the problems found with the others (or with parts of them, which were left out).
-pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Service>, Vec<Problem>) {
-    let mut problems = Vec::new();
-    let mut services = Vec::new();
-    for candidate in candidates(objects) {
-        match candidate.to_service(rules, &mut problems) {
-            Ok(Some(service)) => services.push(service),
-            Ok(None) => {}
-            Err(reason) => problems.push(Problem::new(&candidate.id(), &reason)),
+pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Arc<Service>>, Vec<Problem>) {
+    Model::default().build(objects, rules)
+}
+
+/// The model kept from one render to the next: an object whose `Arc` is the one it was built
+/// from last time is not converted again. The watch caches put every changed object in a new
+/// `Arc`, and an unchanged one stays in its own, so one endpoint change converts one service.
+#[derive(Default)]
+pub struct Model {
+    rules: Option<Rules>,
+    /// By the address of each candidate's first object.
+    built: HashMap<usize, Built>,
+}
+
+/// What one candidate became, and the objects it was made of.
+struct Built {
+    sources: Sources,
+    service: Result<Option<Arc<Service>>, String>,
+    /// Parts of it left out.
+    problems: Vec<Problem>,
+}
+
+impl Model {
+    /// [`build`], converting only the objects that changed since the last call.
+    pub fn build(&mut self, objects: &Objects, rules: &Rules) -> (Vec<Arc<Service>>, Vec<Problem>) {
+        if self.rules.as_ref() != Some(rules) {
+            self.built.clear();
+            self.rules = Some(rules.clone());
+        }
+        let mut previous = std::mem::take(&mut self.built);
+        let mut problems = Vec::new();
+        let mut services = Vec::new();
+        for candidate in candidates(objects) {
+            let key = candidate.sources.key();
+            let built = match previous.remove(&key) {
+                Some(built) if built.sources.same(&candidate.sources) => built,
+                _ => {
+                    let mut found = Vec::new();
+                    let service = candidate.to_service(rules, &mut found);
+                    Built {
+                        sources: candidate.sources.clone(),
+                        service: service.map(|s| s.map(Arc::new)),
+                        problems: found,
+                    }
+                }
+            };
+            problems.extend(built.problems.iter().cloned());
+            match &built.service {
+                Ok(Some(service)) => services.push(service.clone()),
+                Ok(None) => {}
+                Err(reason) => problems.push(Problem::new(&candidate.id(), reason)),
+            }
+            self.built.insert(key, built);
+        }
+        let mut services = resolve_domain_conflicts(services, &mut problems);
+        services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        (services, problems)
+    }
+}
+
+/// The objects a candidate is made of. Holding them keeps their addresses from being reused,
+/// so the same addresses mean the same objects.
+#[derive(Clone)]
+struct Sources {
+    service: Option<Arc<core::Service>>,
+    endpoints: Option<Arc<core::Endpoints>>,
+    slices: Vec<Arc<discovery::EndpointSlice>>,
+}
+
+impl Sources {
+    /// The address of the Service, or of the Endpoints object of a candidate without one.
+    fn key(&self) -> usize {
+        match (&self.service, &self.endpoints) {
+            (Some(service), _) => Arc::as_ptr(service) as usize,
+            (None, Some(endpoints)) => Arc::as_ptr(endpoints) as usize,
+            (None, None) => unreachable!("a candidate has a Service or an Endpoints object"),
         }
     }
-    let mut services = resolve_domain_conflicts(services, &mut problems);
-    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    (services, problems)
+
+    fn same(&self, other: &Sources) -> bool {
+        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+        }
+        same(&self.service, &other.service)
+            && same(&self.endpoints, &other.endpoints)
+            && self.slices.len() == other.slices.len()
+            && self.slices.iter().zip(&other.slices).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
 }
 
 /// Every Service with what backs it, and every legacy Endpoints object without a Service.
 fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
-    let mut slices: HashMap<(&str, &str), Vec<&discovery::EndpointSlice>> = HashMap::new();
-    for slice in objects.endpoint_slices.iter().map(Arc::as_ref) {
+    let mut slices: HashMap<(&str, &str), Vec<&Arc<discovery::EndpointSlice>>> = HashMap::new();
+    for slice in &objects.endpoint_slices {
         let labels = slice.metadata.labels.as_ref();
         if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
             slices
@@ -123,27 +201,33 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
                 .push(slice);
         }
     }
-    let legacy: HashMap<(&str, &str), &core::Endpoints> = objects
+    let legacy: HashMap<(&str, &str), &Arc<core::Endpoints>> = objects
         .endpoints
         .iter()
-        .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e.as_ref()))
+        .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e))
         .collect();
 
     let mut candidates = Vec::new();
-    for service in objects.services.iter().map(Arc::as_ref) {
+    for service in &objects.services {
         let key = (namespace(&service.metadata), name(&service.metadata));
         let endpoints = legacy.get(&key).copied();
-        let backing = match slices.remove(&key) {
-            Some(slices) => Backing::Slices(slices),
-            None => Backing::Legacy(endpoints),
+        let slices = slices.remove(&key).unwrap_or_default();
+        let backing = match slices.is_empty() {
+            false => Backing::Slices(slices.iter().map(|&s| s.as_ref()).collect()),
+            true => Backing::Legacy(endpoints.map(Arc::as_ref)),
         };
         candidates.push(Candidate {
             kind: "Service",
             meta: &service.metadata,
             // python-confd annotated Endpoints objects: their keys count where the Service has none.
             extra: endpoints.map(|e| &e.metadata),
-            service: Some(service),
+            service: Some(service.as_ref()),
             backing,
+            sources: Sources {
+                service: Some(service.clone()),
+                endpoints: endpoints.cloned(),
+                slices: slices.into_iter().cloned().collect(),
+            },
         });
     }
     let with_service: std::collections::HashSet<_> = objects
@@ -151,7 +235,7 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
         .iter()
         .map(|s| (namespace(&s.metadata), name(&s.metadata)))
         .collect();
-    for endpoints in objects.endpoints.iter().map(Arc::as_ref) {
+    for endpoints in &objects.endpoints {
         let key = (namespace(&endpoints.metadata), name(&endpoints.metadata));
         if !with_service.contains(&key) {
             candidates.push(Candidate {
@@ -159,7 +243,12 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
                 meta: &endpoints.metadata,
                 extra: None,
                 service: None,
-                backing: Backing::Legacy(Some(endpoints)),
+                backing: Backing::Legacy(Some(endpoints.as_ref())),
+                sources: Sources {
+                    service: None,
+                    endpoints: Some(endpoints.clone()),
+                    slices: Vec::new(),
+                },
             });
         }
     }
@@ -180,6 +269,7 @@ struct Candidate<'a> {
     /// The Service, unless this is a legacy Endpoints object without one.
     service: Option<&'a core::Service>,
     backing: Backing<'a>,
+    sources: Sources,
 }
 
 impl Candidate<'_> {
@@ -670,27 +760,26 @@ fn default_port(ports: &[ServicePort], proto: &str) -> Option<String> {
 
 /// The oldest service keeps a (proto, domain, path); a younger one claiming it is skipped whole.
 fn resolve_domain_conflicts(
-    mut services: Vec<Service>,
+    mut services: Vec<Arc<Service>>,
     problems: &mut Vec<Problem>,
-) -> Vec<Service> {
+) -> Vec<Arc<Service>> {
     services.sort_by(|a, b| {
         let age = |s: &Service| s.creation_time.unwrap_or(i64::MAX);
         (age(a), &a.namespace, &a.name).cmp(&(age(b), &b.namespace, &b.name))
     });
-    let mut owners: HashMap<(String, String, String), String> = HashMap::new();
+    let mut owners: HashMap<(&str, &str, &str), &Service> = HashMap::new();
     let mut kept = Vec::with_capacity(services.len());
-    for service in services {
-        let id = format!("{}/{}", service.namespace, service.name);
+    for service in &services {
         let path = service
             .annotations
             .iter()
             .find(|(k, _)| k == PATH)
             .map_or("", |(_, v)| v.as_str());
-        let claim = |domain: &String| (service.proto.clone(), domain.clone(), path.to_string());
+        let proto = service.proto.as_str();
         let taken = service
             .domains
             .iter()
-            .find_map(|d| owners.get(&claim(d)).map(|owner| (d, owner)));
+            .find_map(|d| owners.get(&(proto, d, path)).map(|owner| (d, owner)));
         if let Some((domain, owner)) = taken {
             let path = if path.is_empty() {
                 String::new()
@@ -698,19 +787,19 @@ fn resolve_domain_conflicts(
                 format!(" path {path}")
             };
             problems.push(Problem::new(
-                &format!("Service {id}"),
+                &format!("Service {}/{}", service.namespace, service.name),
                 &format!(
-                    "domain {domain}{path} ({}) is already claimed by the older service {owner}; \
+                    "domain {domain}{path} ({}) is already claimed by the older service {}/{}; \
                      remove it from one of them",
-                    service.proto
+                    service.proto, owner.namespace, owner.name
                 ),
             ));
             continue;
         }
         for domain in &service.domains {
-            owners.insert(claim(domain), id.clone());
+            owners.insert((proto, domain, path), service);
         }
-        kept.push(service);
+        kept.push(service.clone());
     }
     kept
 }
@@ -827,7 +916,9 @@ mod tests {
     fn model(yaml: &str) -> (Vec<Service>, Vec<Problem>) {
         let (objects, problems) = parse_snapshot(yaml).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
-        build(&objects, &Rules::default())
+        let (services, problems) = build(&objects, &Rules::default());
+        let services = services.into_iter().map(Arc::unwrap_or_clone).collect();
+        (services, problems)
     }
 
     fn service(name: &str, annotations: &str, created: &str) -> String {
@@ -836,6 +927,46 @@ mod tests {
              creationTimestamp: \"{created}\"\n  annotations:\n{annotations}\nspec:\n  ports:\n  \
              - name: http\n    port: 80\n  - name: admin\n    port: 9000\n---\n"
         )
+    }
+
+    #[test]
+    fn the_kept_model_converts_only_what_changed_and_equals_a_full_build() {
+        let slice = |name: &str, ip: &str| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\n\
+                 metadata: {{name: {name}-1, namespace: ns, labels: \
+                 {{kubernetes.io/service-name: {name}}}}}\n\
+                 ports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [{ip}]}}]\n---\n"
+            )
+        };
+        let annotations = |domain: &str| {
+            format!("    wasmconfd.io/proto: http\n    wasmconfd.io/domain: {domain}\n    wasmconfd.io/typo: x")
+        };
+        let text = service("a", &annotations("a.test"), "2024-01-01T00:00:00Z")
+            + &slice("a", "10.0.0.1")
+            + &service("b", &annotations("b.test"), "2024-01-01T00:00:00Z")
+            + &slice("b", "10.0.0.2")
+            + &service("c", &annotations("a.test"), "2024-02-01T00:00:00Z");
+        let (mut objects, _) = parse_snapshot(&text).unwrap();
+        let rules = Rules::default();
+        let mut kept = Model::default();
+        let (first, first_problems) = kept.build(&objects, &rules);
+        assert_eq!(first.len(), 2, "c claims a's domain and is left out");
+        assert_eq!(first_problems.len(), 4, "{first_problems:?}");
+
+        // b's endpoints move: a new EndpointSlice object, as the watch caches hold it.
+        let moved = slice("b", "10.0.0.9");
+        let (moved, _) = parse_snapshot(&moved).unwrap();
+        objects.endpoint_slices[1] = moved.endpoint_slices[0].clone();
+        let (second, second_problems) = kept.build(&objects, &rules);
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "a is not converted again");
+        assert!(!Arc::ptr_eq(&first[1], &second[1]));
+        assert_eq!(second[1].endpoints[0].address, "10.0.0.9");
+        assert_eq!(second_problems, first_problems, "problems are still reported");
+
+        let (full, full_problems) = build(&objects, &rules);
+        assert_eq!(second, full);
+        assert_eq!(second_problems, full_problems);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::bindings::{Directive, Fragment, Section, SectionKind, Service};
 use crate::scope::{Scope, Trust};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Why a guest's output was refused: the section (when one) and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +47,7 @@ impl std::fmt::Display for Refusal {
 pub fn check(
     guest: &str,
     scope: &Scope,
-    services: &[Service],
+    services: &[Arc<Service>],
     fragment: &Fragment,
     maps_dir: &str,
 ) -> Result<(), Refusal> {
@@ -289,7 +290,7 @@ struct Team<'a> {
 impl<'a> Team<'a> {
     fn new(
         guest: &'a str,
-        services: &'a [Service],
+        services: &'a [Arc<Service>],
         fragment: &'a Fragment,
         maps_dir: &'a str,
     ) -> Self {
@@ -680,7 +681,7 @@ mod tests {
     }
 
     /// Service a/web on web.a.example.com at 10.0.0.5, and team-a's routing of it on :8081.
-    fn team_a() -> (Scope, Vec<Service>, Fragment) {
+    fn team_a() -> (Scope, Vec<Arc<Service>>, Fragment) {
         let scope = crate::scope::GuestsFile::parse(
             "guests:\n  team-a:\n    trust: team\n    namespaces: [a]\n    listen-ports: [8081]\n",
         )
@@ -750,7 +751,7 @@ mod tests {
                 }],
             }],
         };
-        (scope, vec![service], fragment)
+        (scope, vec![Arc::new(service)], fragment)
     }
 
     #[test]

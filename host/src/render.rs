@@ -4,7 +4,7 @@
 //! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
-use crate::bindings::{Cluster, Context, Fragment, Service};
+use crate::bindings::{Context, Fragment, Input, Service};
 use crate::claims::{Claims, static_binds, static_sections};
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
@@ -13,7 +13,7 @@ use crate::scope::{Scope, Trust};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Settings per guest name: `http` -> [(`bind`, `:8080`)].
@@ -175,9 +175,10 @@ impl Pipeline {
 
     /// Run every guest on the services its scope admits. Each guest's result is kept apart, so
     /// one failing guest does not take the others' output with it.
-    pub fn run(&self, services: &[Service], namespaces: &NamespaceLabels) -> Run {
+    pub fn run(&self, services: &[Arc<Service>], namespaces: &NamespaceLabels) -> Run {
         let mut domains = BTreeMap::new();
         let mut conflicts = Vec::new();
+        let team_involved = self.guests().any(|(_, l)| l.scope.trust == Trust::Team);
         let outputs = self
             .guests()
             .map(|(part, loaded)| {
@@ -185,13 +186,16 @@ impl Pipeline {
                     let labels = namespaces.get(&s.namespace);
                     loaded.scope.admits(s, labels, loaded.declared.as_deref())
                 });
-                let input = input(
-                    part,
-                    loaded.scope.trust,
-                    admitted,
-                    &mut domains,
-                    &mut conflicts,
-                );
+                let input = match team_involved {
+                    true => input(
+                        part,
+                        loaded.scope.trust,
+                        admitted,
+                        &mut domains,
+                        &mut conflicts,
+                    ),
+                    false => admitted.cloned().collect(),
+                };
                 self.render_if_changed(part, loaded, input)
             })
             .collect();
@@ -201,7 +205,7 @@ impl Pipeline {
 
     /// A warning for each proto of services that no guest serves, naming them, when every guest
     /// says which protos it serves (a guest that does not say may serve any).
-    fn unserved(&self, services: &[Service]) -> Vec<String> {
+    fn unserved(&self, services: &[Arc<Service>]) -> Vec<String> {
         let mut served = Vec::new();
         for (_, loaded) in self.guests() {
             match &loaded.declared {
@@ -233,7 +237,12 @@ impl Pipeline {
     }
 
     /// Render one guest, unless its input is the one its last successful output came from.
-    fn render_if_changed(&self, part: &Part, loaded: &Loaded, input: Vec<Service>) -> GuestOutput {
+    fn render_if_changed(
+        &self,
+        part: &Part,
+        loaded: &Loaded,
+        input: Vec<Arc<Service>>,
+    ) -> GuestOutput {
         let key = {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             input.hash(&mut hasher);
@@ -266,8 +275,8 @@ impl Pipeline {
     }
 
     /// What guest `loaded` receives: `services`, with its settings.
-    fn cluster(&self, loaded: &Loaded, services: Vec<Service>) -> Cluster {
-        Cluster {
+    fn cluster(&self, loaded: &Loaded, services: Vec<Arc<Service>>) -> Input {
+        Input {
             context: Context {
                 maps_dir: MAPS_DIR.into(),
                 certs_dir: CERTS_DIR.into(),
@@ -282,7 +291,7 @@ impl Pipeline {
         &self,
         part: &Part,
         loaded: &Loaded,
-        cluster: &Cluster,
+        cluster: &Input,
     ) -> Result<Fragment, GuestError> {
         self.renders.fetch_add(1, Ordering::Relaxed);
         let fragment = self.sandbox.render(&loaded.guest, cluster)?;
@@ -301,7 +310,12 @@ impl Pipeline {
     /// (a guest is a pure function of its input) and render the rest without them. Only a
     /// guest that fails with no service at all, or on more services than
     /// [`QUARANTINE_RENDERS`] can find, has no output.
-    fn render_guest(&self, part: &Part, loaded: &Loaded, services: Vec<Service>) -> GuestOutput {
+    fn render_guest(
+        &self,
+        part: &Part,
+        loaded: &Loaded,
+        services: Vec<Arc<Service>>,
+    ) -> GuestOutput {
         let output = |result, quarantined| GuestOutput {
             slot: part.slot.clone(),
             team: loaded.scope.trust == Trust::Team,
@@ -413,7 +427,7 @@ impl Pipeline {
     /// are left out, each with an error log.
     pub fn render(
         &self,
-        services: &[Service],
+        services: &[Arc<Service>],
         namespaces: &NamespaceLabels,
     ) -> Result<Assembled, Vec<PipelineError>> {
         let run = self.run(services, namespaces);
@@ -483,33 +497,37 @@ pub fn empty_fragment() -> Fragment {
 fn input<'a>(
     part: &Part,
     trust: Trust,
-    admitted: impl Iterator<Item = &'a Service>,
+    admitted: impl Iterator<Item = &'a Arc<Service>>,
     domains: &mut BTreeMap<String, (String, Trust)>,
     conflicts: &mut Vec<String>,
-) -> Vec<Service> {
+) -> Vec<Arc<Service>> {
     let mut input = Vec::new();
     for service in admitted {
-        let mut service = service.clone();
-        let had_domains = !service.domains.is_empty();
-        service.domains.retain(|domain| match domains.get(domain) {
-            Some((holder, theirs))
-                if *holder != part.slot && (trust == Trust::Team || *theirs == Trust::Team) =>
-            {
-                conflicts.push(format!(
-                    "guest {}: domain {domain} of service {}/{} left out: guest {holder} routes \
-                     it, and the earlier slot keeps a domain",
-                    part.slot, service.namespace, service.name
-                ));
-                false
+        let mut dropped = Vec::new();
+        for domain in &service.domains {
+            match domains.get(domain) {
+                Some((holder, theirs))
+                    if *holder != part.slot && (trust == Trust::Team || *theirs == Trust::Team) =>
+                {
+                    conflicts.push(format!(
+                        "guest {}: domain {domain} of service {}/{} left out: guest {holder} \
+                         routes it, and the earlier slot keeps a domain",
+                        part.slot, service.namespace, service.name
+                    ));
+                    dropped.push(domain);
+                }
+                Some(_) => {}
+                None => {
+                    domains.insert(domain.clone(), (part.slot.clone(), trust));
+                }
             }
-            Some(_) => true,
-            None => {
-                domains.insert(domain.clone(), (part.slot.clone(), trust));
-                true
-            }
-        });
-        if !(had_domains && service.domains.is_empty()) {
-            input.push(service);
+        }
+        if dropped.is_empty() {
+            input.push(service.clone());
+        } else if dropped.len() < service.domains.len() {
+            let mut trimmed = Service::clone(service);
+            trimmed.domains.retain(|domain| !dropped.contains(&domain));
+            input.push(Arc::new(trimmed));
         }
     }
     input
@@ -605,7 +623,7 @@ mod tests {
     use super::*;
 
     /// The model of two http services and a redis one; `shop` served at `shop_ip`.
-    fn services(shop_ip: &str) -> Vec<Service> {
+    fn services(shop_ip: &str) -> Vec<Arc<Service>> {
         let service = |name: &str, proto: &str, extra: &str, ip: &str| {
             format!(
                 "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: t, \

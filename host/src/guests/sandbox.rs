@@ -3,7 +3,7 @@
 //! limit and a memory cap. WASI is linked deny-all with a fixed clock and fixed random bytes,
 //! so guests whose language runtime imports WASI load, and stay pure functions of their input.
 
-use crate::bindings::{self, Cluster, Description, Fragment, GuestPre, Level, RenderError};
+use crate::bindings::{self, Description, Fragment, GuestPre, Level, RenderError};
 use crate::source::printable;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, ComponentType, HasSelf, Linker, Lower, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -397,17 +397,22 @@ impl Sandbox {
         store
     }
 
-    /// Run `guest` on `cluster` in a fresh store.
-    pub fn render(&self, guest: &Guest, cluster: &Cluster) -> Result<Fragment, GuestError> {
+    /// Run `guest` on `cluster` in a fresh store. `cluster` is a WIT `cluster` record: a
+    /// [`Cluster`](bindings::Cluster), or an [`Input`](bindings::Input) that shares its services with the model.
+    pub fn render<C>(&self, guest: &Guest, cluster: &C) -> Result<Fragment, GuestError>
+    where
+        C: ComponentType + Lower + Sync,
+    {
         let mut store = self.store(&guest.name);
-        let result = match &guest.pre {
-            Pre::Current(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|instance| instance.call_render(&mut store, cluster)),
-            Pre::V0_1(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|instance| instance.call_render(&mut store, cluster)),
+        let pre = match &guest.pre {
+            Pre::Current(pre) => pre.instance_pre(),
+            Pre::V0_1(pre) => pre.instance_pre(),
         };
+        let result = pre.instantiate(&mut store).and_then(|instance| {
+            let render = instance
+                .get_typed_func::<(&C,), (Result<Fragment, RenderError>,)>(&mut store, "render")?;
+            Ok(render.call(&mut store, (cluster,))?.0)
+        });
         let said = store.data().stderr.text();
         if !said.trim().is_empty() {
             tracing::debug!(
