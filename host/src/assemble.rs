@@ -94,13 +94,25 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
 }
 
 /// Whether the host can write `fragment`: valid section names and keywords, valid map files, no
-/// control characters anywhere.
-pub fn check_fragment(fragment: &Fragment) -> Result<(), String> {
-    Text::default().sections("", &fragment.sections)?;
-    for map in &fragment.maps {
-        map_contents(map)?;
+/// control characters anywhere. A section or map file equal to the one in the same place of
+/// `checked`, a fragment that passed before, is not checked again.
+pub fn check_fragment(fragment: &Fragment, checked: Option<&Fragment>) -> Result<(), String> {
+    for (i, section) in fragment.sections.iter().enumerate() {
+        if !same_place(section, i, checked.map(|c| &c.sections[..])) {
+            Text::default().sections("", std::slice::from_ref(section))?;
+        }
+    }
+    for (i, map) in fragment.maps.iter().enumerate() {
+        if !same_place(map, i, checked.map(|c| &c.maps[..])) {
+            map_contents(map)?;
+        }
     }
     Ok(())
+}
+
+/// Whether `before` holds `item` at index `i`.
+fn same_place<T: PartialEq>(item: &T, i: usize, before: Option<&[T]>) -> bool {
+    before.and_then(|before| before.get(i)) == Some(item)
 }
 
 /// The text of map file `map`: `key value` lines.
@@ -304,6 +316,32 @@ mod tests {
             section_header(SectionKind::Defaults, None).unwrap(),
             "defaults"
         );
+    }
+
+    #[test]
+    fn a_fragment_is_checked_where_it_differs_from_one_that_passed() {
+        let backend = |name: &str, server: &str| Section {
+            kind: SectionKind::Backend,
+            name: Some(name.into()),
+            directives: vec![crate::bindings::Directive {
+                keyword: "server".into(),
+                args: vec!["s".into(), server.into()],
+                comment: None,
+            }],
+        };
+        let fragment = |sections| Fragment {
+            sections,
+            maps: Vec::new(),
+        };
+        let good = fragment(vec![backend("a", "10.0.0.1:80"), backend("b", "10.0.0.2:80")]);
+        assert!(check_fragment(&good, None).is_ok());
+        assert!(check_fragment(&good, Some(&good)).is_ok());
+
+        let broken = fragment(vec![backend("a", "10.0.0.1:80"), backend("b", "bad\nline")]);
+        let error = check_fragment(&broken, Some(&good)).unwrap_err();
+        assert!(error.contains("backend b"), "{error}");
+        let moved = fragment(vec![backend("b", "bad\nline"), backend("a", "10.0.0.1:80")]);
+        assert!(check_fragment(&moved, Some(&good)).is_err());
     }
 
     #[test]

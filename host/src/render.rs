@@ -257,7 +257,8 @@ impl Pipeline {
                 quarantined: same.quarantined.clone(),
             };
         }
-        let output = self.render_guest(part, loaded, input);
+        let checked = last.as_ref().map(|last| &last.fragment);
+        let output = self.render_guest(part, loaded, input, checked);
         if let Ok(fragment) = &output.result {
             *last = Some(LastOutput {
                 input: key,
@@ -292,6 +293,7 @@ impl Pipeline {
         part: &Part,
         loaded: &Loaded,
         cluster: &Input,
+        checked: Option<&Fragment>,
     ) -> Result<Fragment, GuestError> {
         self.renders.fetch_add(1, Ordering::Relaxed);
         let fragment = self.sandbox.render(&loaded.guest, cluster)?;
@@ -299,7 +301,7 @@ impl Pipeline {
             guest: part.name().to_string(),
             reason,
         };
-        assemble::check_fragment(&fragment).map_err(refused)?;
+        assemble::check_fragment(&fragment, checked).map_err(refused)?;
         let services = &cluster.services;
         crate::policy::check(part.name(), &loaded.scope, services, &fragment, MAPS_DIR)
             .map_err(|refusal| refused(refusal.to_string()))?;
@@ -315,6 +317,7 @@ impl Pipeline {
         part: &Part,
         loaded: &Loaded,
         services: Vec<Arc<Service>>,
+        checked: Option<&Fragment>,
     ) -> GuestOutput {
         let output = |result, quarantined| GuestOutput {
             slot: part.slot.clone(),
@@ -323,12 +326,12 @@ impl Pipeline {
             quarantined,
         };
         let cluster = self.cluster(loaded, services);
-        let error = match self.attempt(part, loaded, &cluster) {
+        let error = match self.attempt(part, loaded, &cluster, checked) {
             Err(error) if !cluster.services.is_empty() => error,
             result => return output(result, Vec::new()),
         };
         if self
-            .attempt(part, loaded, &self.cluster(loaded, Vec::new()))
+            .attempt(part, loaded, &self.cluster(loaded, Vec::new()), checked)
             .is_err()
         {
             return output(Err(error), Vec::new());
@@ -336,7 +339,7 @@ impl Pipeline {
         let services = &cluster.services;
         let render = |indices: &[usize]| {
             let subset = indices.iter().map(|&i| services[i].clone()).collect();
-            self.attempt(part, loaded, &self.cluster(loaded, subset))
+            self.attempt(part, loaded, &self.cluster(loaded, subset), checked)
         };
         let mut budget = Budget {
             renders: QUARANTINE_RENDERS,
