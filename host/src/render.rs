@@ -11,7 +11,6 @@ use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use crate::model::NamespaceLabels;
 use crate::scope::{Scope, Trust};
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,9 +62,11 @@ struct Loaded {
     last: Mutex<Option<LastOutput>>,
 }
 
-/// A guest's successful output, its quarantine, and a hash of the input they came from.
+/// A guest's successful output, its quarantine, and the input they came from. Inputs are
+/// compared whole, not by a hash an object's author could make collide; the model shares
+/// unchanged services, so most of the comparison is of pointers.
 struct LastOutput {
-    input: u64,
+    input: Vec<Arc<Service>>,
     fragment: Fragment,
     quarantined: Vec<(String, String)>,
 }
@@ -243,13 +244,8 @@ impl Pipeline {
         loaded: &Loaded,
         input: Vec<Arc<Service>>,
     ) -> GuestOutput {
-        let key = {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            input.hash(&mut hasher);
-            hasher.finish()
-        };
         let mut last = loaded.last.lock().unwrap();
-        if let Some(same) = last.as_ref().filter(|last| last.input == key) {
+        if let Some(same) = last.as_ref().filter(|last| last.input == input) {
             return GuestOutput {
                 slot: part.slot.clone(),
                 team: loaded.scope.trust == Trust::Team,
@@ -258,10 +254,10 @@ impl Pipeline {
             };
         }
         let checked = last.as_ref().map(|last| &last.fragment);
-        let output = self.render_guest(part, loaded, input, checked);
+        let output = self.render_guest(part, loaded, input.clone(), checked);
         if let Ok(fragment) = &output.result {
             *last = Some(LastOutput {
-                input: key,
+                input,
                 fragment: fragment.clone(),
                 quarantined: output.quarantined.clone(),
             });
