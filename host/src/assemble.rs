@@ -333,7 +333,10 @@ mod tests {
             sections,
             maps: Vec::new(),
         };
-        let good = fragment(vec![backend("a", "10.0.0.1:80"), backend("b", "10.0.0.2:80")]);
+        let good = fragment(vec![
+            backend("a", "10.0.0.1:80"),
+            backend("b", "10.0.0.2:80"),
+        ]);
         assert!(check_fragment(&good, None).is_ok());
         assert!(check_fragment(&good, Some(&good)).is_ok());
 

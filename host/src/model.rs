@@ -107,7 +107,7 @@ pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Arc<Service>>, Vec<Proble
 pub struct Model {
     rules: Option<Rules>,
     /// By the address of each candidate's first object.
-    built: HashMap<usize, Built>,
+    built: HashMap<usize, Built, foldhash::fast::RandomState>,
 }
 
 /// What one candidate became, and the objects it was made of.
@@ -185,7 +185,11 @@ impl Sources {
         same(&self.service, &other.service)
             && same(&self.endpoints, &other.endpoints)
             && self.slices.len() == other.slices.len()
-            && self.slices.iter().zip(&other.slices).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self
+                .slices
+                .iter()
+                .zip(&other.slices)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
@@ -201,7 +205,7 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
                 .push(slice);
         }
     }
-    let legacy: HashMap<(&str, &str), &Arc<core::Endpoints>> = objects
+    let mut legacy: HashMap<(&str, &str), &Arc<core::Endpoints>> = objects
         .endpoints
         .iter()
         .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e))
@@ -210,7 +214,7 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
     let mut candidates = Vec::new();
     for service in &objects.services {
         let key = (namespace(&service.metadata), name(&service.metadata));
-        let endpoints = legacy.get(&key).copied();
+        let endpoints = legacy.remove(&key);
         let slices = slices.remove(&key).unwrap_or_default();
         let backing = match slices.is_empty() {
             false => Backing::Slices(slices.iter().map(|&s| s.as_ref()).collect()),
@@ -230,14 +234,10 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
             },
         });
     }
-    let with_service: std::collections::HashSet<_> = objects
-        .services
-        .iter()
-        .map(|s| (namespace(&s.metadata), name(&s.metadata)))
-        .collect();
+    // The legacy Endpoints objects left have no Service.
     for endpoints in &objects.endpoints {
         let key = (namespace(&endpoints.metadata), name(&endpoints.metadata));
-        if !with_service.contains(&key) {
+        if legacy.contains_key(&key) {
             candidates.push(Candidate {
                 kind: "Endpoints",
                 meta: &endpoints.metadata,
@@ -940,7 +940,9 @@ mod tests {
             )
         };
         let annotations = |domain: &str| {
-            format!("    wasmconfd.io/proto: http\n    wasmconfd.io/domain: {domain}\n    wasmconfd.io/typo: x")
+            format!(
+                "    wasmconfd.io/proto: http\n    wasmconfd.io/domain: {domain}\n    wasmconfd.io/typo: x"
+            )
         };
         let text = service("a", &annotations("a.test"), "2024-01-01T00:00:00Z")
             + &slice("a", "10.0.0.1")
@@ -959,10 +961,16 @@ mod tests {
         let (moved, _) = parse_snapshot(&moved).unwrap();
         objects.endpoint_slices[1] = moved.endpoint_slices[0].clone();
         let (second, second_problems) = kept.build(&objects, &rules);
-        assert!(Arc::ptr_eq(&first[0], &second[0]), "a is not converted again");
+        assert!(
+            Arc::ptr_eq(&first[0], &second[0]),
+            "a is not converted again"
+        );
         assert!(!Arc::ptr_eq(&first[1], &second[1]));
         assert_eq!(second[1].endpoints[0].address, "10.0.0.9");
-        assert_eq!(second_problems, first_problems, "problems are still reported");
+        assert_eq!(
+            second_problems, first_problems,
+            "problems are still reported"
+        );
 
         let (full, full_problems) = build(&objects, &rules);
         assert_eq!(second, full);

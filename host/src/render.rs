@@ -12,8 +12,8 @@ use crate::model::NamespaceLabels;
 use crate::scope::{Scope, Trust};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Settings per guest name: `http` -> [(`bind`, `:8080`)].
 pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
