@@ -977,6 +977,79 @@ mod tests {
         assert_eq!(second_problems, full_problems);
     }
 
+    /// Random sequences of changes (services added, removed, re-annotated, their endpoints
+    /// moved, legacy Endpoints objects), as the watch caches hold them: after each one, the
+    /// kept model equals a full build.
+    #[test]
+    fn after_any_sequence_of_changes_the_kept_model_equals_a_full_build() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let object = |text: String| parse_snapshot(&text).unwrap().0;
+        let rules = Rules::default();
+        let mut objects = Objects::default();
+        let mut kept = Model::default();
+        for step in 0..400 {
+            let i = random(12);
+            let name = format!("s{i}");
+            let domain = format!("d{}.test", random(6));
+            match random(5) {
+                0 => objects
+                    .services
+                    .retain(|s| s.metadata.name.as_deref() != Some(&name)),
+                1 => {
+                    let path = ["", "    wasmconfd.io/path: /x\n"][random(2) as usize];
+                    let annotations = format!(
+                        "    wasmconfd.io/proto: http\n    wasmconfd.io/domain: {domain}\n{path}"
+                    );
+                    let created = format!("2024-01-{:02}T00:00:00Z", random(28) + 1);
+                    let new = object(service(&name, annotations.trim_end(), &created)).services;
+                    objects
+                        .services
+                        .retain(|s| s.metadata.name.as_deref() != Some(&name));
+                    objects.services.extend(new);
+                }
+                2 | 3 => {
+                    let ip = ["10.0.0.1", "10.0.0.2", "0.0.0.0", "10.0.0.3"][random(4) as usize];
+                    let new = object(format!(
+                        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                         addressType: IPv4\nmetadata: {{name: {name}-a, namespace: ns, labels: \
+                         {{kubernetes.io/service-name: {name}}}}}\n\
+                         ports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [{ip}]}}]"
+                    ));
+                    let slice_name = format!("{name}-a");
+                    objects
+                        .endpoint_slices
+                        .retain(|s| s.metadata.name.as_deref() != Some(&slice_name));
+                    if random(4) > 0 {
+                        objects.endpoint_slices.extend(new.endpoint_slices);
+                    }
+                }
+                _ => {
+                    let new = object(format!(
+                        "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: \
+                         ns, annotations: {{proto: redis}}}}\nsubsets: [{{addresses: \
+                         [{{ip: 10.0.1.{i}}}], ports: [{{port: 6379}}]}}]"
+                    ));
+                    objects
+                        .endpoints
+                        .retain(|e| e.metadata.name.as_deref() != Some(&name));
+                    if random(3) > 0 {
+                        objects.endpoints.extend(new.endpoints);
+                    }
+                }
+            }
+            let (incremental, incremental_problems) = kept.build(&objects, &rules);
+            let (full, full_problems) = build(&objects, &rules);
+            assert_eq!(incremental, full, "step {step}");
+            assert_eq!(incremental_problems, full_problems, "step {step}");
+        }
+    }
+
     #[test]
     fn domains_are_lower_cased_split_and_checked() {
         assert_eq!(
