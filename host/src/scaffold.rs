@@ -193,10 +193,12 @@ fn readme(language: Language) -> String {
          Tools: {tools}\n\n\
          ```console\n\
          $ ./build.sh                # -> build/{{{{name}}}}.wasm\n\
-         $ ./test.sh                 # build, render test/cluster.yaml, compare with test/expected.*\n\
+         $ ./test.sh                 # build, render test/cluster.yaml, haproxy -c, compare with test/expected.*\n\
          $ ./test.sh --update        # accept the current output as expected\n\
          ```\n\n\
-         `test.sh` runs `wasmconfd` from PATH, or the binary named by `WASMCONFD`.\n\n\
+         `test.sh` renders with the bundled base guest and checks the whole configuration with \
+         `haproxy -c`; it compares only this guest's part. It runs `wasmconfd` from PATH, or \
+         the binary named by `WASMCONFD`.\n\n\
          To use it, copy `build/{{{{name}}}}.wasm` into wasmconfd's guest directory under a slot \
          name, e.g. `50-{{{{name}}}}.wasm`, and annotate services with \
          `wasmconfd.io/proto: {{{{name}}}}`. Settings: `--set {{{{name}}}}.bind=:8080`.\n\n\

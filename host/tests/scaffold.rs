@@ -48,7 +48,7 @@ fn passes_its_own_test(language: &str) -> tempfile::TempDir {
     }
     let (ok, stdout, stderr) = project(&project_dir, "./test.sh", &[]);
     assert!(
-        ok && stdout.contains("ok: the output matches"),
+        ok && stdout.contains("passes haproxy -c, and the output matches"),
         "the new {language} project fails its own test:\n{stdout}\n{stderr}"
     );
     keeps_to_the_team_policy(&project_dir);
@@ -84,7 +84,7 @@ fn a_new_rust_guest_passes_its_tests() {
 }
 
 #[test]
-fn a_new_python_guest_passes_its_test_which_catches_a_changed_output() {
+fn a_new_python_guest_passes_its_test_which_catches_a_changed_output_and_a_bad_one() {
     let dir = passes_its_own_test("python");
     let project_dir = dir.path().join("demo");
     let app = project_dir.join("app.py");
@@ -98,6 +98,20 @@ fn a_new_python_guest_passes_its_test_which_catches_a_changed_output() {
     assert!(ok, "--update accepts the new output:\n{stderr}");
     let (ok, _, stderr) = project(&project_dir, "./test.sh", &[]);
     assert!(ok, "{stderr}");
+
+    // A configuration HAProxy refuses fails the test, even once accepted as expected.
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(
+        &app,
+        text.replacen("\"mode\", \"http\"", "\"mode\", \"htttp\"", 1),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = project(&project_dir, "./test.sh", &["--update"]);
+    assert!(!ok, "mode htttp must fail the test:\n{stdout}");
+    assert!(
+        stderr.contains("htttp"),
+        "HAProxy's complaint is shown:\n{stderr}"
+    );
 }
 
 #[test]

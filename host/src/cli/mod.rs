@@ -65,8 +65,9 @@ pub enum GuestCommand {
     ///
     /// The project routes services with proto NAME by Host header to their ready endpoints. It
     /// has a build.sh, and a test.sh that builds the guest, renders a sample cluster through
-    /// wasmconfd and compares the output with test/expected.cfg (`./test.sh --update` accepts
-    /// a new output). See docs/guests.md.
+    /// wasmconfd with the bundled base guest, checks it with `haproxy -c` and compares the
+    /// guest's part with test/expected.cfg (`./test.sh --update` accepts a new output). See
+    /// docs/guests.md.
     New(NewGuestArgs),
     /// Push a guest component to an OCI registry as a Wasm artifact (config
     /// application/vnd.wasm.config.v0+json, one application/wasm layer). Prints its digest.
