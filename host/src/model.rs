@@ -176,14 +176,14 @@ impl Sources {
     }
 
     fn same(&self, other: &Sources) -> bool {
-        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+        fn same_object<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
             match (a, b) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (a, b) => a.is_none() && b.is_none(),
             }
         }
-        same(&self.service, &other.service)
-            && same(&self.endpoints, &other.endpoints)
+        same_object(&self.service, &other.service)
+            && same_object(&self.endpoints, &other.endpoints)
             && self.slices.len() == other.slices.len()
             && self
                 .slices
@@ -216,9 +216,10 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
         let key = (namespace(&service.metadata), name(&service.metadata));
         let endpoints = legacy.remove(&key);
         let slices = slices.remove(&key).unwrap_or_default();
-        let backing = match slices.is_empty() {
-            false => Backing::Slices(slices.iter().map(|&s| s.as_ref()).collect()),
-            true => Backing::Legacy(endpoints.map(Arc::as_ref)),
+        let backing = if slices.is_empty() {
+            Backing::Legacy(endpoints.map(Arc::as_ref))
+        } else {
+            Backing::Slices(slices.iter().map(|&s| s.as_ref()).collect())
         };
         candidates.push(Candidate {
             kind: "Service",

@@ -187,15 +187,16 @@ impl Pipeline {
                     let labels = namespaces.get(&s.namespace);
                     loaded.scope.admits(s, labels, loaded.declared.as_deref())
                 });
-                let input = match team_involved {
-                    true => input(
+                let input = if team_involved {
+                    input(
                         part,
                         loaded.scope.trust,
                         admitted,
                         &mut domains,
                         &mut conflicts,
-                    ),
-                    false => admitted.cloned().collect(),
+                    )
+                } else {
+                    admitted.cloned().collect()
                 };
                 self.render_if_changed(part, loaded, input)
             })

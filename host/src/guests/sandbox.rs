@@ -398,7 +398,8 @@ impl Sandbox {
     }
 
     /// Run `guest` on `cluster` in a fresh store. `cluster` is a WIT `cluster` record: a
-    /// [`Cluster`](bindings::Cluster), or an [`Input`](bindings::Input) that shares its services with the model.
+    /// [`Cluster`](bindings::Cluster), or an [`Input`](bindings::Input), which shares its
+    /// services with the model.
     pub fn render<C>(&self, guest: &Guest, cluster: &C) -> Result<Fragment, GuestError>
     where
         C: ComponentType + Lower + Sync,
