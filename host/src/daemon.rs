@@ -117,13 +117,14 @@ fn render_loop(
         last_good: Vec::new(),
         installed: installed_before(&config.applier, &pipeline),
         reload_pending: false,
+        retry_apply: false,
         draining: BTreeSet::new(),
         problems: BTreeSet::new(),
         conflicts: BTreeSet::new(),
         guard: Guard::default(),
         status,
     };
-    let mut reload_failures = 0;
+    let mut failures = 0;
     loop {
         // Guests that were missing have loaded: their outputs take their places in the order.
         if let Some(next) = pipelines.try_iter().last() {
@@ -132,21 +133,23 @@ fn render_loop(
         }
         let objects = caches.lock().unwrap().objects();
         state.render_and_apply(&pipeline, &objects, config);
-        if state.reload_pending {
-            reload_failures += 1;
-            match changed.recv_timeout(backoff(reload_failures)) {
+        if state.reload_pending || state.retry_apply {
+            failures += 1;
+            match changed.recv_timeout(backoff(failures)) {
                 Ok(()) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(mpsc::RecvTimeoutError::Timeout) if state.reload_pending => {
                     state.retry_reload(&config.applier);
                     if !state.reload_pending {
-                        reload_failures = 0;
+                        failures = 0;
                     }
                     continue;
                 }
+                // Render and apply again: the host may have been fixed.
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
             }
         } else {
-            reload_failures = 0;
+            failures = 0;
             state.wait_for_change(changed)?;
         }
         coalesce(changed, config.debounce, config.max_delay);
@@ -213,6 +216,9 @@ struct State {
     /// The fragments of the configuration on disk, once this process installed or found it.
     installed: Option<Vec<Fragment>>,
     reload_pending: bool,
+    /// The last configuration failed to install for a reason on this host: tried again on a
+    /// timer, not only on the next change of the cluster.
+    retry_apply: bool,
     /// Servers taken out at runtime that still had connections: disabled, to be deleted once
     /// those end. A reload takes them away too.
     draining: BTreeSet<runtime_api::ServerName>,
@@ -256,7 +262,7 @@ impl State {
             &fragments,
         );
         let reload_failed = matches!(result, Err(ApplyError::Reload(_)));
-        if !self.report(result, &plan, socket.is_some()) {
+        if !self.report(result, &plan, socket.is_some(), &config.applier) {
             return;
         }
         self.reload_pending = reload_failed;
@@ -424,10 +430,23 @@ impl State {
         }
     }
 
-    /// Log and count what applying did; whether a configuration is now installed.
-    fn report(&mut self, result: Result<Applied, ApplyError>, plan: &Plan, socket: bool) -> bool {
+    /// Log and count what applying did; whether a configuration is now installed. A failure
+    /// on this host is published for `/readyz` with what to change, and retried on a timer.
+    fn report(
+        &mut self,
+        result: Result<Applied, ApplyError>,
+        plan: &Plan,
+        socket: bool,
+        applier: &Applier,
+    ) -> bool {
         let status = self.status.clone();
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let host_fix = result.as_ref().err().and_then(|e| e.host_fix(applier));
+        self.retry_apply = host_fix.is_some() && !matches!(result, Err(ApplyError::Reload(_)));
+        *status.host_problem.lock().unwrap() = match (&result, &host_fix) {
+            (Err(error), Some(fix)) => Some(format!("{error}: {fix}")),
+            _ => None,
+        };
         match result {
             Ok(Applied::Unchanged) => tracing::debug!("configuration unchanged"),
             Ok(Applied::Runtime) => {
@@ -462,17 +481,23 @@ impl State {
                 tracing::info!(class = "reload", ?reasons, total, "applied by a reload");
                 self.set_draining(BTreeSet::new());
             }
-            Err(ApplyError::Reload(error)) => {
+            Err(error @ ApplyError::Reload(_)) => {
                 count(&status.failed_reloads);
-                tracing::error!(%error, "reload failed; retrying with backoff");
+                let fix = host_fix.unwrap_or_default();
+                tracing::error!("{error}: {fix}; retrying with backoff");
             }
             Err(error) => {
-                if matches!(error, ApplyError::Check(_)) {
-                    count(&status.rejected_configurations);
+                match host_fix {
+                    Some(fix) => tracing::error!(
+                        "{error}; the running configuration stays: {fix}; retrying with backoff"
+                    ),
+                    None => {
+                        count(&status.rejected_configurations);
+                        tracing::error!(
+                            "{error}; the running configuration stays, retried on the next change"
+                        );
+                    }
                 }
-                tracing::error!(
-                    "{error}; the running configuration stays, retried on the next change"
-                );
                 return false;
             }
         }
@@ -558,7 +583,8 @@ impl State {
 
     /// Retry the pending reload.
     fn retry_reload(&mut self, applier: &Applier) {
-        match applier.reload() {
+        let result = applier.reload();
+        match &result {
             Ok(()) => {
                 self.reload_pending = false;
                 self.status.reload_pending.store(false, Ordering::Relaxed);
@@ -566,9 +592,13 @@ impl State {
             }
             Err(error) => {
                 self.status.failed_reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, "reload failed; retrying with backoff");
+                let fix = error.host_fix(applier).unwrap_or_default();
+                tracing::error!("{error}: {fix}; retrying with backoff");
             }
         }
+        *self.status.host_problem.lock().unwrap() = result
+            .err()
+            .map(|e| format!("{e}: {}", e.host_fix(applier).unwrap_or_default()));
     }
 
     fn set_draining(&mut self, draining: BTreeSet<runtime_api::ServerName>) {

@@ -51,6 +51,9 @@ pub struct Status {
     pub api_failing: AtomicBool,
     /// Installed, but HAProxy has not loaded it yet.
     pub reload_pending: AtomicBool,
+    /// Why the last configuration could not be installed or loaded for a reason on this host
+    /// (files, commands), and what to change; retried on a timer until it works.
+    pub host_problem: Mutex<Option<String>>,
     /// A configuration rendered from the cluster has been installed (and loaded, unless a
     /// reload is pending).
     pub installed: AtomicBool,
@@ -61,6 +64,8 @@ impl Status {
     pub fn not_ready(&self) -> Option<String> {
         if !self.synced.load(Ordering::Relaxed) {
             Some("waiting for the first complete list from the Kubernetes API".into())
+        } else if let Some(problem) = self.host_problem.lock().unwrap().clone() {
+            Some(problem)
         } else if !self.installed.load(Ordering::Relaxed) {
             Some("no configuration installed yet".into())
         } else if let Some(error) = self.haproxy_down() {

@@ -768,7 +768,8 @@ fn a_failed_reload_is_retried_until_it_succeeds() {
     let open = gate.path().join("open");
     // A reload command that fails while the gate is closed, like a service manager that is down.
     let command = format!(
-        "test -f {} || {{ echo the gate is closed >&2; exit 1; }}; kill -USR2 \"$(cat {{dir}}/haproxy.pid)\"",
+        "test -f {} || {{ echo Failed to connect >&2; echo the gate is closed >&2; exit 1; }}; \
+         kill -USR2 \"$(cat {{dir}}/haproxy.pid)\"",
         open.display()
     );
     let scene = Scene::start_reloading_with(
@@ -785,11 +786,99 @@ fn a_failed_reload_is_retried_until_it_succeeds() {
         "HAProxy runs what it had"
     );
     assert!(scene.dir.path().join("haproxy.cfg.reload-pending").exists());
+    // What the command said stays on the one line of the error, with what to change.
+    let log = scene.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the gate is closed"))
+        .unwrap();
+    assert!(
+        line.contains("Failed to connect / the gate is closed")
+            && line.contains("make the reload command (--reload-cmd) work; retrying with backoff")
+            && !line.contains("reload failed; "),
+        "{line}"
+    );
+    let body = scene.wait_for_readiness(503);
+    assert!(body.contains("the gate is closed"), "{body}");
 
     // The gate opens; nothing changes in the cluster; a retry reloads.
     std::fs::write(&open, "").unwrap();
     scene.wait_for("shop.test", "a");
     assert!(!scene.dir.path().join("haproxy.cfg.reload-pending").exists());
+    scene.wait_for_readiness(200);
+}
+
+/// A check command that cannot run (HAProxy not installed yet) is the host's problem, not the
+/// cluster's: it is named with what to do, in the log and on `/readyz`, and once it is fixed
+/// the configuration is installed by a retry, without waiting for a change in the cluster.
+#[test]
+fn a_host_problem_is_retried_on_a_timer_until_it_is_fixed() {
+    let api = with_shop(FakeApi::start(), "127.0.0.1", backend("a"));
+    let dir = tempfile::tempdir().unwrap();
+    let haproxy = dir.path().join("bin/haproxy");
+    let check = format!("{} -c -q -f", haproxy.display());
+    let config = dir.path().join("haproxy.cfg");
+    let status = free_port();
+    let log = dir.path().join("daemon.log");
+    let _daemon = Killed(
+        wasmconfd()
+            .args([
+                "run",
+                "--allow-loopback-endpoints",
+                "--reload-method",
+                "command",
+            ])
+            .args([
+                "--reload-cmd",
+                "true",
+                "--check-cmd",
+                &check,
+                "--haproxy-conf",
+            ])
+            .arg(&config)
+            .args(["--api-servers", &api.url()])
+            .args(["--status-address", &format!("127.0.0.1:{status}")])
+            .args(["--set", "base.log=none", "--set", "base.admin-socket=none"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let readiness = || http_get_path(status, "wasmconfd", "/readyz");
+    let started = Instant::now();
+    while !readiness().1.contains("is HAProxy installed?") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            readiness()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = readiness();
+    assert_eq!(code, 503);
+    assert!(
+        body.contains(&format!("make `{check}` run on this host")),
+        "{body}"
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("the running configuration stays: make `")
+            && said.contains("retrying with backoff"),
+        "{said}"
+    );
+    assert!(!config.exists());
+
+    std::fs::create_dir(haproxy.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/usr/sbin/haproxy", &haproxy).unwrap();
+    while readiness().0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}\n{}",
+            readiness(),
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::fs::read_to_string(&config).unwrap().contains("shop"));
 }
 
 /// The target is 2 s from the change (measured 1.5-1.6 s on an idle machine: the 403 second, at

@@ -32,6 +32,54 @@ pub enum ApplyError {
     Reload(String),
 }
 
+impl ApplyError {
+    /// For a failure on this host rather than in the configuration (a file that cannot be
+    /// written, a command that cannot run or fails), what the operator can change; trying the
+    /// same again later may then work. `None` when HAProxy rejected the configuration: trying it
+    /// again cannot help, a change in the cluster may.
+    pub fn host_fix(&self, applier: &Applier) -> Option<String> {
+        let dir = applier.target.parent().unwrap_or(Path::new("/")).display();
+        Some(match self {
+            ApplyError::Check(CheckError::Rejected { .. }) => return None,
+            ApplyError::Check(CheckError::Run { command, .. } | CheckError::Empty { command }) => {
+                format!(
+                    "make `{command}` run on this host (is HAProxy installed?), or set --check-cmd"
+                )
+            }
+            ApplyError::Check(CheckError::Stage(_)) => {
+                "make the temporary directory ($TMPDIR) writable".into()
+            }
+            ApplyError::Write { error, .. } => match error.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    format!(
+                        "give wasmconfd's user write access to {dir}, or point --haproxy-conf at \
+                         a file in a directory it may write"
+                    )
+                }
+                _ => format!("fix {dir} for wasmconfd to write there"),
+            },
+            ApplyError::Reload(_) => match &applier.reload {
+                Reload::Command(command) if command == DEFAULT_RELOAD_COMMAND => {
+                    "the default reload command needs systemd and a haproxy unit; without them, \
+                     run HAProxy in master-worker mode (`haproxy -W -S /run/haproxy-master.sock \
+                     -f CONFIG`) and pass `--reload-method master-socket --master-socket \
+                     /run/haproxy-master.sock`"
+                        .into()
+                }
+                Reload::Command(_) => "make the reload command (--reload-cmd) work".into(),
+                Reload::MasterSocket(socket) => format!(
+                    "run HAProxy in master-worker mode with that socket: `haproxy -W -S {}`",
+                    socket.display()
+                ),
+                Reload::Signal { pid_file, .. } => format!(
+                    "run HAProxy with its pid in that file: `haproxy -p {}`",
+                    pid_file.display()
+                ),
+            },
+        })
+    }
+}
+
 /// What [`Applier::apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -129,7 +177,7 @@ impl Applier {
     pub fn reload(&self) -> Result<(), ApplyError> {
         reload::reload(&self.reload, self.command_timeout).map_err(ApplyError::Reload)?;
         let _ = std::fs::remove_file(self.pending_marker());
-        tracing::info!(method = ?self.reload, "HAProxy reloaded");
+        tracing::info!(method = %self.reload, "HAProxy reloaded");
         Ok(())
     }
 
@@ -143,4 +191,45 @@ impl Applier {
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError {
     let path = path.display().to_string();
     move |error| ApplyError::Write { path, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_on_the_host_says_what_to_change_and_a_rejection_does_not() {
+        let applier = |reload| Applier {
+            target: PathBuf::from("/etc/haproxy/haproxy.cfg"),
+            check_command: "haproxy -c -f".into(),
+            reload,
+            command_timeout: Duration::from_secs(1),
+        };
+        let failed = ApplyError::Reload("`systemctl reload-or-restart haproxy` failed".into());
+        let fix = failed
+            .host_fix(&applier(Reload::Command(DEFAULT_RELOAD_COMMAND.into())))
+            .unwrap();
+        assert!(
+            fix.contains("haproxy -W -S") && fix.contains("--reload-method master-socket"),
+            "{fix}"
+        );
+        let denied = ApplyError::Write {
+            path: "/etc/haproxy/haproxy.cfg".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let fix = denied
+            .host_fix(&applier(Reload::Command("true".into())))
+            .unwrap();
+        assert!(fix.contains("write access to /etc/haproxy"), "{fix}");
+
+        let status = std::process::Command::new("false").status().unwrap();
+        let rejected = ApplyError::Check(CheckError::Rejected {
+            status,
+            output: "unknown keyword".into(),
+        });
+        assert_eq!(
+            rejected.host_fix(&applier(Reload::Command("true".into()))),
+            None
+        );
+    }
 }

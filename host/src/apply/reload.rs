@@ -19,6 +19,22 @@ pub enum Reload {
     Signal { pid_file: PathBuf, signal: Signal },
 }
 
+impl std::fmt::Display for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reload::Command(command) => write!(f, "command `{command}`"),
+            Reload::MasterSocket(socket) => write!(f, "master socket {}", socket.display()),
+            Reload::Signal { pid_file, signal } => {
+                let name = match signal {
+                    Signal::Usr2 => "SIGUSR2",
+                    Signal::Hup => "SIGHUP",
+                };
+                write!(f, "{name} to the pid in {}", pid_file.display())
+            }
+        }
+    }
+}
+
 /// Signals that reload HAProxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Signal {
@@ -41,8 +57,18 @@ fn run_reload_command(command: &str, timeout: Duration) -> Result<(), String> {
     if finished.status.success() {
         return Ok(());
     }
-    let said = finished.output.trim();
-    Err(format!("`{command}` failed ({}): {said}", finished.status))
+    // One line, so that it stays one line of the log.
+    let said: Vec<&str> = finished
+        .output
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    Err(format!(
+        "`{command}` failed ({}): {}",
+        finished.status,
+        said.join(" / ")
+    ))
 }
 
 fn send_signal(pid_file: &Path, signal: Signal) -> Result<(), String> {
