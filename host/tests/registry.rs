@@ -1,11 +1,12 @@
 //! Guests in an OCI registry, against Debian's docker-registry with TLS from a throwaway CA and
 //! basic auth: push, sign, verify, pull by tag and by digest, and what is refused: a tampered
 //! blob, unsigned, a wrong key, a tag moved after signing, a signature copied from another
-//! digest, wrong credentials, an untrusted certificate.
+//! digest, wrong or missing credentials, an untrusted certificate, a missing tag, nothing
+//! listening, a plain-HTTP server.
 
 mod common;
 
-use common::{repo, run, wasmconfd};
+use common::{backend, free_port, repo, run, wasmconfd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use test_registry::{Behaviour, Misbehaving, PASSWORD, Registry, USER};
@@ -406,7 +407,62 @@ fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_error() {
         stderr.contains(&format!("cannot resolve {reference}")),
         "{stderr}"
     );
-    assert!(stderr.contains("pass --registry-ca FILE"), "{stderr}");
+    assert!(
+        stderr.contains("certificate is not trusted") && stderr.contains("pass --registry-ca FILE"),
+        "{stderr}"
+    );
+
+    // No credentials at all, where the registry asks for them.
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["guest", "push", http.to_str().unwrap(), &reference])
+        .arg("--registry-ca")
+        .arg(registry.ca()));
+    assert!(!ok);
+    assert!(
+        stderr.contains("asks for credentials and none were given: pass --registry-user"),
+        "{stderr}"
+    );
+
+    // A tag that was never pushed.
+    let missing = reference.replace(":v1", ":v9");
+    let (ok, _, stderr) = guest(&registry, &["pull", &missing, "--insecure-allow-unsigned"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("has no such tag or repository") && !stderr.contains("envelope"),
+        "{stderr}"
+    );
+}
+
+/// Where nothing listens, the error says so; where a plain-HTTP server answers (here a test
+/// backend), it names --plain-http-registry, not the CA.
+#[test]
+fn an_unreachable_or_plain_http_registry_is_named_for_what_it_is() {
+    let http = bundled("http");
+    let push = |host: String| {
+        run(wasmconfd().args([
+            "guest",
+            "push",
+            http.to_str().unwrap(),
+            &format!("oci://{host}/team/http:v1"),
+        ]))
+    };
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let (ok, _, stderr) = push(nobody.clone());
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("nothing accepts connections at {nobody}")),
+        "{stderr}"
+    );
+
+    let plain = format!("127.0.0.1:{}", backend("plain"));
+    let (ok, _, stderr) = push(plain.clone());
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{plain} does not answer in TLS"))
+            && stderr.contains(&format!("pass --plain-http-registry {plain}"))
+            && !stderr.contains("--registry-ca"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -456,7 +512,7 @@ fn with_the_registry_down_a_warm_cache_still_serves_verified_guests_and_a_cold_o
     assert!(!ok && pulled.is_none());
     assert!(
         stderr.contains(&format!("cannot resolve {reference}"))
-            && stderr.contains("no usable cached copy"),
+            && stderr.contains("and no cached copy to use instead"),
         "{stderr}"
     );
 }
@@ -738,8 +794,8 @@ fn credentials_come_from_a_docker_config_json() {
     let (ok, _, stderr) = guest(&["push", http.to_str().unwrap(), &reference], &by_flag);
     assert!(!ok);
     assert!(
-        stderr.contains("the registry refused the credentials")
-            && stderr.contains("the registry's entry in the docker config.json"),
+        stderr.contains(&format!("{} refused the credentials", registry.host()))
+            && stderr.contains("entry in the docker config.json"),
         "{stderr}"
     );
 
@@ -781,7 +837,8 @@ fn a_guest_that_cannot_be_loaded_stops_the_start_unless_missing_guests_are_allow
     assert!(!ok && config.is_empty());
     assert!(
         stderr.contains(&format!("guest 50-paths ({missing}) cannot be loaded"))
-            && stderr.contains("--allow-missing-guests would start without it"),
+            && stderr
+                .contains("nothing is rendered (--allow-missing-guests would go on without it)"),
         "{stderr}"
     );
 

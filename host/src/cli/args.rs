@@ -402,8 +402,8 @@ impl GuestArgs {
         for (guest, error) in failed {
             if !self.allow_missing_guests {
                 return Err(error.context(
-                    "nothing starts with a guest missing (--allow-missing-guests would start \
-                     without it)",
+                    "a guest is missing, so nothing is rendered (--allow-missing-guests would \
+                     go on without it)",
                 ));
             }
             tracing::error!("{error:#}; left out (--allow-missing-guests)");

@@ -160,7 +160,9 @@ pub async fn fetch(
                     );
                     Ok((digest, wasm))
                 }
-                Err(cached) => Err(error.context(format!("and no usable cached copy ({cached})"))),
+                Err(cached) => Err(anyhow::anyhow!(
+                    "{error:#}; and no cached copy to use instead ({cached})"
+                )),
             };
         }
     };

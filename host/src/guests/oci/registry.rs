@@ -106,7 +106,7 @@ impl Registry {
                 oci_client::RegistryOperation::Pull,
             )
             .await
-            .map_err(|e| failed(format!("cannot log in to {}", guest.registry), e))?;
+            .map_err(|e| self.failed(guest, format!("cannot log in to {}", guest.registry), e))?;
         let scheme = if self.plain_http.contains(&guest.registry) {
             "http"
         } else {
@@ -218,7 +218,7 @@ impl Registry {
         self.client
             .push(&reference, &[layer], config, &self.auth(target), None)
             .await
-            .map_err(|e| failed(format!("cannot push to {target}"), e))?;
+            .map_err(|e| self.failed(target, format!("cannot push to {target}"), e))?;
         self.resolve(target).await
     }
 
@@ -233,7 +233,7 @@ impl Registry {
             self.client
                 .fetch_manifest_digest(&guest.reference(), &self.auth(guest))
                 .await
-                .map_err(|e| failed(what(), e))
+                .map_err(|e| self.failed(guest, what(), e))
         })
         .await
     }
@@ -257,9 +257,9 @@ impl Registry {
         let wasm = self
             .within(|| format!("cannot pull the component of {guest}"), async {
                 let max = (self.limits.max_guest_size, "--max-guest-size-mib");
-                self.pull_bounded(&pinned, &layer, max)
-                    .await
-                    .map_err(|e| failed(format!("cannot pull the component of {guest}"), e))
+                self.pull_bounded(&pinned, &layer, max).await.map_err(|e| {
+                    self.failed(guest, format!("cannot pull the component of {guest}"), e)
+                })
             })
             .await?;
         if digest_of(&wasm) != layer.digest {
@@ -358,27 +358,101 @@ impl tokio::io::AsyncWrite for Bounded {
     }
 }
 
-/// `what` failed because of `error`, with what to do for the common causes.
-pub(super) fn failed(
-    what: String,
-    error: oci_client::errors::OciDistributionError,
-) -> anyhow::Error {
-    let text = error.to_string();
-    let hint = if text.contains("error sending request") {
-        "; the registry cannot be reached, or its certificate is not trusted: for a registry \
-         with its own CA, pass --registry-ca FILE"
-    } else if matches!(
-        error,
-        oci_client::errors::OciDistributionError::UnauthorizedError { .. }
-            | oci_client::errors::OciDistributionError::AuthenticationFailure(_)
-    ) || text.contains("UNAUTHORIZED")
-    {
-        "; the registry refused the credentials: check --registry-user and --registry-password, \
-         or the registry's entry in the docker config.json"
-    } else {
-        ""
-    };
-    anyhow::anyhow!("{what}: {text}{hint}")
+impl Registry {
+    /// `what`, about a guest in `guest`'s registry, failed because of `error`: the cause (the
+    /// innermost error, which the client's own message leaves out), and what to do about it.
+    pub(super) fn failed(
+        &self,
+        guest: &GuestRef,
+        what: String,
+        error: oci_client::errors::OciDistributionError,
+    ) -> anyhow::Error {
+        use oci_client::errors::{OciDistributionError as E, OciErrorCode as Code};
+        let registry = &guest.registry;
+        let codes: Vec<&Code> = match &error {
+            E::RegistryError { envelope, .. } => envelope.errors.iter().map(|e| &e.code).collect(),
+            _ => Vec::new(),
+        };
+        let status = match &error {
+            E::ServerError { code, .. } => Some(*code),
+            _ => None,
+        };
+        let unauthorized = matches!(error, E::UnauthorizedError { .. })
+            || matches!(error, E::AuthenticationFailure(_))
+            || matches!(status, Some(401 | 403))
+            || codes
+                .iter()
+                .any(|c| matches!(c, Code::Unauthorized | Code::Denied));
+        if unauthorized {
+            let with_credentials = matches!(
+                self.auth(guest),
+                oci_client::secrets::RegistryAuth::Basic(..)
+            );
+            return anyhow::anyhow!(if with_credentials {
+                format!(
+                    "{what}: {registry} refused the credentials: check --registry-user and \
+                     --registry-password, or {registry}'s entry in the docker config.json \
+                     (--registry-auth-file, or $DOCKER_CONFIG)"
+                )
+            } else {
+                format!(
+                    "{what}: {registry} asks for credentials and none were given: pass \
+                     --registry-user and --registry-password, or --registry-auth-file with an \
+                     entry for {registry}"
+                )
+            });
+        }
+        if status == Some(404)
+            || codes.iter().any(|c| {
+                matches!(
+                    c,
+                    Code::ManifestUnknown | Code::NameUnknown | Code::NotFound
+                )
+            })
+        {
+            return anyhow::anyhow!(
+                "{what}: {registry} has no such tag or repository; check the reference, or push \
+                 the guest first"
+            );
+        }
+        let cause = innermost(&error);
+        let hint = if cause.contains("onnection refused") {
+            format!("nothing accepts connections at {registry}: is the registry running there?")
+        } else if ["InvalidContentType", "corrupt message", "handshake eof"]
+            .iter()
+            .any(|sign| cause.contains(sign))
+        {
+            format!(
+                "{registry} does not answer in TLS ({cause}): for a registry served over plain \
+                 HTTP, pass --plain-http-registry {registry}"
+            )
+        } else if cause.contains("certificate") {
+            format!(
+                "{registry}'s certificate is not trusted ({cause}): for a registry with its own \
+                 CA, pass --registry-ca FILE"
+            )
+        } else if cause.contains("timed out") || cause.contains("deadline") {
+            format!(
+                "{registry} did not answer in time ({cause}): check that it is reachable, or \
+                 raise --registry-connect-timeout"
+            )
+        } else {
+            match &error {
+                E::RequestError(_) => format!("the request to {registry} failed: {cause}"),
+                _ => error.to_string(),
+            }
+        };
+        anyhow::anyhow!("{what}: {hint}")
+    }
+}
+
+/// The message of the innermost source of `error`: what actually went wrong.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut error = error;
+    while let Some(source) = error.source() {
+        error = source;
+    }
+    error.to_string()
 }
 
 /// Basic-auth credentials per registry from a docker `config.json`, as `docker login` writes it

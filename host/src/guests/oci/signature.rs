@@ -1,6 +1,5 @@
 //! cosign-compatible keyed signatures: signing, and checking them offline.
 
-use super::registry::failed;
 use super::{GuestRef, Registry};
 
 /// cosign's keyed signatures: the simple-signing payload, in a layer of this type, under the tag
@@ -210,7 +209,7 @@ impl Registry {
                 None,
             )
             .await
-            .map_err(|e| failed(format!("cannot push the signature to {target}"), e))?;
+            .map_err(|e| self.failed(guest, format!("cannot push the signature to {target}"), e))?;
         Ok(())
     }
 
