@@ -3,28 +3,23 @@
 //! compare with the expected output).
 
 use anyhow::{Context as _, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The languages a project can be started in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Language {
     Rust,
     Python,
+    #[value(alias = "javascript")]
     Js,
 }
 
 /// The componentize-py version Python projects build with (as `scripts/setup.sh` installs it).
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 
-/// The Rust SDK of the checkout this binary was built from, if it is still there.
-pub fn default_sdk() -> Option<PathBuf> {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk"))
-        .canonicalize()
-        .ok()
-}
-
 /// Write a new project for guest `name` (also its proto) into `dir`, which must not exist or be
-/// empty. `sdk` is the Rust SDK's directory, for Rust projects.
+/// empty. A Rust project carries its own copy of the SDK in `sdk/`, so it builds anywhere and
+/// can be committed as it is; `sdk` names another SDK directory to use instead.
 pub fn create(
     name: &str,
     language: Language,
@@ -69,6 +64,16 @@ const WIT: &[(&str, &str)] = &[
 
 const RUST: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
+    (
+        "sdk/Cargo.toml",
+        include_str!("../templates/rust/sdk/Cargo.toml"),
+    ),
+    ("sdk/src/lib.rs", include_str!("../../guest-sdk/src/lib.rs")),
+    ("sdk/src/log.rs", include_str!("../../guest-sdk/src/log.rs")),
+    (
+        "sdk/src/testing.rs",
+        include_str!("../../guest-sdk/src/testing.rs"),
+    ),
     ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
     ("build.sh", include_str!("../templates/rust/build.sh")),
     (".gitignore", include_str!("../templates/rust/gitignore")),
@@ -101,12 +106,19 @@ fn files(
     files.push(("README.md", readme(language)));
     let sdk = match language {
         Language::Rust => {
-            let sdk = sdk.map(Path::to_path_buf).or_else(default_sdk).context(
-                "the Rust guest SDK (guest-sdk/ of a wasmconfd checkout) is not on this machine; \
-                 pass --sdk DIR",
-            )?;
+            // The SDK generates its bindings from the project's `wit/`.
+            files.extend(owned(WIT));
             files.extend(owned(RUST));
-            sdk.display().to_string()
+            match sdk {
+                Some(sdk) => {
+                    files.retain(|(path, _)| !path.starts_with("sdk/"));
+                    sdk.canonicalize()
+                        .with_context(|| format!("the SDK directory {}", sdk.display()))?
+                        .display()
+                        .to_string()
+                }
+                None => "sdk".into(),
+            }
         }
         Language::Python => {
             files.extend(owned(WIT));
@@ -166,8 +178,9 @@ fn readme(language: Language) -> String {
     let (tools, files) = match language {
         Language::Rust => (
             "Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`). The guest \
-             uses the `wasmconfd-guest` SDK by path (see `Cargo.toml`); `cargo test` runs its \
-             unit tests natively."
+             uses the `wasmconfd-guest` SDK, a copy of which is in `sdk/` (from the wasmconfd \
+             that made this project; commit it with the project); `cargo test` runs its unit \
+             tests natively."
                 .to_string(),
             "`src/lib.rs`",
         ),
@@ -221,4 +234,24 @@ fn readme(language: Language) -> String {
          repository.\n\n\
          Writing guests: docs/guests.md in the wasmconfd repository.\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// The copy of the SDK a Rust project carries builds with the wit-bindgen the SDK does.
+    #[test]
+    fn the_sdk_copy_uses_the_workspaces_wit_bindgen() {
+        let version = |manifest: &str| {
+            manifest
+                .lines()
+                .find(|line| line.starts_with("wit-bindgen = "))
+                .map(str::to_string)
+        };
+        let workspace = version(include_str!("../../Cargo.toml"));
+        assert!(workspace.is_some());
+        assert_eq!(
+            version(include_str!("../templates/rust/sdk/Cargo.toml")),
+            workspace
+        );
+    }
 }

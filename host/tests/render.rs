@@ -351,6 +351,26 @@ fn flags_also_read_environment_variables() {
     );
 }
 
+/// `--version` names the commit the binary was built from, so a bug report can say which.
+#[test]
+fn the_version_names_the_commit() {
+    let (ok, stdout, stderr) = run(wasmconfd().arg("--version"));
+    assert!(ok, "{stderr}");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "the tests run in a git checkout");
+    let head = String::from_utf8(head.stdout).unwrap();
+    let expected = format!(
+        "wasmconfd {} ({})\n",
+        env!("CARGO_PKG_VERSION"),
+        head.trim()
+    );
+    assert_eq!(stdout, expected);
+}
+
 /// 10,000 http services with 3 endpoints each render and pass `haproxy -c`.
 #[test]
 fn ten_thousand_services_render_and_pass_the_check() {

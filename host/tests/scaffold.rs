@@ -37,7 +37,7 @@ fn passes_its_own_test(language: &str) -> tempfile::TempDir {
     let (ok, stdout, stderr) = new_guest("demo", language, &project_dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("./test.sh"), "{stdout}");
-    if language == "js" {
+    if language == "javascript" {
         // The same pinned componentize-js as the example guest's, which scripts/setup.sh
         // installs: reused rather than downloaded again for each test run.
         std::os::unix::fs::symlink(
@@ -79,8 +79,20 @@ fn keeps_to_the_team_policy(project_dir: &Path) {
 #[test]
 fn a_new_rust_guest_passes_its_tests() {
     let dir = passes_its_own_test("rust");
-    let (ok, stdout, stderr) = project(&dir.path().join("demo"), "cargo", &["test", "--quiet"]);
+    let project_dir = dir.path().join("demo");
+    let (ok, stdout, stderr) = project(&project_dir, "cargo", &["test", "--quiet"]);
     assert!(ok, "cargo test in the new project:\n{stdout}\n{stderr}");
+    // It carries its own SDK: nothing points back at this checkout.
+    let manifest = std::fs::read_to_string(project_dir.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"wasmconfd-guest = { path = "sdk" }"#),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(repo().to_str().unwrap()), "{manifest}");
+    assert_eq!(
+        std::fs::read_to_string(project_dir.join("sdk/src/lib.rs")).unwrap(),
+        std::fs::read_to_string(repo().join("guest-sdk/src/lib.rs")).unwrap()
+    );
 }
 
 #[test]
@@ -116,7 +128,7 @@ fn a_new_python_guest_passes_its_test_which_catches_a_changed_output_and_a_bad_o
 
 #[test]
 fn a_new_javascript_guest_passes_its_test() {
-    passes_its_own_test("js");
+    passes_its_own_test("javascript");
 }
 
 #[test]

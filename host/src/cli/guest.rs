@@ -79,8 +79,8 @@ pub struct NewGuestArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// The Rust guest SDK (guest-sdk/ of a wasmconfd checkout), for --lang rust. Default: the
-    /// checkout this binary was built from.
+    /// For --lang rust: use the guest SDK in DIR (guest-sdk/ of a wasmconfd checkout, to work
+    /// on the SDK itself) by path, instead of the copy a new project carries in sdk/.
     #[arg(long, value_name = "DIR")]
     pub sdk: Option<PathBuf>,
 }

@@ -18,7 +18,12 @@ use tokio::runtime::Runtime;
 
 /// Keep HAProxy in front of Kubernetes configured by sandboxed WebAssembly guests.
 #[derive(Debug, Parser)]
-#[command(name = "wasmconfd", version, about, max_term_width = 100)]
+#[command(
+    name = "wasmconfd",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WASMCONFD_COMMIT"), ")"),
+    about,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
