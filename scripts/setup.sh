@@ -25,9 +25,9 @@ if [[ "$(componentize-py --version 2>/dev/null)" != "componentize-py $componenti
     pip3 install --quiet "componentize-py==$componentize_py" \
         || pip3 install --quiet --break-system-packages "componentize-py==$componentize_py"
 fi
-# componentize-js, pinned in the example's package.json (its dependencies in package-lock.json;
-# `npm ci` refuses this lock file for its optional platform packages, `npm install` keeps it).
-(cd examples/guests/paths-js && npm install --no-audit --no-fund --loglevel=error)
+# componentize-js, pinned in the example's package.json, exactly as package-lock.json records
+# it: `npm ci` installs from the lock file and never rewrites it.
+(cd examples/guests/paths-js && npm ci --no-audit --no-fund --loglevel=error)
 
 haproxy -v | sed -n 1p  # sed reads it all: `head` could end the pipe early (SIGPIPE)
 componentize-py --version

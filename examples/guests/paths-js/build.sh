@@ -5,7 +5,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(realpath -m "${1:-$here/paths.wasm}")"
 cd "$here"
-[[ -d node_modules ]] || npm install --no-audit --no-fund --loglevel=error
+[[ -d node_modules ]] || npm ci --no-audit --no-fund --loglevel=error
 mkdir -p "$(dirname "$out")"
 # wasi:http is left out: guests have no network, and the host does not provide it.
 node_modules/.bin/componentize-js app.js --wit ../../../wit/0.1.0 --world-name guest \
