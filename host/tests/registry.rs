@@ -433,6 +433,44 @@ fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_error() {
     );
 }
 
+/// The password can come from standard input, so it never shows in the process list; a user
+/// without any password is refused before anything is sent.
+#[test]
+fn the_registry_password_can_come_from_stdin() {
+    use std::io::Write as _;
+    let registry = Registry::start();
+    let reference = format!("oci://{}/team/http:v1", registry.host());
+    let http = bundled("http");
+    let push = || {
+        let mut command = wasmconfd();
+        command
+            .args(["guest", "push", http.to_str().unwrap(), &reference])
+            .arg("--registry-ca")
+            .arg(registry.ca())
+            .args(["--registry-user", USER]);
+        command
+    };
+    let mut child = push()
+        .arg("--registry-password-stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("@sha256:"));
+
+    let (ok, _, stderr) = run(&mut push());
+    assert!(!ok);
+    assert!(
+        stderr.contains("--registry-user needs a password: --registry-password-stdin"),
+        "{stderr}"
+    );
+}
+
 /// Where nothing listens, the error says so; where a plain-HTTP server answers (here a test
 /// backend), it names --plain-http-registry, not the CA.
 #[test]

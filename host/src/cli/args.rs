@@ -57,12 +57,18 @@ impl KeysArgs {
 /// How to reach OCI registries.
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
-    /// User for basic auth, for every registry.
-    #[arg(long, env = "WASMCONFD_REGISTRY_USER", requires = "registry_password")]
+    /// User for basic auth, for every registry; with --registry-password-stdin or
+    /// --registry-password.
+    #[arg(long, env = "WASMCONFD_REGISTRY_USER")]
     pub registry_user: Option<String>,
-    /// Password for basic auth.
+    /// Password for basic auth. On the command line it shows in the process list: prefer
+    /// --registry-password-stdin, or the environment variable.
     #[arg(long, env = "WASMCONFD_REGISTRY_PASSWORD", hide_env_values = true)]
     pub registry_password: Option<String>,
+    /// Read the password for basic auth from standard input, without its final line break (as
+    /// `docker login --password-stdin`): `cat password | wasmconfd ... --registry-password-stdin`.
+    #[arg(long, conflicts_with = "registry_password", requires = "registry_user")]
+    pub registry_password_stdin: bool,
     /// Credentials per registry from a docker config.json (as `docker login` writes it, or the
     /// `.dockerconfigjson` of a Kubernetes image pull Secret). --registry-user, when given, wins
     /// [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json, if there is one].
@@ -106,11 +112,27 @@ impl RegistryArgs {
                 })?;
             Some(dir.join("config.json")).filter(|file| file.exists())
         });
+        let password = if self.registry_password_stdin {
+            let read = std::io::read_to_string(std::io::stdin()).map_err(|e| {
+                anyhow::anyhow!("cannot read the registry password from stdin: {e}")
+            })?;
+            let password = read.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(
+                !password.is_empty(),
+                "--registry-password-stdin: standard input holds no password"
+            );
+            Some(password.to_string())
+        } else {
+            self.registry_password.clone()
+        };
+        if self.registry_user.is_some() && password.is_none() {
+            anyhow::bail!(
+                "--registry-user needs a password: --registry-password-stdin (or \
+                 --registry-password, or WASMCONFD_REGISTRY_PASSWORD)"
+            );
+        }
         Ok(crate::guests::oci::RegistryAccess {
-            credentials: self
-                .registry_user
-                .clone()
-                .zip(self.registry_password.clone()),
+            credentials: self.registry_user.clone().zip(password),
             logins: match auth_file {
                 Some(file) => crate::guests::oci::read_logins(&file)?,
                 None => Default::default(),
