@@ -199,6 +199,28 @@ fn a_bearer_token_is_sent_and_a_missing_one_is_refused() {
     );
 }
 
+/// A token file as `kubectl create token ... > file` writes it, with a final line break, is
+/// read as kubectl reads it; a missing one is named.
+#[test]
+fn a_token_file_is_read_without_its_line_break() {
+    let api = example_api(FakeApi::start());
+    api.require_token("s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let (ok, stdout, stderr) = run(snapshot(&api.url()).arg("--token-file").arg(&file));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("name: web"));
+
+    let missing = dir.path().join("nothing-here");
+    let (ok, _, stderr) = run(snapshot(&api.url()).arg("--token-file").arg(&missing));
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("cannot read the token file {}", missing.display())),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_kubeconfig_and_its_context_are_used() {
     let api = example_api(FakeApi::start());

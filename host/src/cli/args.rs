@@ -243,6 +243,17 @@ pub struct KubernetesArgs {
     )]
     pub token: Option<String>,
 
+    /// Bearer token from a file (with --api-servers), read again when it changes, so a rotated
+    /// token is used within about a minute; surrounding whitespace is dropped, as kubectl does.
+    #[arg(
+        long,
+        env = "WASMCONFD_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "api_servers",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+
     /// Limit on connecting to an API server and on waiting for its answer.
     #[arg(long, env = "WASMCONFD_API_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub api_timeout: Duration,
@@ -272,6 +283,7 @@ impl KubernetesArgs {
             ssl_cert: self.ssl_cert.clone(),
             ssl_key: self.ssl_key.clone(),
             token: self.token.clone(),
+            token_file: self.token_file.clone(),
             timeout: self.api_timeout,
             namespace: self.namespace.clone(),
             label_selector: self.selector.clone(),

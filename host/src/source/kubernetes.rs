@@ -27,6 +27,8 @@ pub struct Connection {
     pub ssl_key: Option<PathBuf>,
     /// Bearer token, for `api_servers`.
     pub token: Option<String>,
+    /// A file holding the bearer token, for `api_servers`; read again when it changes.
+    pub token_file: Option<PathBuf>,
     /// Limit on connecting, and on waiting for any answer, for every request.
     pub timeout: Duration,
     /// Read only this namespace (default: all).
@@ -38,6 +40,75 @@ pub struct Connection {
     /// Also read Namespace objects (all of them, whatever `namespace` and `label_selector`
     /// say), for scopes that select namespaces by label.
     pub namespaces: bool,
+}
+
+/// How often the token file is read again: with the kube client's own reading of the copy
+/// (at least once a minute), a rotated token is in use within about a minute.
+const TOKEN_FILE_CHECK: Duration = Duration::from_secs(10);
+
+/// The token of `--token-file` as the kube client reads it: a private copy, trimmed (kube
+/// would send a final line break and fail with "invalid bearer token"), that follows the file.
+struct TokenCopy {
+    source: PathBuf,
+    /// Private to this process (0700); the copy is `token` inside.
+    dir: tempfile::TempDir,
+    token: String,
+}
+
+impl TokenCopy {
+    /// Copy the token of `source`, and keep the copy up to date while the runtime runs; the
+    /// copy's path.
+    fn follow(source: &std::path::Path) -> Result<PathBuf, String> {
+        let dir =
+            tempfile::tempdir().map_err(|e| format!("cannot make a private directory: {e}"))?;
+        let mut copy = TokenCopy {
+            source: source.to_path_buf(),
+            dir,
+            token: String::new(),
+        };
+        copy.refresh()?;
+        let path = copy.path();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TOKEN_FILE_CHECK).await;
+                match copy.refresh() {
+                    Ok(true) => {
+                        tracing::info!(file = %copy.source.display(), "the token changed: using the new one")
+                    }
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!("{error}; the last token stays in use"),
+                }
+            }
+        });
+        Ok(path)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("token")
+    }
+
+    /// Take the token of the source file if it changed: whether it did.
+    fn refresh(&mut self) -> Result<bool, String> {
+        let file = self.source.display();
+        let text = std::fs::read_to_string(&self.source)
+            .map_err(|e| format!("cannot read the token file {file}: {e}"))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("the token file {file} is empty"));
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "the token file {file} holds more than a token (spaces or line breaks inside)"
+            ));
+        }
+        if token == self.token {
+            return Ok(false);
+        }
+        crate::files::write_atomically(&self.path(), token.as_bytes())
+            .map_err(|e| format!("cannot copy the token of {file}: {e}"))?;
+        self.token = token.to_string();
+        Ok(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +144,10 @@ impl Connection {
             };
             configs.push(config);
         }
+        let token_file = match &self.token_file {
+            Some(file) => Some(TokenCopy::follow(file).map_err(|e| invalid(&e))?),
+            None => None,
+        };
         for url in &self.api_servers {
             let uri: hyper::Uri = url
                 .parse()
@@ -89,6 +164,7 @@ impl Connection {
             config.auth_info.client_certificate = path(&self.ssl_cert);
             config.auth_info.client_key = path(&self.ssl_key);
             config.auth_info.token = self.token.clone().map(Into::into);
+            config.auth_info.token_file = token_file.as_ref().map(|f| f.display().to_string());
             configs.push(config);
         }
         for config in &mut configs {
@@ -193,5 +269,35 @@ pub fn strip(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = &mut meta.annotations {
         annotations.remove(LAST_APPLIED);
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::TokenCopy;
+
+    #[test]
+    fn the_token_copy_follows_its_file_and_keeps_the_last_good_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("token");
+        std::fs::write(&source, "first\n").unwrap();
+        let mut copy = TokenCopy {
+            source: source.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            token: String::new(),
+        };
+        assert_eq!(copy.refresh(), Ok(true));
+        assert_eq!(std::fs::read_to_string(copy.path()).unwrap(), "first");
+        assert_eq!(copy.refresh(), Ok(false));
+
+        std::fs::write(&source, "  second\r\n").unwrap();
+        assert_eq!(copy.refresh(), Ok(true));
+        assert_eq!(std::fs::read_to_string(copy.path()).unwrap(), "second");
+
+        for bad in ["", "two words"] {
+            std::fs::write(&source, bad).unwrap();
+            assert!(copy.refresh().is_err(), "{bad:?}");
+            assert_eq!(std::fs::read_to_string(copy.path()).unwrap(), "second");
+        }
     }
 }
