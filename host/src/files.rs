@@ -34,6 +34,49 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Mark `path` as used now (its modification time), for pruning; failing to is harmless.
+pub fn touch(path: &Path) {
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+}
+
+/// What pruning removed: how many files, and their bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Removed {
+    /// Remove `path`, whose metadata is `meta`, and count it.
+    pub fn remove(&mut self, path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+        std::fs::remove_file(path)?;
+        self.files += 1;
+        self.bytes += meta.len();
+        Ok(())
+    }
+}
+
+/// The files directly in `dir` with their metadata; none when `dir` does not exist.
+pub fn files_in(dir: &Path) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_file() {
+            files.push((entry.path(), meta));
+        }
+    }
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

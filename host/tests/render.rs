@@ -407,6 +407,54 @@ fn ten_thousand_services_render_and_pass_the_check() {
 /// Precompiled guests are native code: one runs only when this node's key authenticates it for
 /// its component. A compiled file swapped for another guest's is compiled again, and the guest
 /// that runs is the right one; a key others could change is not used.
+/// `guest cache prune` removes the compiled guests no start loaded lately, and keeps those a
+/// render loads, however old their files: loading one marks it used.
+#[test]
+fn pruning_the_cache_keeps_the_guests_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let render = || {
+        run(wasmconfd()
+            .args(["render", "--cluster"])
+            .arg(repo().join("examples/cluster.yaml"))
+            .arg("--cache-dir")
+            .arg(&cache))
+    };
+    let compiled = || -> Vec<_> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    };
+    let (ok, _, stderr) = render();
+    assert!(ok, "{stderr}");
+    let in_use = compiled();
+    assert_eq!(in_use.len(), 4, "base, http, https and redis");
+    let dead = cache.join(format!("{}-0.cwasm", "0".repeat(64)));
+    std::fs::write(&dead, vec![0; 1024 * 1024]).unwrap();
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    for file in in_use.iter().chain([&dead]) {
+        let file = std::fs::File::options().write(true).open(file).unwrap();
+        file.set_modified(month_ago).unwrap();
+    }
+    let (ok, _, stderr) = render();
+    assert!(ok && !stderr.contains("compiling guest"), "{stderr}");
+
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["guest", "cache", "prune", "--cache-dir"])
+        .arg(&cache));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("unused for 7days: 1 compiled guests (1.0 MiB)"),
+        "{stdout}"
+    );
+    assert!(!dead.exists());
+    assert_eq!(compiled().len(), 4);
+    let (ok, _, stderr) = render();
+    assert!(ok && !stderr.contains("compiling guest"), "{stderr}");
+}
+
 #[test]
 fn a_swapped_precompiled_guest_is_compiled_again_and_the_right_guest_runs() {
     use std::os::unix::fs::PermissionsExt as _;

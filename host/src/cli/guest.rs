@@ -8,6 +8,43 @@ use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 #[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove what was not used for this long.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub unused_for: std::time::Duration,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// `wasmconfd guest cache prune`.
+pub fn prune_cache(args: &PruneArgs) -> anyhow::Result<()> {
+    let dir = args
+        .cache
+        .dir()
+        .context("no cache directory: pass --cache-dir")?;
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(args.unused_for)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let what = |e: std::io::Error| anyhow::anyhow!("cannot prune {}: {e}", dir.display());
+    let compiled = crate::guests::sandbox::prune_compiled(&dir, cutoff).map_err(what)?;
+    let (records, blobs) = crate::guests::oci::Cache::new(args.cache.oci_dir()?)
+        .prune(cutoff)
+        .map_err(what)?;
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+    println!(
+        "removed from {}, unused for {}: {} compiled guests ({}), {} pulled guests and {} blobs ({})",
+        dir.display(),
+        humantime::format_duration(args.unused_for),
+        compiled.files,
+        mib(compiled.bytes),
+        records.files,
+        blobs.files,
+        mib(records.bytes + blobs.bytes),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
 pub struct InspectArgs {
     /// A component file, or oci://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST).
     pub guest: String,

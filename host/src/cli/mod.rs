@@ -10,7 +10,7 @@ pub mod run;
 pub mod snapshot;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use guest::{InspectArgs, NewGuestArgs, PullArgs, PushArgs, SignArgs, VerifyArgs};
+use guest::{InspectArgs, NewGuestArgs, PruneArgs, PullArgs, PushArgs, SignArgs, VerifyArgs};
 use render::RenderArgs;
 use run::RunArgs;
 use snapshot::SnapshotArgs;
@@ -90,6 +90,19 @@ pub enum GuestCommand {
     /// size, the world it was built for and whether this wasmconfd loads it, what it imports
     /// and exports, and (from a registry) whether it is signed and by which key.
     Inspect(InspectArgs),
+    /// Work with the cache of compiled and pulled guests (--cache-dir).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove what was not used within --unused-for: compiled guests not loaded, guests pulled
+    /// from registries not fetched, and the blobs no kept guest needs. A node's guests are used
+    /// at every start, so they stay; a guest removed is compiled or pulled again when needed.
+    Prune(PruneArgs),
 }
 
 /// Run the command, with `runtime` for what is asynchronous (the Kubernetes API, registries).
@@ -105,6 +118,9 @@ pub fn execute(command: &Command, runtime: &Runtime) -> anyhow::Result<()> {
             GuestCommand::Sign(args) => guest::sign_guest(args, runtime),
             GuestCommand::Verify(args) => guest::verify_guest(args, runtime),
             GuestCommand::Inspect(args) => guest::inspect_guest(args, runtime),
+            GuestCommand::Cache {
+                command: CacheCommand::Prune(args),
+            } => guest::prune_cache(args),
         },
     }
 }

@@ -170,6 +170,21 @@ impl CompiledCache {
     }
 }
 
+/// Remove the precompiled guests in `dir` (`*.cwasm`) not used since `cutoff`: each is
+/// touched when it is loaded, so what a running node loads at its starts stays.
+pub fn prune_compiled(
+    dir: &std::path::Path,
+    cutoff: std::time::SystemTime,
+) -> std::io::Result<crate::files::Removed> {
+    let mut removed = crate::files::Removed::default();
+    for (path, meta) in crate::files::files_in(dir)? {
+        if path.extension().is_some_and(|e| e == "cwasm") && meta.modified()? < cutoff {
+            removed.remove(&path, &meta)?;
+        }
+    }
+    Ok(removed)
+}
+
 /// The 32-byte key in `path`, made (mode 0600) when there is none. Made whole under another
 /// name and linked into place, so processes starting together agree on one key.
 fn read_or_make_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
@@ -344,7 +359,10 @@ impl Sandbox {
                 // SAFETY: the code is authenticated as written by `precompile_component` of an
                 // engine with this compatibility hash for this component, by this node.
                 Some(code) => match unsafe { Component::deserialize(&self.engine, code) } {
-                    Ok(component) => return Ok(component),
+                    Ok(component) => {
+                        crate::files::touch(&path);
+                        return Ok(component);
+                    }
                     Err(error) => {
                         tracing::warn!(guest = name, path = %path.display(), %error, "ignoring a broken precompiled guest")
                     }

@@ -92,7 +92,57 @@ impl Cache {
             None => anyhow::bail!("the cached copy is unsigned"),
         }
         let wasm = self.component(guest, &record.digest)?;
+        crate::files::touch(&self.record_path(guest));
         Ok((record.digest, wasm))
+    }
+
+    /// Remove the records of references not loaded or pulled since `cutoff`, then the blobs
+    /// older than that which no record left names (its manifest, and the layers and config
+    /// that manifest names): (records, blobs) removed.
+    pub fn prune(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> std::io::Result<(crate::files::Removed, crate::files::Removed)> {
+        let mut records = crate::files::Removed::default();
+        let mut named = std::collections::HashSet::new();
+        for (path, meta) in crate::files::files_in(&self.dir.join("refs"))? {
+            let record: Option<Record> = std::fs::read(&path)
+                .ok()
+                .and_then(|json| serde_json::from_slice(&json).ok());
+            match record {
+                Some(record) if meta.modified()? >= cutoff => {
+                    named.extend(self.named_by(&record.digest));
+                    named.insert(record.digest);
+                }
+                _ => records.remove(&path, &meta)?,
+            }
+        }
+        let mut blobs = crate::files::Removed::default();
+        for (path, meta) in crate::files::files_in(&self.dir.join("blobs/sha256"))? {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if !named.contains(&format!("sha256:{name}")) && meta.modified()? < cutoff {
+                blobs.remove(&path, &meta)?;
+            }
+        }
+        Ok((records, blobs))
+    }
+
+    /// The digests the cached manifest `digest` names: its config and layers.
+    fn named_by(&self, digest: &str) -> Vec<String> {
+        let Some(manifest) = self
+            .blob(digest)
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        else {
+            return Vec::new();
+        };
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        std::iter::once(&manifest["config"])
+            .chain(&layers)
+            .filter_map(|descriptor| descriptor["digest"].as_str().map(String::from))
+            .collect()
     }
 }
 
@@ -201,4 +251,81 @@ pub async fn fetch(
         tracing::warn!(%error, "cannot cache {guest}; the next start needs the registry");
     }
     Ok((digest, wasm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn age(path: &std::path::Path, days: u64) {
+        let when = SystemTime::now() - Duration::from_secs(days * 86_400);
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(when).unwrap();
+    }
+
+    /// A guest fetched lately keeps its record, manifest and component; an old record goes,
+    /// and with it the blobs only it named; an old blob nothing names goes; a new one stays.
+    #[test]
+    fn pruning_keeps_what_recent_guests_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf());
+        let stored = |guest: &str, component: &[u8]| {
+            let guest: GuestRef = format!("oci://r.example/{guest}:v1").parse().unwrap();
+            let manifest = serde_json::json!({
+                "config": {"digest": digest_of(b"{}")},
+                "layers": [{"digest": digest_of(component)}],
+            })
+            .to_string();
+            cache.store_blob(manifest.as_bytes()).unwrap();
+            cache.store_blob(component).unwrap();
+            let record = Record {
+                reference: guest.to_string(),
+                digest: digest_of(manifest.as_bytes()),
+                signature: None,
+            };
+            cache.store_record(&guest, &record).unwrap();
+            (cache.record_path(&guest), digest_of(manifest.as_bytes()))
+        };
+        cache.store_blob(b"{}").unwrap();
+        let (_, kept_manifest) = stored("kept", b"kept component");
+        let (old_record, old_manifest) = stored("old", b"old component");
+        cache.store_blob(b"orphan").unwrap();
+        cache.store_blob(b"new orphan").unwrap();
+        for blob in [
+            &old_manifest,
+            &digest_of(b"old component"),
+            &digest_of(b"orphan"),
+        ] {
+            age(&cache.blob_path(blob), 30);
+        }
+        for blob in [
+            &kept_manifest,
+            &digest_of(b"kept component"),
+            &digest_of(b"{}"),
+        ] {
+            age(&cache.blob_path(blob), 30);
+        }
+        age(&old_record, 30);
+
+        let cutoff = SystemTime::now() - Duration::from_secs(7 * 86_400);
+        let (records, blobs) = cache.prune(cutoff).unwrap();
+        assert_eq!((records.files, blobs.files), (1, 3));
+        assert!(!old_record.exists());
+        for gone in [
+            &old_manifest,
+            &digest_of(b"old component"),
+            &digest_of(b"orphan"),
+        ] {
+            assert!(cache.blob(gone).is_none(), "{gone}");
+        }
+        for kept in [
+            &kept_manifest,
+            &digest_of(b"kept component"),
+            &digest_of(b"{}"),
+            &digest_of(b"new orphan"),
+        ] {
+            assert!(cache.blob(kept).is_some(), "{kept}");
+        }
+    }
 }
