@@ -58,7 +58,7 @@ fn push_and_sign(registry: &Registry, file: &Path, reference: &str, key: &str) -
     let (ok, pushed, stderr) = guest(registry, &["push", file.to_str().unwrap(), reference]);
     assert!(ok, "{stderr}\n{}", registry.log());
     let pinned = pushed.trim().to_string();
-    let (ok, signed, stderr) = guest(registry, &["sign", "--key", key, reference]);
+    let (ok, signed, stderr) = guest(registry, &["sign", "--signing-key", key, reference]);
     assert!(ok, "{stderr}");
     assert_eq!(signed.trim(), format!("signed {pinned}"));
     pinned
@@ -953,6 +953,10 @@ fn inspect_reports_signature_digest_size_and_world() {
     );
     assert_eq!(line(&report, "exports"), "describe");
     assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.2.0");
+    assert!(
+        line(&report, "sandbox").starts_with("the WASI imports are linked deny-all"),
+        "{report}"
+    );
 
     let report = inspect(&signed, &[]);
     assert_eq!(

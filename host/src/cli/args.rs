@@ -34,6 +34,7 @@ impl TrustArgs {
 #[derive(Debug, Args)]
 pub struct KeysArgs {
     /// A public key (PEM, such as cosign.pub) whose signatures are trusted; repeat for more.
+    /// `--key`, as cosign names it, works too.
     #[arg(
         long = "trusted-key",
         visible_alias = "key",

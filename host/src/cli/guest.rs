@@ -58,8 +58,9 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
-    /// The signing key: ECDSA P-256 in PEM (`openssl ecparam -name prime256v1 -genkey -noout`).
-    #[arg(long, value_name = "FILE")]
+    /// The private key to sign with: ECDSA P-256 in PEM (`openssl ecparam -name prime256v1
+    /// -genkey -noout`). `--key`, as cosign names it, works too.
+    #[arg(long = "signing-key", visible_alias = "key", value_name = "FILE")]
     pub key: PathBuf,
     /// oci://REGISTRY/REPOSITORY:TAG or @sha256:DIGEST; a tag is resolved to its digest now.
     pub reference: crate::guests::oci::GuestRef,
@@ -267,17 +268,29 @@ fn describe_component(
         }
         Err(error) => vec![("world", format!("this wasmconfd does not load it: {error}"))],
     };
+    let wasi = interface.imports.iter().any(|i| i.starts_with("wasi:"));
     rows.extend([
         ("exports", list(interface.exports)),
         ("imports", list(interface.imports)),
     ]);
+    if wasi {
+        rows.push((
+            "sandbox",
+            "the WASI imports are linked deny-all: no files, network, environment or \
+             arguments; a fixed clock and fixed random bytes; what it writes to stderr goes to \
+             the debug log"
+                .into(),
+        ));
+    }
     Ok(rows)
 }
 
 /// `wasmconfd guest verify`.
 pub fn verify_guest(args: &VerifyArgs, runtime: &Runtime) -> anyhow::Result<()> {
     if args.keys.files.is_empty() {
-        anyhow::bail!("guest verify needs --key FILE, the public key whose signature counts");
+        anyhow::bail!(
+            "guest verify needs --trusted-key FILE, the public key whose signature counts"
+        );
     }
     let keys = args.keys.read()?;
     let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;

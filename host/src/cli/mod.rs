@@ -29,11 +29,17 @@ pub struct Cli {
     pub command: Command,
 
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
-    #[arg(long, global = true, env = "WASMCONFD_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "WASMCONFD_LOG",
+        default_value = "info",
+        help_heading = "Global options"
+    )]
     pub log_level: String,
 
     /// Log format.
-    #[arg(long, global = true, env = "WASMCONFD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "WASMCONFD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
     pub log_format: LogFormat,
 }
 
