@@ -371,6 +371,23 @@ fn the_version_names_the_commit() {
     assert_eq!(stdout, expected);
 }
 
+/// The bash completion script loads in bash and completes subcommands.
+#[test]
+fn the_bash_completion_completes_subcommands() {
+    let (ok, script, stderr) = run(wasmconfd().args(["completions", "bash"]));
+    assert!(ok, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wasmconfd.bash");
+    std::fs::write(&file, script).unwrap();
+    let (ok, completed, stderr) = run(std::process::Command::new("bash").arg("-c").arg(format!(
+        "source {}; COMP_WORDS=(wasmconfd guest ca); COMP_CWORD=2; \
+         _wasmconfd wasmconfd ca guest; echo \"${{COMPREPLY[@]}}\"",
+        file.display()
+    )));
+    assert!(ok, "{stderr}");
+    assert_eq!(completed.trim(), "cache");
+}
+
 /// 10,000 http services with 3 endpoints each render and pass `haproxy -c`.
 #[test]
 fn ten_thousand_services_render_and_pass_the_check() {

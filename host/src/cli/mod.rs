@@ -68,6 +68,12 @@ pub enum Command {
         #[command(subcommand)]
         command: GuestCommand,
     },
+    /// Print a completion script for SHELL, e.g. `wasmconfd completions bash >
+    /// /etc/bash_completion.d/wasmconfd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +123,12 @@ pub fn execute(command: &Command, runtime: &Runtime) -> anyhow::Result<()> {
         Command::Render(args) => render::render(args, runtime),
         Command::Snapshot(args) => snapshot::snapshot(args, runtime),
         Command::Run(args) => run::run(args, runtime),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "wasmconfd", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Guest { command } => match command {
             GuestCommand::New(args) => guest::new_guest(args),
             GuestCommand::Push(args) => guest::push_guest(args, runtime),
