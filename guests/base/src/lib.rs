@@ -2,7 +2,8 @@
 //!
 //! Settings: `admin-socket` (the path of HAProxy's admin socket, through which wasmconfd changes
 //! servers and map entries without a reload; default `/run/haproxy/admin.sock`, as in Debian's
-//! configuration; `none` for no socket, so that every change reloads), `log` (HAProxy `log`
+//! configuration; `none` for no socket, so that every change reloads), `admin-socket-group` (the
+//! group the socket belongs to, so that a wasmconfd in that group but not root can use it), `log` (HAProxy `log`
 //! arguments, whitespace-separated, default `stdout format raw local0`; `none` for no logging),
 //! `maxconn` (default 4096), `timeout-connect` (5s), `timeout-client` (60s), `timeout-server`
 //! (60s).
@@ -25,6 +26,10 @@ impl Guest for Base {
                     "admin-socket",
                     "the Runtime API socket, or `none` (default /run/haproxy/admin.sock)",
                 ),
+                (
+                    "admin-socket-group",
+                    "the group the admin socket belongs to (default: HAProxy's own)",
+                ),
                 ("timeout-connect", "default connect timeout (default 5s)"),
                 ("timeout-client", "default client timeout (default 60s)"),
                 ("timeout-server", "default server timeout (default 60s)"),
@@ -43,10 +48,11 @@ impl Guest for Base {
             .with("default-path", ["config"])
             .with("maxconn", [maxconn.to_string()]);
         if admin_socket != "none" {
-            global.push(
-                "stats",
-                ["socket", admin_socket, "mode", "660", "level", "admin"],
-            );
+            let mut stats = vec!["socket", admin_socket, "mode", "660", "level", "admin"];
+            if let Some(group) = cluster.setting("admin-socket-group") {
+                stats.extend(["group", group]);
+            }
+            global.push("stats", stats);
         }
         if log != "none" {
             global.push("log", log.split_whitespace());
@@ -118,6 +124,10 @@ mod tests {
         assert_eq!(
             stats(with_setting(cluster([]), "admin-socket", "none")),
             None
+        );
+        assert_eq!(
+            stats(with_setting(cluster([]), "admin-socket-group", "haproxy")).unwrap()[6..],
+            ["group", "haproxy"]
         );
     }
 
