@@ -14,6 +14,9 @@ command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v pip3 >/dev/null || missing+=(python3-pip)
+# The checks of the files in deploy/ (tests/deploy.rs).
+command -v keepalived >/dev/null || missing+=(keepalived)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if ((${#missing[@]})); then
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

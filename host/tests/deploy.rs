@@ -1,0 +1,147 @@
+//! The files for HAProxy hosts outside the cluster (`deploy/systemd`, `deploy/keepalived`), as
+//! their own tools check them: `systemd-analyze verify`, `keepalived --config-test`, and the
+//! first start's render of an empty cluster through HAProxy's drop-in, checked by HAProxy.
+
+mod common;
+
+use common::{backend, free_port, haproxy_check, repo, run};
+use std::path::Path;
+use std::process::Command;
+
+/// `deploy/NAME` with `from` replaced by `to`, written into `dir`.
+fn copy_with(dir: &Path, name: &str, from: &str, to: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("deploy").join(name)).unwrap();
+    assert!(text.contains(from), "{name} has no {from}");
+    let path = dir.join(Path::new(name).file_name().unwrap());
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify_without_a_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = env!("CARGO_BIN_EXE_wasmconfd");
+    let unit = copy_with(
+        dir.path(),
+        "systemd/wasmconfd.service",
+        "/usr/bin/wasmconfd",
+        binary,
+    );
+    let verify = |unit: &Path| run(Command::new("systemd-analyze").arg("verify").arg(unit));
+    let (ok, stdout, stderr) = verify(&unit);
+    assert!(
+        ok && stdout.is_empty() && stderr.is_empty(),
+        "{stdout}{stderr}"
+    );
+
+    // The same check speaks up about a directive systemd does not know.
+    let text = std::fs::read_to_string(&unit).unwrap();
+    std::fs::write(&unit, text.replace("ProtectClock=", "ProtectClocks=")).unwrap();
+    let (_, stdout, stderr) = verify(&unit);
+    assert!(stderr.contains("ProtectClocks") || stdout.contains("ProtectClocks"));
+}
+
+/// HAProxy's drop-in renders the configuration of an empty cluster on the first start, with the
+/// settings of the environment file; HAProxy accepts it, and the admin socket is the haproxy
+/// group's.
+#[test]
+fn the_first_start_renders_a_configuration_haproxy_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmconfd/haproxy.cfg");
+    let dropin =
+        std::fs::read_to_string(repo().join("deploy/systemd/haproxy.service.d/wasmconfd.conf"))
+            .unwrap();
+    let command = dropin
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStartPre=/bin/sh -c '"))
+        .and_then(|rest| rest.strip_suffix('\''))
+        .expect("an ExecStartPre through sh -c")
+        .replace("/usr/bin/wasmconfd", env!("CARGO_BIN_EXE_wasmconfd"));
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(&command).env("CONFIG", &config);
+    let env = std::fs::read_to_string(repo().join("deploy/systemd/wasmconfd.env")).unwrap();
+    for line in env
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
+        let (key, value) = line.split_once('=').unwrap();
+        shell.env(key, value);
+    }
+    let (ok, _, stderr) = run(&mut shell);
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("stats socket /run/haproxy/admin.sock mode 660 level admin group haproxy"),
+        "{text}"
+    );
+    let (valid, output) = haproxy_check(&config);
+    assert!(valid, "{output}");
+
+    // A second start leaves what wasmconfd wrote since.
+    std::fs::write(&config, "# written by wasmconfd run\n").unwrap();
+    let (ok, _, stderr) = run(&mut shell);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "# written by wasmconfd run\n"
+    );
+}
+
+/// keepalived accepts the pair's configuration. keepalived 2.2.7 ends a config test that
+/// tracks a script by sending itself SIGTERM (seen in this sandbox); what tells a good file from
+/// a bad one is that it says nothing, as a broken copy shows.
+#[test]
+fn the_keepalived_configuration_passes_its_config_test() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let script = repo().join("deploy/keepalived/check_haproxy.sh");
+    let config = copy_with(
+        dir.path(),
+        "keepalived/keepalived.conf",
+        "/etc/keepalived/check_haproxy.sh",
+        script.to_str().unwrap(),
+    );
+    let test = |config: &Path| {
+        Command::new("keepalived")
+            .arg("--config-test")
+            .arg("-f")
+            .arg(config)
+            .output()
+            .expect("keepalived is installed (scripts/setup.sh)")
+    };
+    let output = test(&config);
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    let status = output.status;
+    assert!(
+        said.is_empty() && (status.success() || status.signal() == Some(15)),
+        "{status}: {said}"
+    );
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("virtual_router_id 51", "virtual_router_id 300"),
+    )
+    .unwrap();
+    let output = test(&config);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("virtual_router_id")
+            || String::from_utf8_lossy(&output.stderr).contains("300")
+    );
+}
+
+/// The check keepalived runs follows whether HAProxy answers HTTP, whatever the answer.
+#[test]
+fn the_keepalived_check_follows_whether_http_is_served() {
+    let check = |port: u16| {
+        Command::new(repo().join("deploy/keepalived/check_haproxy.sh"))
+            .env("HAPROXY_CHECK_URL", format!("http://127.0.0.1:{port}/"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(check(backend("serving")));
+    assert!(!check(free_port()));
+}
