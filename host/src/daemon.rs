@@ -262,6 +262,9 @@ impl State {
             &fragments,
         );
         let reload_failed = matches!(result, Err(ApplyError::Reload(_)));
+        if matches!(result, Ok(Applied::Runtime | Applied::Reloaded)) {
+            self.status.applied_now();
+        }
         if !self.report(result, &plan, socket.is_some(), &config.applier) {
             return;
         }
@@ -269,6 +272,7 @@ impl State {
         self.status
             .reload_pending
             .store(self.reload_pending, Ordering::Relaxed);
+
         self.status.installed.store(true, Ordering::Relaxed);
         if !matches!(config.applier.reload, Reload::MasterSocket(_)) {
             *self.status.haproxy_socket.lock().unwrap() = socket;
@@ -586,6 +590,7 @@ impl State {
         let result = applier.reload();
         match &result {
             Ok(()) => {
+                self.status.applied_now();
                 self.reload_pending = false;
                 self.status.reload_pending.store(false, Ordering::Relaxed);
                 self.set_draining(BTreeSet::new());

@@ -54,12 +54,22 @@ pub struct Status {
     /// Why the last configuration could not be installed or loaded for a reason on this host
     /// (files, commands), and what to change; retried on a timer until it works.
     pub host_problem: Mutex<Option<String>>,
+    /// When a configuration was last applied (installed and loaded, or changed through the
+    /// Runtime API), in seconds since the Unix epoch; 0 before the first.
+    pub last_applied: AtomicU64,
     /// A configuration rendered from the cluster has been installed (and loaded, unless a
     /// reload is pending).
     pub installed: AtomicBool,
 }
 
 impl Status {
+    /// A configuration was applied now.
+    pub fn applied_now(&self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let now = now.map_or(0, |since| since.as_secs());
+        self.last_applied.store(now, Ordering::Relaxed);
+    }
+
     /// Why the daemon is not ready, if it is not.
     pub fn not_ready(&self) -> Option<String> {
         if !self.synced.load(Ordering::Relaxed) {
@@ -106,7 +116,7 @@ impl Status {
     }
 
     /// The samples (labels, value) of each of [`METRICS`], in order.
-    fn samples(&self) -> [Vec<(String, u64)>; 15] {
+    fn samples(&self) -> [Vec<(String, u64)>; 18] {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
         let one = |value: u64| vec![(String::new(), value)];
@@ -140,6 +150,16 @@ impl Status {
                     (labels, 1)
                 })
                 .collect(),
+            one(u64::from(self.host_problem.lock().unwrap().is_some())),
+            one(get(&self.last_applied)),
+            vec![(
+                format!(
+                    "{{version=\"{}\",commit=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION"),
+                    env!("WASMCONFD_COMMIT")
+                ),
+                1,
+            )],
         ]
     }
 
@@ -183,7 +203,7 @@ fn label(value: &str) -> String {
 }
 
 /// Name, type and help of each metric.
-const METRICS: [(&str, &str, &str); 15] = [
+const METRICS: [(&str, &str, &str); 18] = [
     (
         "wasmconfd_applies_total",
         "counter",
@@ -258,6 +278,21 @@ const METRICS: [(&str, &str, &str); 15] = [
         "wasmconfd_quarantined_objects",
         "gauge",
         "Services a guest fails on (a crash, an error, output the policy refuses), left out of that guest's input; /quarantined and the log say why.",
+    ),
+    (
+        "wasmconfd_host_problem",
+        "gauge",
+        "1 while a configuration cannot be installed or loaded for a reason on this host (a check command that cannot run, a directory it may not write, a failed reload); /readyz says what to change.",
+    ),
+    (
+        "wasmconfd_last_applied_timestamp_seconds",
+        "gauge",
+        "When a configuration was last applied, through the Runtime API or by a reload (seconds since the Unix epoch; 0 before the first).",
+    ),
+    (
+        "wasmconfd_build_info",
+        "gauge",
+        "1, with the version and the commit of this build as labels.",
     ),
 ];
 

@@ -866,6 +866,14 @@ fn a_host_problem_is_retried_on_a_timer_until_it_is_fixed() {
         "{said}"
     );
     assert!(!config.exists());
+    let metric = |name: &str| {
+        let (_, metrics) = http_get_path(status, "wasmconfd", "/metrics");
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    assert_eq!(metric("wasmconfd_host_problem"), 1);
+    assert_eq!(metric("wasmconfd_last_applied_timestamp_seconds"), 0);
 
     std::fs::create_dir(haproxy.parent().unwrap()).unwrap();
     std::os::unix::fs::symlink("/usr/sbin/haproxy", &haproxy).unwrap();
@@ -879,6 +887,16 @@ fn a_host_problem_is_retried_on_a_timer_until_it_is_fixed() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(std::fs::read_to_string(&config).unwrap().contains("shop"));
+    assert_eq!(metric("wasmconfd_host_problem"), 0);
+    assert!(metric("wasmconfd_last_applied_timestamp_seconds") > 1_700_000_000);
+    let (_, metrics) = http_get_path(status, "wasmconfd", "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "wasmconfd_build_info{{version=\"{}\",commit=\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
 }
 
 /// The target is 2 s from the change (measured 1.5-1.6 s on an idle machine: the 403 second, at
