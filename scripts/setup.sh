@@ -17,6 +17,7 @@ command -v pip3 >/dev/null || missing+=(python3-pip)
 # The checks of the files in deploy/ (tests/deploy.rs).
 command -v keepalived >/dev/null || missing+=(keepalived)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,6 +1,6 @@
-//! The files for HAProxy hosts outside the cluster (`deploy/systemd`, `deploy/keepalived`), as
-//! their own tools check them: `systemd-analyze verify`, `keepalived --config-test`, and the
-//! first start's render of an empty cluster through HAProxy's drop-in, checked by HAProxy.
+//! The files in `deploy/`, as their own tools check them: `systemd-analyze verify` for the
+//! unit, the first start's render of an empty cluster through HAProxy's drop-in (checked by
+//! HAProxy), `keepalived --config-test`, and `promtool` for the alert rules.
 
 mod common;
 
@@ -144,4 +144,21 @@ fn the_keepalived_check_follows_whether_http_is_served() {
     };
     assert!(check(backend("serving")));
     assert!(!check(free_port()));
+}
+
+/// The alert rules are valid, and each fires on the series that should raise it, after its
+/// `for`, and not on a healthy node (`deploy/monitoring/alerts.test.yaml`).
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = repo().join("deploy/monitoring");
+    for args in [
+        &["check", "rules", "alerts.yaml"][..],
+        &["test", "rules", "alerts.test.yaml"][..],
+    ] {
+        let (ok, stdout, stderr) = run(Command::new("promtool").args(args).current_dir(&dir));
+        assert!(
+            ok && stdout.contains("SUCCESS"),
+            "promtool {args:?}:\n{stdout}{stderr}"
+        );
+    }
 }
