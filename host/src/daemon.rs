@@ -272,7 +272,6 @@ impl State {
         self.status
             .reload_pending
             .store(self.reload_pending, Ordering::Relaxed);
-
         self.status.installed.store(true, Ordering::Relaxed);
         if !matches!(config.applier.reload, Reload::MasterSocket(_)) {
             *self.status.haproxy_socket.lock().unwrap() = socket;
