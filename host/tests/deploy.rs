@@ -1,5 +1,6 @@
-//! The files in `deploy/`, as their own tools check them: `systemd-analyze verify` for the
-//! unit, the first start's render of an empty cluster through HAProxy's drop-in (checked by
+//! The files in `deploy/`, as their own tools check them: the Kubernetes manifests as the
+//! k8s-openapi types they claim to be (no field unknown to them), `systemd-analyze verify` for
+//! the unit, the first start's render of an empty cluster through HAProxy's drop-in (checked by
 //! HAProxy), `keepalived --config-test`, and `promtool` for the alert rules.
 
 mod common;
@@ -161,4 +162,74 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
             "promtool {args:?}:\n{stdout}{stderr}"
         );
     }
+}
+
+/// `value`, read as the Kubernetes type `T` and written back: equal when `T` knows every field.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &serde_json::Value,
+) -> serde_json::Value {
+    let typed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{e}: {value}"));
+    serde_json::to_value(typed).unwrap()
+}
+
+/// Every manifest under `deploy/kubernetes` is the Kubernetes object its `kind` says, with no
+/// field that type does not know (a misspelt field would be silently dropped by the API server);
+/// every kustomization names files and directories that exist.
+#[test]
+fn the_kubernetes_manifests_are_the_objects_they_claim_to_be() {
+    use k8s_openapi::api::{apps, core, policy, rbac};
+    use serde::Deserialize;
+    let mut kinds = Vec::new();
+    let mut dirs = vec![repo().join("deploy/kubernetes")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_json::Value::deserialize(doc).unwrap();
+                let kind = value["kind"].as_str().unwrap().to_string();
+                let back = match kind.as_str() {
+                    "Kustomization" => {
+                        for resource in value["resources"].as_array().unwrap() {
+                            let target = path.parent().unwrap().join(resource.as_str().unwrap());
+                            assert!(target.exists(), "{}: {resource}", path.display());
+                        }
+                        continue;
+                    }
+                    "Namespace" => round_trip::<core::v1::Namespace>(&value),
+                    "ServiceAccount" => round_trip::<core::v1::ServiceAccount>(&value),
+                    "ConfigMap" => round_trip::<core::v1::ConfigMap>(&value),
+                    "Service" => round_trip::<core::v1::Service>(&value),
+                    "ClusterRole" => round_trip::<rbac::v1::ClusterRole>(&value),
+                    "ClusterRoleBinding" => round_trip::<rbac::v1::ClusterRoleBinding>(&value),
+                    "DaemonSet" => round_trip::<apps::v1::DaemonSet>(&value),
+                    "Deployment" => round_trip::<apps::v1::Deployment>(&value),
+                    "PodDisruptionBudget" => round_trip::<policy::v1::PodDisruptionBudget>(&value),
+                    other => panic!("{}: no test knows kind {other}", path.display()),
+                };
+                assert_eq!(back, value, "{}: {kind}", path.display());
+                kinds.push(kind);
+            }
+        }
+    }
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "Deployment",
+            "Namespace",
+            "PodDisruptionBudget",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
 }

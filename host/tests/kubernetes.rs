@@ -151,13 +151,13 @@ fn an_api_server_without_a_scheme_is_a_clear_error() {
     );
 }
 
-/// `deploy/rbac.yaml` parses as the Kubernetes objects it claims to be, and grants exactly
+/// `deploy/kubernetes/rbac.yaml` parses as the Kubernetes objects it claims to be, and grants exactly
 /// get/list/watch on what wasmconfd reads.
 #[test]
 fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches() {
     use k8s_openapi::api::rbac::v1::ClusterRole;
     use serde::Deserialize;
-    let text = std::fs::read_to_string(repo().join("deploy/rbac.yaml")).unwrap();
+    let text = std::fs::read_to_string(repo().join("deploy/kubernetes/rbac.yaml")).unwrap();
     let role = serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde_json::Value::deserialize(doc).unwrap())
         .find(|doc| doc["kind"] == "ClusterRole")
