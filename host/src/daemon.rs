@@ -295,6 +295,14 @@ impl State {
         let ran = pipeline.renders() - renders;
         self.status.guest_renders.fetch_add(ran, Ordering::Relaxed);
         self.report_quarantined(&run.outputs);
+        let mut guests = self.status.guests.lock().unwrap();
+        for output in &run.outputs {
+            let stats = guests.entry(output.slot.clone()).or_default();
+            if let Some(took) = output.took {
+                *stats = (took.as_secs_f64(), output.result.is_err());
+            }
+        }
+        drop(guests);
         self.last_good.resize(run.outputs.len(), None);
         let mut fragments = Vec::new();
         for (output, last) in run.outputs.into_iter().zip(self.last_good.iter_mut()) {

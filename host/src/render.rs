@@ -81,6 +81,9 @@ pub struct GuestOutput {
     pub result: Result<Fragment, GuestError>,
     /// Services left out of its input because it fails on them: (`namespace/name`, why).
     pub quarantined: Vec<(String, String)>,
+    /// How long it ran (with its checks, and the renders that found what it fails on); `None`
+    /// when its input had not changed, so it did not run.
+    pub took: Option<std::time::Duration>,
 }
 
 /// Every guest's result of one render, in slot order, and what is left out between guests: the
@@ -252,10 +255,13 @@ impl Pipeline {
                 team: loaded.scope.trust == Trust::Team,
                 result: Ok(same.fragment.clone()),
                 quarantined: same.quarantined.clone(),
+                took: None,
             };
         }
         let checked = last.as_ref().map(|last| &last.fragment);
-        let output = self.render_guest(part, loaded, input.clone(), checked);
+        let started = std::time::Instant::now();
+        let mut output = self.render_guest(part, loaded, input.clone(), checked);
+        output.took = Some(started.elapsed());
         if let Ok(fragment) = &output.result {
             *last = Some(LastOutput {
                 input,
@@ -321,6 +327,7 @@ impl Pipeline {
             team: loaded.scope.trust == Trust::Team,
             result,
             quarantined,
+            took: None,
         };
         let cluster = self.cluster(loaded, services);
         let error = match self.attempt(part, loaded, &cluster, checked) {

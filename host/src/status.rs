@@ -57,6 +57,8 @@ pub struct Status {
     /// When a configuration was last applied (installed and loaded, or changed through the
     /// Runtime API), in seconds since the Unix epoch; 0 before the first.
     pub last_applied: AtomicU64,
+    /// Per guest slot: how long its last run took (seconds), and whether it failed.
+    pub guests: Mutex<std::collections::BTreeMap<String, (f64, bool)>>,
     /// A configuration rendered from the cluster has been installed (and loaded, unless a
     /// reload is pending).
     pub installed: AtomicBool,
@@ -116,10 +118,17 @@ impl Status {
     }
 
     /// The samples (labels, value) of each of [`METRICS`], in order.
-    fn samples(&self) -> [Vec<(String, u64)>; 18] {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let flag = |state: &AtomicBool| u64::from(state.load(Ordering::Relaxed));
-        let one = |value: u64| vec![(String::new(), value)];
+    fn samples(&self) -> [Vec<(String, f64)>; 20] {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        let flag = |state: &AtomicBool| f64::from(u8::from(state.load(Ordering::Relaxed)));
+        let one = |value: f64| vec![(String::new(), value)];
+        let guests = self.guests.lock().unwrap();
+        let per_guest = |value: &dyn Fn(&(f64, bool)) -> f64| {
+            guests
+                .iter()
+                .map(|(guest, stats)| (format!("{{guest=\"{}\"}}", label(guest)), value(stats)))
+                .collect()
+        };
         let quarantined = self.quarantined.lock().unwrap();
         [
             vec![
@@ -132,13 +141,13 @@ impl Status {
             one(get(&self.guest_errors)),
             one(get(&self.guest_renders)),
             one(get(&self.watch_errors)),
-            one(1 - flag(&self.api_failing)),
+            one(1.0 - flag(&self.api_failing)),
             one(get(&self.draining_servers)),
             one(get(&self.missing_guests)),
             one(get(&self.skipped_objects)),
             one(flag(&self.reload_pending)),
             one(get(&self.held_renders)),
-            one(u64::from(self.held.lock().unwrap().is_some())),
+            one(f64::from(u8::from(self.held.lock().unwrap().is_some()))),
             quarantined
                 .iter()
                 .map(|(guest, object, _)| {
@@ -147,10 +156,12 @@ impl Status {
                         label(guest),
                         label(object)
                     );
-                    (labels, 1)
+                    (labels, 1.0)
                 })
                 .collect(),
-            one(u64::from(self.host_problem.lock().unwrap().is_some())),
+            one(f64::from(u8::from(
+                self.host_problem.lock().unwrap().is_some(),
+            ))),
             one(get(&self.last_applied)),
             vec![(
                 format!(
@@ -158,8 +169,10 @@ impl Status {
                     env!("CARGO_PKG_VERSION"),
                     env!("WASMCONFD_COMMIT")
                 ),
-                1,
+                1.0,
             )],
+            per_guest(&|(seconds, _)| *seconds),
+            per_guest(&|(_, failing)| f64::from(u8::from(*failing))),
         ]
     }
 
@@ -203,7 +216,7 @@ fn label(value: &str) -> String {
 }
 
 /// Name, type and help of each metric.
-const METRICS: [(&str, &str, &str); 18] = [
+const METRICS: [(&str, &str, &str); 20] = [
     (
         "wasmconfd_applies_total",
         "counter",
@@ -294,6 +307,16 @@ const METRICS: [(&str, &str, &str); 18] = [
         "gauge",
         "1, with the version and the commit of this build as labels.",
     ),
+    (
+        "wasmconfd_guest_render_seconds",
+        "gauge",
+        "How long each guest's last run took: lowering its input, running it, lifting and checking its output (and the renders that found the services it fails on).",
+    ),
+    (
+        "wasmconfd_guest_failing",
+        "gauge",
+        "1 for a guest whose last run failed; it keeps its last good output.",
+    ),
 ];
 
 /// Serve `/metrics`, `/healthz` and `/readyz` on `address` until the process ends.
@@ -346,4 +369,28 @@ fn answer(status: &Status, post: bool, path: &str) -> Response<Full<Bytes>> {
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_guest_has_its_render_time_and_whether_it_fails() {
+        let status = Status::default();
+        let mut guests = status.guests.lock().unwrap();
+        guests.insert("20-http".into(), (0.012, false));
+        guests.insert("50-team\"a".into(), (0.25, true));
+        drop(guests);
+        let metrics = status.metrics();
+        for line in [
+            "wasmconfd_guest_render_seconds{guest=\"20-http\"} 0.012\n",
+            "wasmconfd_guest_failing{guest=\"20-http\"} 0\n",
+            "wasmconfd_guest_render_seconds{guest=\"50-team\\\"a\"} 0.25\n",
+            "wasmconfd_guest_failing{guest=\"50-team\\\"a\"} 1\n",
+            "wasmconfd_api_reachable 1\n",
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
+    }
 }

@@ -897,6 +897,15 @@ fn a_host_problem_is_retried_on_a_timer_until_it_is_fixed() {
         )),
         "{metrics}"
     );
+    let seconds = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"wasmconfd_guest_render_seconds{guest="20-http"} "#))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(seconds.is_some_and(|s| s > 0.0 && s < 10.0), "{metrics}");
+    assert!(
+        metrics.contains("wasmconfd_guest_failing{guest=\"20-http\"} 0\n"),
+        "{metrics}"
+    );
 }
 
 /// The target is 2 s from the change (measured 1.5-1.6 s on an idle machine: the 403 second, at
