@@ -18,6 +18,7 @@ command -v pip3 >/dev/null || missing+=(python3-pip)
 command -v keepalived >/dev/null || missing+=(keepalived)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v man >/dev/null || missing+=(man-db)
 if ((${#missing[@]})); then
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

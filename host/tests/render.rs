@@ -388,6 +388,25 @@ fn the_bash_completion_completes_subcommands() {
     assert_eq!(completed.trim(), "cache");
 }
 
+/// The manual pages, one per command, read with `man`: the page of `run` has its flags.
+#[test]
+fn the_manual_pages_read_with_man() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run(wasmconfd().args(["man", "--dir"]).arg(dir.path()));
+    assert!(ok, "{stderr}");
+    let (ok, page, stderr) = run(std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("wasmconfd-run.1"))
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat"));
+    assert!(ok, "{stderr}");
+    assert!(
+        page.contains("wasmconfd-run") && page.contains("--reload-method"),
+        "{page}"
+    );
+    assert!(dir.path().join("wasmconfd-guest-cache-prune.1").exists());
+}
+
 /// 10,000 http services with 3 endpoints each render and pass `haproxy -c`.
 #[test]
 fn ten_thousand_services_render_and_pass_the_check() {

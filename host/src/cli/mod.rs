@@ -74,6 +74,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff): `wasmconfd man | man -l -`. With --dir, write it and one
+    /// page per subcommand (`wasmconfd-render.1`, ...) there, e.g. into /usr/share/man/man1.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +133,16 @@ pub fn execute(command: &Command, runtime: &Runtime) -> anyhow::Result<()> {
             use clap::CommandFactory as _;
             let mut command = Cli::command();
             clap_complete::generate(*shell, &mut command, "wasmconfd", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory as _;
+            match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
+                    anyhow::anyhow!("cannot write the manual pages to {}: {e}", dir.display())
+                })?,
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
+            }
             Ok(())
         }
         Command::Guest { command } => match command {
