@@ -453,11 +453,9 @@ impl State {
         let status = self.status.clone();
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed) + 1;
         let host_fix = result.as_ref().err().and_then(|e| e.host_fix(applier));
+        let host_problem = result.as_ref().err().and_then(|e| e.host_problem(applier));
         self.retry_apply = host_fix.is_some() && !matches!(result, Err(ApplyError::Reload(_)));
-        *status.host_problem.lock().unwrap() = match (&result, &host_fix) {
-            (Err(error), Some(fix)) => Some(format!("{error}: {fix}")),
-            _ => None,
-        };
+        *status.host_problem.lock().unwrap() = host_problem.clone();
         match result {
             Ok(Applied::Unchanged) => tracing::debug!("configuration unchanged"),
             Ok(Applied::Runtime) => {
@@ -492,10 +490,10 @@ impl State {
                 tracing::info!(class = "reload", ?reasons, total, "applied by a reload");
                 self.set_draining(BTreeSet::new());
             }
-            Err(error @ ApplyError::Reload(_)) => {
+            Err(ApplyError::Reload(_)) => {
                 count(&status.failed_reloads);
-                let fix = host_fix.unwrap_or_default();
-                tracing::error!("{error}: {fix}; retrying with backoff");
+                let problem = host_problem.unwrap_or_default();
+                tracing::error!("{problem}; retrying with backoff");
             }
             Err(error) => {
                 match host_fix {
@@ -594,23 +592,22 @@ impl State {
 
     /// Retry the pending reload.
     fn retry_reload(&mut self, applier: &Applier) {
-        let result = applier.reload();
-        match &result {
+        let problem = match applier.reload() {
             Ok(()) => {
                 self.status.applied_now();
                 self.reload_pending = false;
                 self.status.reload_pending.store(false, Ordering::Relaxed);
                 self.set_draining(BTreeSet::new());
+                None
             }
             Err(error) => {
                 self.status.failed_reloads.fetch_add(1, Ordering::Relaxed);
-                let fix = error.host_fix(applier).unwrap_or_default();
-                tracing::error!("{error}: {fix}; retrying with backoff");
+                let problem = error.host_problem(applier).unwrap_or_default();
+                tracing::error!("{problem}; retrying with backoff");
+                Some(problem)
             }
-        }
-        *self.status.host_problem.lock().unwrap() = result
-            .err()
-            .map(|e| format!("{e}: {}", e.host_fix(applier).unwrap_or_default()));
+        };
+        *self.status.host_problem.lock().unwrap() = problem;
     }
 
     fn set_draining(&mut self, draining: BTreeSet<runtime_api::ServerName>) {

@@ -126,10 +126,11 @@ fn the_keepalived_configuration_passes_its_config_test() {
     )
     .unwrap();
     let output = test(&config);
+    let said = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("virtual_router_id")
-            || String::from_utf8_lossy(&output.stderr).contains("300")
+        said.contains("virtual_router_id") || said.contains("300"),
+        "{said}"
     );
 }
 

@@ -33,6 +33,12 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// This failure with what to change, when it is on this host ([`ApplyError::host_fix`]):
+    /// what the log and `/readyz` say.
+    pub fn host_problem(&self, applier: &Applier) -> Option<String> {
+        Some(format!("{self}: {}", self.host_fix(applier)?))
+    }
+
     /// For a failure on this host rather than in the configuration (a file that cannot be
     /// written, a command that cannot run or fails), what the operator can change; trying the
     /// same again later may then work. `None` when HAProxy rejected the configuration: trying it
