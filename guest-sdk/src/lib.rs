@@ -42,8 +42,9 @@ pub mod wit {
 pub use wit_bindgen;
 
 pub use wit::wasmconfd::haproxy::types::{
-    Cluster, Context, Description, Directive, Endpoint, EndpointPort, Fragment, MapEntry, MapFile,
-    Protocol, RenderError, Section, SectionKind, Service, ServicePort, SettingError, SettingInfo,
+    Certificate, Cluster, Context, Description, Directive, Endpoint, EndpointPort, Fragment,
+    MapEntry, MapFile, Protocol, RenderError, Section, SectionKind, Service, ServicePort,
+    SettingError, SettingInfo, Tls,
 };
 
 /// A guest: what it says about itself, and how it renders.
@@ -143,6 +144,15 @@ impl Cluster {
     /// The services whose proto is `proto`.
     pub fn services_with_proto<'a>(&'a self, proto: &'a str) -> impl Iterator<Item = &'a Service> {
         self.services.iter().filter(move |s| s.proto == proto)
+    }
+
+    /// The certificate of `service` (from its `wasmconfd.io/tls-secret`), when the host holds a
+    /// good one for it.
+    pub fn certificate_of(&self, service: &Service) -> Option<&Certificate> {
+        self.tls
+            .certificates
+            .iter()
+            .find(|c| c.namespace == service.namespace && c.services.contains(&service.name))
     }
 
     /// A path inside the host's maps directory, for use in `map_*()` converters.

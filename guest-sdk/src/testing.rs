@@ -10,7 +10,9 @@
 //! assert_eq!(cluster.services[0].ready_endpoints().count(), 1);
 //! ```
 
-use crate::{Cluster, Context, Endpoint, EndpointPort, Protocol, Service, ServicePort};
+use crate::{
+    Certificate, Cluster, Context, Endpoint, EndpointPort, Protocol, Service, ServicePort, Tls,
+};
 #[cfg(not(target_arch = "wasm32"))]
 use {crate::wit::wasmconfd::haproxy::host::Level, std::cell::RefCell};
 
@@ -23,7 +25,35 @@ pub fn cluster(services: impl IntoIterator<Item = Service>) -> Cluster {
             settings: Vec::new(),
         },
         services: services.into_iter().collect(),
+        tls: Tls {
+            default_certificate: "certs/default.pem".into(),
+            crt_list: "certs/certificates.crtlist".into(),
+            certificates: Vec::new(),
+        },
     }
+}
+
+/// The same cluster with a certificate for `service` from its Secret `secret`, covering all of
+/// its domains, as the host gives it.
+pub fn with_certificate(mut cluster: Cluster, service: &Service, secret: &str) -> Cluster {
+    cluster.tls.certificates.push(Certificate {
+        namespace: service.namespace.clone(),
+        secret: secret.into(),
+        services: vec![service.name.clone()],
+        domains: service.domains.clone(),
+        sans: service.domains.clone(),
+        subject: format!(
+            "CN={}",
+            service.domains.first().cloned().unwrap_or_default()
+        ),
+        issuer: "CN=test CA".into(),
+        serial: "1".into(),
+        not_before: 0,
+        not_after: 4_102_444_800,
+        key_type: "ecdsa-p256".into(),
+        file: format!("certs/{}_{secret}.pem", service.namespace),
+    });
+    cluster
 }
 
 /// The same cluster with setting `key` = `value` added.

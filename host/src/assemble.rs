@@ -30,11 +30,20 @@ pub struct Assembled {
     pub config: String,
     /// `(file name, contents)`, sorted by name, written into the maps directory.
     pub maps: Vec<(String, String)>,
+    /// `(file name, contents)`, sorted by name, written into the certificates directory
+    /// ([`crate::tls::Certificates::files`]); empty until [`Assembled::with_certificates`].
+    pub certs: Vec<(String, String)>,
     /// `(first line number, description)` of each part and section, in order.
     origins: Vec<(usize, String)>,
 }
 
 impl Assembled {
+    /// This configuration with the files of `certificates`.
+    pub fn with_certificates(mut self, certificates: &crate::tls::Certificates) -> Self {
+        self.certs = certificates.files();
+        self
+    }
+
     /// Which part (and section) wrote line `line` (1-based), e.g. `guest http (bundled), backend x`.
     pub fn origin_of(&self, line: usize) -> Option<&str> {
         let index = self.origins.partition_point(|(first, _)| *first <= line);
@@ -89,6 +98,7 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
             .into_iter()
             .map(|(name, _, contents)| (name, contents))
             .collect(),
+        certs: Vec::new(),
         origins: text.origins,
     })
 }

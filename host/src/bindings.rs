@@ -1,9 +1,10 @@
 //! The WIT contract, as Rust types and the functions to call a guest. The model the host builds
 //! *is* these types: there is no second copy to keep in step.
 //!
-//! Two versions load: the current one (`wit/`), and 0.1.0 (`wit/0.1.0/`), whose types are the
-//! same records and so are these very types; only its world (no `describe`) and its `host`
-//! interface are its own.
+//! Three versions load: the current one (`wit/`), 0.2.0 (`wit/0.2.0/`), whose `cluster` has no
+//! `tls`, and 0.1.0 (`wit/0.1.0/`), whose world has no `describe`. Every other record is the
+//! same in all three, so a guest of any version is handed the same services and returns the
+//! same [`Fragment`]: only the record around the services differs ([`Input::older`]).
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -11,13 +12,23 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize],
 });
 
+/// Guests built for `wasmconfd:haproxy@0.2.0`.
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.2.0",
+        world: "guest",
+    });
+
+    pub use self::wasmconfd::haproxy::host::Level;
+}
+
 /// Guests built for `wasmconfd:haproxy@0.1.0`.
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../wit/0.1.0",
         world: "guest",
         with: {
-            "wasmconfd:haproxy/types@0.1.0": super::wasmconfd::haproxy::types,
+            "wasmconfd:haproxy/types@0.1.0": super::v0_2::wasmconfd::haproxy::types,
         },
     });
 
@@ -34,6 +45,42 @@ pub use self::wasmconfd::haproxy::types::*;
 pub struct Input {
     pub context: Context,
     pub services: Vec<std::sync::Arc<Service>>,
+    pub tls: Tls,
+}
+
+/// The `cluster` record of 0.2.0 and 0.1.0: no `tls`.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub struct OlderInput<'a> {
+    pub context: &'a Context,
+    pub services: &'a [std::sync::Arc<Service>],
+}
+
+impl Input {
+    /// This input as a guest built for 0.2.0 or 0.1.0 takes it: without the certificates.
+    pub fn older(&self) -> OlderInput<'_> {
+        OlderInput {
+            context: &self.context,
+            services: &self.services,
+        }
+    }
+}
+
+impl From<v0_2::Description> for Description {
+    fn from(old: v0_2::Description) -> Self {
+        Description {
+            protos: old.protos,
+            settings: old.settings.map(|settings| {
+                settings
+                    .into_iter()
+                    .map(|s| SettingInfo {
+                        key: s.key,
+                        help: s.help,
+                    })
+                    .collect()
+            }),
+        }
+    }
 }
 
 impl SectionKind {
@@ -68,9 +115,10 @@ impl Section {
 }
 
 /// The world guests are built for, as its WIT names it.
-pub const WORLD: &str = "wasmconfd:haproxy/guest@0.2.0";
+pub const WORLD: &str = "wasmconfd:haproxy/guest@0.3.0";
 
-/// The earlier world this host still loads.
+/// The earlier worlds this host still loads.
+pub const WORLD_0_2: &str = "wasmconfd:haproxy/guest@0.2.0";
 pub const WORLD_0_1: &str = "wasmconfd:haproxy/guest@0.1.0";
 
 #[cfg(test)]
@@ -79,6 +127,7 @@ mod tests {
     fn the_world_names_are_the_ones_in_the_wit() {
         for (name, wit) in [
             (super::WORLD, include_str!("../../wit/world.wit")),
+            (super::WORLD_0_2, include_str!("../../wit/0.2.0/world.wit")),
             (super::WORLD_0_1, include_str!("../../wit/0.1.0/world.wit")),
         ] {
             let (package, world) = name.split_once('/').unwrap();

@@ -5,11 +5,12 @@
 //! installs and reloads. Nothing is written when the output is unchanged. When the API is
 //! unreachable the last configuration keeps serving while the watchers reconnect.
 
+use crate::apply::install::installed as installed_files;
 use crate::apply::plan::{self, Op, Plan};
 use crate::apply::runtime_api;
 use crate::apply::{Applied, Applier, ApplyError, Prepared, Reload};
 use crate::assemble::Assembled;
-use crate::assemble::MAPS_DIR;
+use crate::assemble::{CERTS_DIR, MAPS_DIR};
 use crate::bindings::Fragment;
 use crate::guard::{Guard, Verdict};
 use crate::model;
@@ -18,6 +19,7 @@ use crate::source::kubernetes::Connection;
 use crate::source::watch::{Caches, backoff};
 use crate::source::{self, Objects};
 use crate::status::Status;
+use crate::tls::Certificates;
 use anyhow::Context;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -32,6 +34,8 @@ pub struct DaemonConfig {
     pub connection: Connection,
     /// What the model accepts from the cluster.
     pub rules: model::Rules,
+    /// The certificate for names no TLS Secret is for.
+    pub default_certificate: Arc<crate::tls::KeyPair>,
     pub guests: GuestConfig,
     /// How to fetch the registry guests that were left out at start, to try them again.
     pub remote: Option<crate::guests::oci::Remote>,
@@ -114,6 +118,7 @@ fn render_loop(
     }
     let mut state = State {
         model: model::Model::default(),
+        tls: crate::tls::Kept::default(),
         last_good: Vec::new(),
         installed: installed_before(&config.applier, &pipeline),
         reload_pending: false,
@@ -188,7 +193,7 @@ fn installed_before(applier: &Applier, pipeline: &Pipeline) -> Option<Vec<Fragme
         return None;
     }
     let assembled = pipeline.assemble(&fragments).ok()?;
-    let loaded = applier.holds(&assembled) && !applier.reload_pending();
+    let loaded = applier.holds_config(&assembled) && !applier.reload_pending();
     if loaded {
         tracing::info!(
             "the installed configuration is the one the last run left: changes to its servers need no reload"
@@ -211,6 +216,8 @@ fn coalesce(changed: &mpsc::Receiver<()>, debounce: Duration, max_delay: Duratio
 struct State {
     /// The model, converted again only where objects changed.
     model: model::Model,
+    /// The certificates, read again only where Secrets changed.
+    tls: crate::tls::Kept,
     /// Each guest's last successful output.
     last_good: Vec<Option<Fragment>>,
     /// The fragments of the configuration on disk, once this process installed or found it.
@@ -233,14 +240,14 @@ struct State {
 
 impl State {
     fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, config: &DaemonConfig) {
-        let Some(fragments) = self.render(pipeline, objects, &config.rules) else {
+        let Some((fragments, certificates)) = self.render(pipeline, objects, config) else {
             return;
         };
         if !self.guarded(&fragments, config.guard) {
             return;
         }
         let assembled = match pipeline.assemble(&fragments) {
-            Ok(assembled) => assembled,
+            Ok(assembled) => assembled.with_certificates(&certificates),
             Err(error) => {
                 tracing::error!("{error}; the running configuration stays");
                 return;
@@ -250,7 +257,11 @@ impl State {
             _ if self.reload_pending => {
                 Plan::Reload(vec!["the last reload has not succeeded yet".into()])
             }
-            Some(installed) => plan::plan(installed, &fragments, MAPS_DIR),
+            Some(installed) => {
+                let certs = installed_files(&config.applier.target, CERTS_DIR);
+                plan::plan(installed, &fragments, MAPS_DIR)
+                    .with_certificates(plan::certificates(&certs, &assembled.certs))
+            }
             None => Plan::Reload(vec!["first configuration from this process".into()]),
         };
         let socket = runtime_api::admin_socket(&fragments);
@@ -281,17 +292,26 @@ impl State {
     }
 
     /// Run the guests on the model of `objects`, keeping each one's last good output. Once
-    /// every guest has rendered, their outputs, with each listening address given to one owner.
+    /// every guest has rendered, their outputs, with each listening address given to one owner,
+    /// and the certificates.
     fn render(
         &mut self,
         pipeline: &Pipeline,
         objects: &Objects,
-        rules: &model::Rules,
-    ) -> Option<Vec<Fragment>> {
-        let (services, problems) = self.model.build(objects, rules);
+        config: &DaemonConfig,
+    ) -> Option<(Vec<Fragment>, Certificates)> {
+        let (services, mut problems) = self.model.build(objects, &config.rules);
+        let (certificates, tls_problems) = self.tls.build(
+            &objects.secrets,
+            &services,
+            &config.default_certificate,
+            crate::tls::now(),
+        );
+        problems.extend(tls_problems);
         self.report_problems(problems);
+        self.status.set_certificates(&certificates);
         let renders = pipeline.renders();
-        let run = pipeline.run(&services, &model::namespace_labels(objects));
+        let run = pipeline.run(&services, &model::namespace_labels(objects), &certificates);
         let ran = pipeline.renders() - renders;
         self.status.guest_renders.fetch_add(ran, Ordering::Relaxed);
         self.report_quarantined(&run.outputs);
@@ -328,7 +348,7 @@ impl State {
         let mut conflicts = run.conflicts;
         conflicts.extend(pipeline.claim(&mut fragments));
         self.report_conflicts(conflicts);
-        Some(fragments)
+        Some((fragments, certificates))
     }
 
     /// Whether `fragments` may be applied over the installed configuration: not when they

@@ -26,3 +26,4 @@ pub mod scaffold;
 pub mod scope;
 pub mod source;
 pub mod status;
+pub mod tls;

@@ -21,9 +21,21 @@ pub const PORT: &str = "wasmconfd.io/port";
 pub const LISTEN_PORT: &str = "wasmconfd.io/listen-port";
 /// A path prefix: services may share a domain when their paths differ.
 pub const PATH: &str = "wasmconfd.io/path";
+/// The TLS Secret of a service (see [`crate::tls`]).
+pub const TLS_SECRET: &str = crate::tls::ANNOTATION;
+/// `true`: plain HTTP requests for the service's domains are redirected to HTTPS.
+pub const SSL_REDIRECT: &str = "wasmconfd.io/ssl-redirect";
 /// The prefix of wasmconfd's own annotations, and those it reads.
 const PREFIX: &str = "wasmconfd.io/";
-const KNOWN: [&str; 5] = [DOMAIN[0], PROTO[0], PORT, LISTEN_PORT, PATH];
+const KNOWN: [&str; 7] = [
+    DOMAIN[0],
+    PROTO[0],
+    PORT,
+    LISTEN_PORT,
+    PATH,
+    TLS_SECRET,
+    SSL_REDIRECT,
+];
 
 /// Why annotation `key` (with wasmconfd's prefix) is ignored, with the known key it most
 /// likely means.

@@ -4,12 +4,13 @@
 //! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
-use crate::bindings::{Context, Fragment, Input, Service};
+use crate::bindings::{Context, Fragment, Input, Service, Tls};
 use crate::claims::{Claims, static_binds, static_sections};
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use crate::model::NamespaceLabels;
 use crate::scope::{Scope, Trust};
+use crate::tls::Certificates;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +68,7 @@ struct Loaded {
 /// unchanged services, so most of the comparison is of pointers.
 struct LastOutput {
     input: Vec<Arc<Service>>,
+    tls: Tls,
     fragment: Fragment,
     quarantined: Vec<(String, String)>,
 }
@@ -179,7 +181,12 @@ impl Pipeline {
 
     /// Run every guest on the services its scope admits. Each guest's result is kept apart, so
     /// one failing guest does not take the others' output with it.
-    pub fn run(&self, services: &[Arc<Service>], namespaces: &NamespaceLabels) -> Run {
+    pub fn run(
+        &self,
+        services: &[Arc<Service>],
+        namespaces: &NamespaceLabels,
+        certificates: &Certificates,
+    ) -> Run {
         let mut domains = BTreeMap::new();
         let mut conflicts = Vec::new();
         let team_involved = self.guests().any(|(_, l)| l.scope.trust == Trust::Team);
@@ -201,7 +208,8 @@ impl Pipeline {
                 } else {
                     admitted.cloned().collect()
                 };
-                self.render_if_changed(part, loaded, input)
+                let tls = certificates.for_services(&input);
+                self.render_if_changed(part, loaded, input, tls)
             })
             .collect();
         conflicts.extend(self.unserved(services));
@@ -247,9 +255,13 @@ impl Pipeline {
         part: &Part,
         loaded: &Loaded,
         input: Vec<Arc<Service>>,
+        tls: Tls,
     ) -> GuestOutput {
         let mut last = loaded.last.lock().unwrap();
-        if let Some(same) = last.as_ref().filter(|last| last.input == input) {
+        if let Some(same) = last
+            .as_ref()
+            .filter(|last| last.input == input && last.tls == tls)
+        {
             return GuestOutput {
                 slot: part.slot.clone(),
                 team: loaded.scope.trust == Trust::Team,
@@ -260,11 +272,12 @@ impl Pipeline {
         }
         let checked = last.as_ref().map(|last| &last.fragment);
         let started = std::time::Instant::now();
-        let mut output = self.render_guest(part, loaded, input.clone(), checked);
+        let mut output = self.render_guest(part, loaded, input.clone(), &tls, checked);
         output.took = Some(started.elapsed());
         if let Ok(fragment) = &output.result {
             *last = Some(LastOutput {
                 input,
+                tls,
                 fragment: fragment.clone(),
                 quarantined: output.quarantined.clone(),
             });
@@ -278,8 +291,8 @@ impl Pipeline {
         self.renders.load(Ordering::Relaxed)
     }
 
-    /// What guest `loaded` receives: `services`, with its settings.
-    fn cluster(&self, loaded: &Loaded, services: Vec<Arc<Service>>) -> Input {
+    /// What guest `loaded` receives: `services` and `tls`, with its settings.
+    fn cluster(&self, loaded: &Loaded, services: Vec<Arc<Service>>, tls: &Tls) -> Input {
         Input {
             context: Context {
                 maps_dir: MAPS_DIR.into(),
@@ -287,6 +300,7 @@ impl Pipeline {
                 settings: loaded.settings.clone(),
             },
             services,
+            tls: tls.clone(),
         }
     }
 
@@ -320,6 +334,7 @@ impl Pipeline {
         part: &Part,
         loaded: &Loaded,
         services: Vec<Arc<Service>>,
+        tls: &Tls,
         checked: Option<&Fragment>,
     ) -> GuestOutput {
         let output = |result, quarantined| GuestOutput {
@@ -329,13 +344,18 @@ impl Pipeline {
             quarantined,
             took: None,
         };
-        let cluster = self.cluster(loaded, services);
+        let cluster = self.cluster(loaded, services, tls);
         let error = match self.attempt(part, loaded, &cluster, checked) {
             Err(error) if !cluster.services.is_empty() => error,
             result => return output(result, Vec::new()),
         };
         if self
-            .attempt(part, loaded, &self.cluster(loaded, Vec::new()), checked)
+            .attempt(
+                part,
+                loaded,
+                &self.cluster(loaded, Vec::new(), tls),
+                checked,
+            )
             .is_err()
         {
             return output(Err(error), Vec::new());
@@ -343,7 +363,7 @@ impl Pipeline {
         let services = &cluster.services;
         let render = |indices: &[usize]| {
             let subset = indices.iter().map(|&i| services[i].clone()).collect();
-            self.attempt(part, loaded, &self.cluster(loaded, subset), checked)
+            self.attempt(part, loaded, &self.cluster(loaded, subset, tls), checked)
         };
         let mut budget = Budget {
             renders: QUARANTINE_RENDERS,
@@ -436,8 +456,9 @@ impl Pipeline {
         &self,
         services: &[Arc<Service>],
         namespaces: &NamespaceLabels,
+        certificates: &Certificates,
     ) -> Result<Assembled, Vec<PipelineError>> {
-        let run = self.run(services, namespaces);
+        let run = self.run(services, namespaces, certificates);
         for conflict in &run.conflicts {
             tracing::warn!("{conflict}");
         }
@@ -462,7 +483,9 @@ impl Pipeline {
         for error in self.claim(&mut fragments) {
             tracing::error!("{error}");
         }
-        self.assemble(&fragments).map_err(|e| vec![e.into()])
+        self.assemble(&fragments)
+            .map(|assembled| assembled.with_certificates(certificates))
+            .map_err(|e| vec![e.into()])
     }
 }
 
@@ -657,14 +680,16 @@ mod tests {
     fn a_guest_whose_input_did_not_change_is_not_run_again() {
         let pipeline = Pipeline::new(&GuestConfig::default()).unwrap();
         let namespaces = NamespaceLabels::new();
-        let first = pipeline.render(&services("10.0.0.1"), &namespaces).unwrap();
+        let certificates = Certificates::only_default().unwrap();
+        let render = |ip: &str| pipeline.render(&services(ip), &namespaces, &certificates);
+        let first = render("10.0.0.1").unwrap();
         assert_eq!(pipeline.renders(), 4, "base, http, https and redis");
 
-        let again = pipeline.render(&services("10.0.0.1"), &namespaces).unwrap();
+        let again = render("10.0.0.1").unwrap();
         assert_eq!(again, first);
         assert_eq!(pipeline.renders(), 4, "nothing changed: no guest runs");
 
-        let moved = pipeline.render(&services("10.0.0.9"), &namespaces).unwrap();
+        let moved = render("10.0.0.9").unwrap();
         assert_eq!(pipeline.renders(), 5, "only the http guest sees the change");
         assert!(moved.config.contains("10.0.0.9:8080"), "{}", moved.config);
     }

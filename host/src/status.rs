@@ -62,9 +62,21 @@ pub struct Status {
     /// A configuration rendered from the cluster has been installed (and loaded, unless a
     /// reload is pending).
     pub installed: AtomicBool,
+    /// The certificates in use: (namespace, secret) -> when it expires (seconds since the Unix
+    /// epoch).
+    pub certificates: Mutex<std::collections::BTreeMap<(String, String), i64>>,
 }
 
 impl Status {
+    /// The certificates of the last render.
+    pub fn set_certificates(&self, certificates: &crate::tls::Certificates) {
+        *self.certificates.lock().unwrap() = certificates
+            .used
+            .iter()
+            .map(|u| ((u.namespace.clone(), u.secret.clone()), u.pair.not_after))
+            .collect();
+    }
+
     /// A configuration was applied now.
     pub fn applied_now(&self) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
@@ -118,7 +130,7 @@ impl Status {
     }
 
     /// The samples (labels, value) of each of [`METRICS`], in order.
-    fn samples(&self) -> [Vec<(String, f64)>; 20] {
+    fn samples(&self) -> [Vec<(String, f64)>; 21] {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
         let flag = |state: &AtomicBool| f64::from(u8::from(state.load(Ordering::Relaxed)));
         let one = |value: f64| vec![(String::new(), value)];
@@ -173,6 +185,19 @@ impl Status {
             )],
             per_guest(&|(seconds, _)| *seconds),
             per_guest(&|(_, failing)| f64::from(u8::from(*failing))),
+            self.certificates
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|((namespace, secret), expiry)| {
+                    let labels = format!(
+                        "{{namespace=\"{}\",secret=\"{}\"}}",
+                        label(namespace),
+                        label(secret)
+                    );
+                    (labels, *expiry as f64)
+                })
+                .collect(),
         ]
     }
 
@@ -216,7 +241,7 @@ fn label(value: &str) -> String {
 }
 
 /// Name, type and help of each metric.
-const METRICS: [(&str, &str, &str); 20] = [
+const METRICS: [(&str, &str, &str); 21] = [
     (
         "wasmconfd_applies_total",
         "counter",
@@ -316,6 +341,11 @@ const METRICS: [(&str, &str, &str); 20] = [
         "wasmconfd_guest_failing",
         "gauge",
         "1 for a guest whose last run failed; it keeps its last good output.",
+    ),
+    (
+        "wasmconfd_certificate_expiry_seconds",
+        "gauge",
+        "When each certificate in use (from a TLS Secret) expires, in seconds since the Unix epoch; the log warns 14 days before.",
     ),
 ];
 

@@ -10,14 +10,14 @@
 //! `BENCH_GUEST=PATH` renders with another build of the guest.
 
 use wasmconfd::bindings::{
-    Cluster, Context, Endpoint, EndpointPort, Protocol, Service, ServicePort,
+    Context, Endpoint, EndpointPort, Input, Protocol, Service, ServicePort, Tls,
 };
 use wasmconfd::guests::parts::BUNDLED;
 use wasmconfd::guests::{Limits, Sandbox};
 
 /// The input of the native benchmark (`guests/http`), as the host's types.
-fn cluster() -> Cluster {
-    let services = (0..10_000)
+fn cluster() -> Input {
+    let services: Vec<Service> = (0..10_000)
         .map(|i| {
             let namespace = format!("ns-{}", i % 100);
             let endpoints = (0..3)
@@ -65,13 +65,14 @@ fn cluster() -> Cluster {
             }
         })
         .collect();
-    Cluster {
+    Input {
         context: Context {
             maps_dir: "maps".into(),
             certs_dir: "certs".into(),
             settings: Vec::new(),
         },
-        services,
+        services: services.into_iter().map(std::sync::Arc::new).collect(),
+        tls: Tls::without_certificates(),
     }
 }
 

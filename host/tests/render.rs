@@ -65,7 +65,10 @@ fn golden_cases() {
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap() == ".wasmconfd-maps" {
+        // The record of files, and the certificates: a new default one each render.
+        if [".wasmconfd-files", "certs"].map(std::ffi::OsStr::new)[..]
+            .contains(&path.file_name().unwrap())
+        {
             continue;
         }
         let target = to.join(path.file_name().unwrap());
@@ -83,7 +86,7 @@ fn listing(dir: &Path) -> Vec<(String, String)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|path| path.file_name().unwrap() != ".wasmconfd-maps")
+        .filter(|path| path.file_name().unwrap() != ".wasmconfd-files")
         .map(|path| {
             (
                 path.file_name().unwrap().to_string_lossy().into_owned(),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 use wasmconfd::assemble::{self, Output};
-use wasmconfd::bindings::{Cluster, Context, Fragment};
+use wasmconfd::bindings::{Context, Fragment, Input, Tls};
 use wasmconfd::guests::{Guest, GuestError, Limits, Sandbox};
 use wasmconfd::guests::{Part, Source};
 
@@ -23,14 +23,15 @@ fn misbehave() -> (Sandbox, Guest) {
     (runtime, guest)
 }
 
-fn cluster(mode: &str) -> Cluster {
-    Cluster {
+fn cluster(mode: &str) -> Input {
+    Input {
         context: Context {
             maps_dir: "maps".into(),
             certs_dir: "certs".into(),
             settings: vec![("mode".into(), mode.into())],
         },
         services: Vec::new(),
+        tls: Tls::without_certificates(),
     }
 }
 

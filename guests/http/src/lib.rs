@@ -4,6 +4,10 @@
 //! `*.example.com` as a suffix), so thousands of domains stay one lookup, and a new domain can
 //! later be added through the Runtime API without a reload. Unknown hosts get a 404.
 //!
+//! A service of proto `https` annotated `wasmconfd.io/ssl-redirect: "true"` has plain HTTP
+//! requests for its domains redirected to HTTPS (308, which keeps the method), unless an http
+//! service routes the same domain.
+//!
 //! Settings: `bind` (default `:80`), `frontend` (the frontend's name, default `http`).
 
 use wasmconfd_guest::{
@@ -18,7 +22,7 @@ const DEFAULT_BACKEND: &str = "http_default";
 impl Guest for Http {
     fn describe() -> Description {
         Description::new(
-            ["http"],
+            ["http", "https"],
             [
                 ("bind", "the frontend's bind address (default :80)"),
                 ("frontend", "the frontend's name (default http)"),
@@ -31,7 +35,7 @@ impl Guest for Http {
         let wildcards_map = cluster.map_path("http-wildcards.map");
         let host = "req.hdr(host),field(1,:),lower";
 
-        let frontend = Section::frontend(cluster.setting_or("frontend", "http"))
+        let mut frontend = Section::frontend(cluster.setting_or("frontend", "http"))
             .with("mode", ["http"])
             .with("bind", [cluster.setting_or("bind", ":80")])
             .with("option", ["httplog"])
@@ -52,14 +56,43 @@ impl Guest for Http {
                 ]
                 .into_iter()
                 .chain(if_not_found("unless")),
-            )
-            .with(
-                "use_backend",
-                ["%[var(txn.backend)]".to_string()]
-                    .into_iter()
-                    .chain(if_not_found("if")),
-            )
-            .with("default_backend", [DEFAULT_BACKEND]);
+            );
+        let mut redirects =
+            DomainRoutes::new("http-redirects.map", "http-redirect-wildcards.map", "host");
+        for service in cluster.services_with_proto("https") {
+            if service.annotation("wasmconfd.io/ssl-redirect") == Some("true") {
+                redirects.add(service, "https");
+            }
+        }
+        let redirects = redirects.into_maps();
+        let mut maps = Vec::new();
+        if redirects.iter().any(|map| !map.entries.is_empty()) {
+            for (map, lookup) in redirects.iter().zip(["map_str", "map_end"]) {
+                let path = cluster.map_path(&map.name);
+                frontend.push(
+                    "http-request",
+                    ["redirect", "scheme", "https", "code", "308", "if", "!"]
+                        .into_iter()
+                        .map(String::from)
+                        .chain(backend_found())
+                        .chain([
+                            "{".to_string(),
+                            format!("{host},{lookup}({path})"),
+                            "-m".into(),
+                            "found".into(),
+                            "}".into(),
+                        ]),
+                );
+            }
+            maps = redirects;
+        }
+        frontend.push(
+            "use_backend",
+            ["%[var(txn.backend)]".to_string()]
+                .into_iter()
+                .chain(if_not_found("if")),
+        );
+        frontend.push("default_backend", [DEFAULT_BACKEND]);
 
         let default_backend = Section::backend(DEFAULT_BACKEND).with(
             "http-request",
@@ -90,16 +123,23 @@ impl Guest for Http {
             section.extend(servers(service));
             sections.push(section);
         }
+        let mut all_maps = routes.into_maps();
+        all_maps.extend(maps);
         Ok(Fragment {
             sections,
-            maps: routes.into_maps(),
+            maps: all_maps,
         })
     }
 }
 
 /// `if { var(txn.backend) -m found }`, or with `unless`.
 fn if_not_found(word: &str) -> impl Iterator<Item = String> {
-    [word, "{", "var(txn.backend)", "-m", "found", "}"]
+    std::iter::once(word.to_string()).chain(backend_found())
+}
+
+/// `{ var(txn.backend) -m found }`.
+fn backend_found() -> impl Iterator<Item = String> {
+    ["{", "var(txn.backend)", "-m", "found", "}"]
         .into_iter()
         .map(String::from)
 }
@@ -141,6 +181,46 @@ mod tests {
             .collect();
         assert_eq!(servers.len(), 1, "only the ready endpoint is a server");
         assert_eq!(servers[0].args, ["10.0.0.1:8080", "10.0.0.1:8080", "check"]);
+    }
+
+    #[test]
+    fn https_services_asking_for_it_are_redirected_from_plain_http() {
+        let shop = service("a", "shop", "https")
+            .domain("shop.example.com")
+            .annotation("wasmconfd.io/ssl-redirect", "true")
+            .build();
+        let api = service("a", "api", "https")
+            .domain("api.example.com")
+            .build();
+        let out = Http::render(cluster([shop, api])).unwrap();
+        let redirects: Vec<_> = out.sections[0]
+            .directives
+            .iter()
+            .filter(|d| d.args.first().is_some_and(|a| a == "redirect"))
+            .map(|d| d.args.join(" "))
+            .collect();
+        assert_eq!(
+            redirects[0],
+            "redirect scheme https code 308 if ! { var(txn.backend) -m found } \
+             { req.hdr(host),field(1,:),lower,map_str(maps/http-redirects.map) -m found }"
+        );
+        let map = out
+            .maps
+            .iter()
+            .find(|m| m.name == "http-redirects.map")
+            .unwrap();
+        assert_eq!(map.entries.len(), 1, "only the service that asks");
+        assert_eq!(map.entries[0].key, "shop.example.com");
+        assert_eq!(out.sections.len(), 2, "no backend for https services");
+
+        let plain = Http::render(cluster([service("a", "web", "http")
+            .domain("w.example.com")
+            .build()]));
+        assert_eq!(
+            plain.unwrap().maps.len(),
+            2,
+            "no redirect maps without redirects"
+        );
     }
 
     #[test]

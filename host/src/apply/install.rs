@@ -2,28 +2,37 @@
 //! disk, a crash) leaves the previous configuration complete.
 //!
 //! Everything new is written first, into a staging directory beside the configuration, where
-//! it can be checked: the staged configuration sees its new maps in `maps/` and everything else
-//! of the configuration's directory through links, so relative paths resolve as they will. Only
-//! then do renames, which need no space, put the maps and, last, the configuration in place.
-//! Map files an earlier install wrote and this one does not are removed after that. Only those:
-//! wasmconfd records the map files it writes (`maps/.wasmconfd-maps`), and never touches the
-//! others, such as an operator's own.
+//! it can be checked: the staged configuration sees its new maps in `maps/`, its certificates in
+//! `certs/` and everything else of the configuration's directory through links, so relative
+//! paths resolve as they will. Only then do renames, which need no space, put the maps and
+//! certificates and, last, the configuration in place. Files an earlier install wrote and this
+//! one does not are removed after that. Only those: wasmconfd records the files it writes
+//! (`maps/.wasmconfd-files`, `certs/.wasmconfd-files`), and never touches the others, such as
+//! an operator's own. Certificate files hold private keys: they are readable by their owner
+//! only (`0600`).
 
-use crate::assemble::{Assembled, MAPS_DIR};
+use crate::assemble::{Assembled, CERTS_DIR, MAPS_DIR};
 use crate::files::{parent_dir, with_suffix};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// The record of the map files wasmconfd wrote, in the maps directory.
-const RECORD: &str = ".wasmconfd-maps";
+/// The record of the files wasmconfd wrote, in each directory it writes.
+const RECORD: &str = ".wasmconfd-files";
+/// Its name before certificates had a directory too.
+const OLD_MAPS_RECORD: &str = ".wasmconfd-maps";
 /// Names of staging directories and temporary files beside the configuration.
 const STAGING_PREFIX: &str = ".wasmconfd-";
 
-/// A configuration and its maps written beside `target`, not yet in place.
+/// The directories beside the configuration whose files wasmconfd writes: maps (readable by
+/// all), certificates (with private keys: readable by the owner only).
+const DIRS: [(&str, u32); 2] = [(MAPS_DIR, 0o644), (CERTS_DIR, 0o600)];
+
+/// A configuration, its maps and its certificates written beside `target`, not yet in place.
 pub struct Staged {
     dir: tempfile::TempDir,
     target: PathBuf,
-    maps: Vec<String>,
+    /// The names written into each of [`DIRS`].
+    files: [Vec<String>; 2],
 }
 
 impl Staged {
@@ -39,33 +48,37 @@ impl Staged {
         for entry in std::fs::read_dir(live)? {
             let entry = entry?.file_name();
             let ours = entry == name
-                || entry == MAPS_DIR
+                || DIRS.iter().any(|(d, _)| entry == *d)
                 || entry.to_string_lossy().starts_with(STAGING_PREFIX);
             if !ours {
                 std::os::unix::fs::symlink(Path::new("..").join(&entry), dir.path().join(&entry))?;
             }
         }
-        let (maps, live_maps) = (dir.path().join(MAPS_DIR), live.join(MAPS_DIR));
-        std::fs::create_dir(&maps)?;
-        let mut record = String::new();
-        for (name, contents) in &assembled.maps {
-            write_new(&maps.join(name), contents.as_bytes(), &live_maps.join(name))?;
-            record.push_str(name);
-            record.push('\n');
+        let mut files: [Vec<String>; 2] = Default::default();
+        for (((subdir, mode), contents), names) in DIRS
+            .iter()
+            .zip([&assembled.maps, &assembled.certs])
+            .zip(&mut files)
+        {
+            let staged = dir.path().join(subdir);
+            std::fs::create_dir(&staged)?;
+            let mut record = String::new();
+            for (name, text) in contents {
+                write_new(&staged.join(name), text.as_bytes(), *mode)?;
+                record.push_str(name);
+                record.push('\n');
+                names.push(name.clone());
+            }
+            write_new(&staged.join(RECORD), record.as_bytes(), 0o644)?;
         }
         write_new(
-            &maps.join(RECORD),
-            record.as_bytes(),
-            &live_maps.join(RECORD),
+            &dir.path().join(name),
+            assembled.config.as_bytes(),
+            mode_of(target, 0o644),
         )?;
-        write_new(&dir.path().join(name), assembled.config.as_bytes(), target)?;
         Ok(Staged {
             target: target.to_path_buf(),
-            maps: assembled
-                .maps
-                .iter()
-                .map(|(name, _)| name.clone())
-                .collect(),
+            files,
             dir,
         })
     }
@@ -77,51 +90,59 @@ impl Staged {
             .join(self.target.file_name().unwrap_or_default())
     }
 
-    /// Put the staged files in place: the maps, then the configuration (keeping the one it
-    /// replaces as `<target>.prev`), then the record of maps; then remove the maps the previous
-    /// record lists that this install does not have.
+    /// Put the staged files in place: the maps and certificates, then the configuration
+    /// (keeping the one it replaces as `<target>.prev`), then the records; then remove the files
+    /// the previous records list that this install does not have.
     pub fn commit(self) -> std::io::Result<()> {
-        let live_maps = parent_dir(&self.target).join(MAPS_DIR);
-        let before = recorded(&live_maps);
+        let live = parent_dir(&self.target);
+        let before: Vec<_> = DIRS.iter().map(|(d, _)| recorded(&live.join(d))).collect();
         if self.target.exists() {
             keep_previous(&self.target)?;
         }
-        std::fs::create_dir_all(&live_maps)?;
-        let staged_maps = self.dir.path().join(MAPS_DIR);
-        for name in &self.maps {
-            std::fs::rename(staged_maps.join(name), live_maps.join(name))?;
-        }
-        std::fs::rename(self.config(), &self.target)?;
-        std::fs::rename(staged_maps.join(RECORD), live_maps.join(RECORD))?;
-        sync_dir(&live_maps)?;
-        sync_dir(parent_dir(&self.target))?;
-        for stale in before.iter().filter(|name| !self.maps.contains(name)) {
-            match std::fs::remove_file(live_maps.join(stale)) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(%error, map = %stale, "cannot remove a map file no longer written")
-                }
-                _ => {}
+        for ((subdir, _), names) in DIRS.iter().zip(&self.files) {
+            let (staged, live) = (self.dir.path().join(subdir), live.join(subdir));
+            std::fs::create_dir_all(&live)?;
+            for name in names {
+                std::fs::rename(staged.join(name), live.join(name))?;
             }
         }
-        Ok(())
+        std::fs::rename(self.config(), &self.target)?;
+        for (((subdir, _), names), before) in DIRS.iter().zip(&self.files).zip(before) {
+            let (staged, live) = (self.dir.path().join(subdir), live.join(subdir));
+            std::fs::rename(staged.join(RECORD), live.join(RECORD))?;
+            let _ = std::fs::remove_file(live.join(OLD_MAPS_RECORD));
+            sync_dir(&live)?;
+            for stale in before.iter().filter(|name| !names.contains(name)) {
+                match std::fs::remove_file(live.join(stale)) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(%error, file = %stale, "cannot remove a file no longer written")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        sync_dir(live)
     }
 }
 
-/// Write `bytes` to a new file at `path`, on disk, with the permissions of the file `like`
-/// that it will replace, or `0644` (readable by HAProxy after a privilege drop).
-fn write_new(path: &Path, bytes: &[u8], like: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
+/// Write `bytes` to a new file at `path`, on disk, with permissions `mode`.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(mode)
         .open(path)?;
     file.write_all(bytes)?;
-    let permissions = match std::fs::metadata(like) {
-        Ok(existing) => existing.permissions(),
-        Err(_) => std::fs::Permissions::from_mode(0o644),
-    };
-    file.set_permissions(permissions)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.sync_all()
+}
+
+/// The permissions of the file `path`, or `default` (`0644`: readable by HAProxy after a
+/// privilege drop).
+fn mode_of(path: &Path, default: u32) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).map_or(default, |meta| meta.permissions().mode() & 0o7777)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -145,9 +166,10 @@ pub fn refuse_symlink(target: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The map files the last install recorded writing into `maps`.
-fn recorded(maps: &Path) -> Vec<String> {
-    std::fs::read_to_string(maps.join(RECORD))
+/// The files the last install recorded writing into directory `dir`.
+fn recorded(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(RECORD))
+        .or_else(|_| std::fs::read_to_string(dir.join(OLD_MAPS_RECORD)))
         .unwrap_or_default()
         .lines()
         .filter(|name| !name.is_empty() && !name.contains('/'))
@@ -155,17 +177,13 @@ fn recorded(maps: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The map files the last install beside `target` wrote, with their contents, sorted by name.
-pub fn installed_maps(target: &Path) -> Vec<(String, String)> {
-    let maps = parent_dir(target).join(MAPS_DIR);
-    let mut installed: Vec<_> = recorded(&maps)
+/// The files the last install beside `target` wrote into its directory `dir` (`maps` or
+/// `certs`), with their contents, sorted by name.
+pub fn installed(target: &Path, dir: &str) -> Vec<(String, String)> {
+    let dir = parent_dir(target).join(dir);
+    let mut installed: Vec<_> = recorded(&dir)
         .into_iter()
-        .filter_map(|name| {
-            Some((
-                name.clone(),
-                std::fs::read_to_string(maps.join(&name)).ok()?,
-            ))
-        })
+        .filter_map(|name| Some((name.clone(), std::fs::read_to_string(dir.join(&name)).ok()?)))
         .collect();
     installed.sort();
     installed
@@ -242,8 +260,8 @@ mod tests {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        assert_eq!(names, [".wasmconfd-maps", "a.map", "operator.map"]);
-        assert_eq!(installed_maps(&target), two.maps);
+        assert_eq!(names, [".wasmconfd-files", "a.map", "operator.map"]);
+        assert_eq!(installed(&target, MAPS_DIR), two.maps);
         assert!(target.with_extension("cfg.prev").exists());
         let leftovers = std::fs::read_dir(dir.path())
             .unwrap()

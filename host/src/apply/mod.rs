@@ -16,9 +16,10 @@ pub mod runtime_api;
 pub use reload::{DEFAULT_RELOAD_COMMAND, Reload, Signal};
 
 use crate::assemble::Assembled;
+use crate::assemble::{CERTS_DIR, MAPS_DIR};
 use crate::files::with_suffix;
 use check::CheckError;
-use install::{Staged, installed_maps};
+use install::{Staged, installed};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -150,11 +151,18 @@ impl Applier {
         Ok(Prepared::Staged(staged))
     }
 
-    /// Whether the files on disk are `assembled`: the configuration and its map files.
+    /// Whether the files on disk are `assembled`: the configuration, its map files and its
+    /// certificates.
     pub fn holds(&self, assembled: &Assembled) -> bool {
+        self.holds_config(assembled) && installed(&self.target, CERTS_DIR) == assembled.certs
+    }
+
+    /// Whether the files on disk are `assembled`'s configuration and map files, whatever the
+    /// certificates.
+    pub fn holds_config(&self, assembled: &Assembled) -> bool {
         let live = std::fs::read_to_string(&self.target).ok();
         live.as_deref() == Some(assembled.config.as_str())
-            && installed_maps(&self.target) == assembled.maps
+            && installed(&self.target, MAPS_DIR) == assembled.maps
     }
 
     /// Put `staged` in place, then reload, unless the running HAProxy already has the change

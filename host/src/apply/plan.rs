@@ -56,6 +56,21 @@ pub enum Op {
     },
     /// `del map FILE KEY`.
     DelMap { file: String, key: String },
+    /// `set ssl cert FILE` with the new PEM, then `commit ssl cert FILE`: a renewed certificate.
+    SetCert {
+        file: String,
+        pem: String,
+        serial: String,
+    },
+    /// `new ssl cert FILE`, set and commit it, then `add ssl crt-list CRT_LIST` with its line.
+    NewCert {
+        file: String,
+        pem: String,
+        serial: String,
+        line: String,
+    },
+    /// `del ssl crt-list CRT_LIST FILE`, then `del ssl cert FILE`.
+    DelCert { file: String },
 }
 
 impl Op {
@@ -87,6 +102,9 @@ impl Op {
                 vec![file, key, value]
             }
             Op::DelMap { file, key } => vec![file, key],
+            Op::SetCert { file, .. } | Op::NewCert { file, .. } | Op::DelCert { file } => {
+                vec![file]
+            }
         }
     }
 }
@@ -119,8 +137,106 @@ impl std::fmt::Display for Op {
             Op::AddMap { file, key, value } => write!(f, "add map {file} {key} {value}"),
             Op::SetMap { file, key, value } => write!(f, "set map {file} {key} {value}"),
             Op::DelMap { file, key } => write!(f, "del map {file} {key}"),
+            Op::SetCert { file, serial, .. } => {
+                write!(f, "set ssl cert {file} (serial {serial})")
+            }
+            Op::NewCert { file, serial, .. } => {
+                write!(f, "new ssl cert {file} (serial {serial})")
+            }
+            Op::DelCert { file } => write!(f, "del ssl cert {file}"),
         }
     }
+}
+
+impl Plan {
+    /// This plan with the certificate changes of [`certificates`]: a Runtime API change when
+    /// both are, a reload when either needs one.
+    pub fn with_certificates(self, certificates: Result<Vec<Op>, String>) -> Plan {
+        match (self, certificates) {
+            (Plan::Reload(mut reasons), Err(reason)) => {
+                reasons.push(reason);
+                Plan::Reload(reasons)
+            }
+            (reload @ Plan::Reload(_), Ok(_)) => reload,
+            (_, Err(reason)) => Plan::Reload(vec![reason]),
+            (Plan::Unchanged, Ok(ops)) if ops.is_empty() => Plan::Unchanged,
+            (Plan::Unchanged, Ok(ops)) => Plan::Runtime(ops),
+            (Plan::Runtime(mut before), Ok(ops)) => {
+                before.extend(ops);
+                Plan::Runtime(before)
+            }
+        }
+    }
+}
+
+/// The Runtime API changes from the certificate files HAProxy loaded (`old`, the certificates
+/// directory as [`crate::tls::Certificates::files`] writes it) to `new`: renewed, added and
+/// removed certificates. A certificate whose names changed, or a new default certificate
+/// `file`, needs a reload (why, as the error).
+pub fn certificates(old: &[(String, String)], new: &[(String, String)]) -> Result<Vec<Op>, String> {
+    use crate::tls::{CRT_LIST, DEFAULT_FILE};
+    if old == new {
+        return Ok(Vec::new());
+    }
+    let lines = |files: &[(String, String)]| -> BTreeMap<String, String> {
+        let list = files.iter().find(|(name, _)| name == CRT_LIST);
+        list.map(|(_, text)| text.as_str())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| Some((line.split(' ').next()?.to_string(), line.to_string())))
+            .collect()
+    };
+    let contents = |files: &[(String, String)], name: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, text)| text.clone())
+    };
+    let path = |name: &str| format!("{}/{name}", crate::assemble::CERTS_DIR);
+    let serial = |pem: &str| {
+        crate::tls::read(pem.as_bytes(), pem.as_bytes())
+            .map(|pair| pair.serial)
+            .map_err(|e| format!("a certificate to install does not read back: {e}"))
+    };
+    let mut ops = Vec::new();
+    let (before, after) = (lines(old), lines(new));
+    match (contents(old, DEFAULT_FILE), contents(new, DEFAULT_FILE)) {
+        (Some(a), Some(b)) if a != b => ops.push(Op::SetCert {
+            file: path(DEFAULT_FILE),
+            serial: serial(&b)?,
+            pem: b,
+        }),
+        (Some(_), Some(_)) => {}
+        _ => return Err("the default certificate is new".into()),
+    }
+    for (file, line) in &before {
+        match after.get(file) {
+            None => ops.push(Op::DelCert { file: file.clone() }),
+            Some(new_line) if new_line != line => {
+                return Err(format!("certificate {file} is for other names"));
+            }
+            Some(_) => {}
+        }
+    }
+    for (file, line) in &after {
+        let name = file.rsplit('/').next().unwrap_or_default();
+        let pem = contents(new, name).ok_or_else(|| format!("certificate {file} is missing"))?;
+        match before.get(file) {
+            None => ops.push(Op::NewCert {
+                file: file.clone(),
+                serial: serial(&pem)?,
+                pem,
+                line: line.clone(),
+            }),
+            Some(_) if contents(old, name).as_ref() != Some(&pem) => ops.push(Op::SetCert {
+                file: file.clone(),
+                serial: serial(&pem)?,
+                pem,
+            }),
+            Some(_) => {}
+        }
+    }
+    Ok(ops)
 }
 
 /// Converters whose lookup does not depend on the order of the map's entries.

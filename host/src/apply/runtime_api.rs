@@ -35,6 +35,44 @@ pub fn command(socket: &Path, command: &str) -> std::io::Result<String> {
     Ok(answer)
 }
 
+/// One command with a payload (`COMMAND <<`, the payload's lines, an empty line); its answer.
+fn command_with_payload(socket: &Path, command: &str, payload: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{command} <<\n{}\n\n", payload.trim_end()).as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Send `command` with `payload`; the answer must contain `expected`. The payload must hold no
+/// empty line, which would end it.
+fn send_payload(
+    socket: &Path,
+    command_line: &str,
+    payload: &str,
+    expected: &str,
+) -> Result<String, RuntimeError> {
+    if payload.trim_end().contains("\n\n") {
+        return Err(RuntimeError::Unsendable(format!(
+            "the payload of `{command_line}`"
+        )));
+    }
+    let answer =
+        command_with_payload(socket, command_line, payload).map_err(|error| RuntimeError::Io {
+            socket: socket.display().to_string(),
+            error,
+        })?;
+    if answer.contains(expected) {
+        Ok(answer)
+    } else {
+        Err(RuntimeError::Refused {
+            command: command_line.to_string(),
+            answer: answer.trim().to_string(),
+        })
+    }
+}
+
 /// Send `command`; the answer must contain `expected` (empty: any answer).
 fn send(socket: &Path, command_line: &str, expected: &str) -> Result<String, RuntimeError> {
     let answer = command(socket, command_line).map_err(|error| RuntimeError::Io {
@@ -94,12 +132,57 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<Vec<ServerName>, RuntimeError>
                     draining.push((backend.clone(), server.clone()));
                 }
             }
+            Op::SetCert { file, pem, serial } => set_certificate(socket, file, pem, serial)?,
+            Op::NewCert {
+                file,
+                pem,
+                serial,
+                line,
+            } => {
+                send(
+                    socket,
+                    &format!("new ssl cert {file}"),
+                    "New empty certificate",
+                )?;
+                set_certificate(socket, file, pem, serial)?;
+                let add = format!("add ssl crt-list {}", crt_list());
+                send_payload(socket, &add, line, "Success!")?;
+            }
+            Op::DelCert { file } => {
+                let del = format!("del ssl crt-list {} {file}", crt_list());
+                send(socket, &del, "Success!")?;
+                send(socket, &format!("del ssl cert {file}"), "deleted")?;
+            }
             _ => {
                 send(socket, &command, "")?;
             }
         }
     }
     Ok(draining)
+}
+
+/// The crt-list's path as HAProxy knows it.
+fn crt_list() -> String {
+    format!("{}/{}", crate::assemble::CERTS_DIR, crate::tls::CRT_LIST)
+}
+
+/// Replace the certificate HAProxy knows as `file` with `pem` (`set` and `commit`), and read
+/// back that it serves the one with `serial`.
+fn set_certificate(socket: &Path, file: &str, pem: &str, serial: &str) -> Result<(), RuntimeError> {
+    send_payload(socket, &format!("set ssl cert {file}"), pem, "Transaction")?;
+    send(socket, &format!("commit ssl cert {file}"), "Success!")?;
+    let shown = send(socket, &format!("show ssl cert {file}"), "Serial:")?;
+    let held = shown
+        .lines()
+        .find_map(|line| line.strip_prefix("Serial:"))
+        .map(|s| s.trim().trim_start_matches('0').to_ascii_lowercase())
+        .unwrap_or_default();
+    if held != serial {
+        return Err(RuntimeError::Mismatch(format!(
+            "certificate {file}: serial {held}, not {serial}"
+        )));
+    }
+    Ok(())
 }
 
 /// `del server BACKEND/SERVER` of a disabled server: false while it still has connections.

@@ -164,9 +164,28 @@ pub struct ModelArgs {
     /// for the same reason). For development and tests on one machine.
     #[arg(long, env = "WASMCONFD_ALLOW_LOOPBACK_ENDPOINTS")]
     pub allow_loopback_endpoints: bool,
+
+    /// The certificate (chain and private key in one PEM file) HAProxy presents for names no
+    /// TLS Secret is for. Without it, a self-signed one is made once and kept in `certs/`.
+    #[arg(long, env = "WASMCONFD_DEFAULT_CERTIFICATE", value_name = "FILE")]
+    pub default_certificate: Option<PathBuf>,
 }
 
 impl ModelArgs {
+    /// The default certificate: --default-certificate, or the self-signed one already in the
+    /// certificates directory beside `config`, or a new one.
+    pub fn default_certificate(
+        &self,
+        config: Option<&std::path::Path>,
+    ) -> anyhow::Result<std::sync::Arc<crate::tls::KeyPair>> {
+        let existing = config
+            .map(|c| crate::files::parent_dir(c).join(crate::assemble::CERTS_DIR))
+            .map(|dir| dir.join(crate::tls::DEFAULT_FILE))
+            .unwrap_or_default();
+        crate::tls::default_certificate(self.default_certificate.as_deref(), &existing)
+            .map_err(anyhow::Error::msg)
+    }
+
     pub fn rules(&self) -> model::Rules {
         model::Rules {
             listen_ports: self.listen_ports.clone(),
@@ -271,6 +290,11 @@ pub struct KubernetesArgs {
     /// their Endpoints). Needs list/watch on endpoints.
     #[arg(long, env = "WASMCONFD_LEGACY_ENDPOINTS")]
     pub legacy_endpoints: bool,
+
+    /// Read only the TLS Secrets with these labels, e.g. `wasmconfd.io/certificate=true`
+    /// (with `run --tls-secrets` or `snapshot --include-secrets`).
+    #[arg(long, env = "WASMCONFD_TLS_SECRET_SELECTOR", value_name = "SELECTOR")]
+    pub tls_secret_selector: Option<String>,
 }
 
 impl KubernetesArgs {
@@ -290,6 +314,8 @@ impl KubernetesArgs {
             label_selector: self.selector.clone(),
             legacy_endpoints: self.legacy_endpoints,
             namespaces: false,
+            tls_secrets: false,
+            tls_secret_selector: self.tls_secret_selector.clone(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::args::{CheckArgs, GuestArgs, ModelArgs};
 use crate::apply::check;
 use crate::render::Pipeline;
-use crate::{model, source};
+use crate::{model, source, tls};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use std::path::PathBuf;
@@ -13,7 +13,8 @@ use tokio::runtime::Runtime;
 pub struct RenderArgs {
     /// Snapshot of the cluster: what `kubectl get services,endpointslices,endpoints -A -o yaml`
     /// (or `wasmconfd snapshot`) prints (YAML or JSON, a List or several documents); with
-    /// `namespaces` too when a scope selects namespaces by label.
+    /// `namespaces` too when a scope selects namespaces by label, and TLS `secrets` for
+    /// services that name one (`wasmconfd snapshot --include-secrets`).
     #[arg(long, env = "WASMCONFD_CLUSTER", value_name = "FILE")]
     pub cluster: PathBuf,
 
@@ -57,6 +58,10 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
     let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
     let (services, model_problems) = model::build(&objects, &args.model.rules());
     problems.extend(model_problems);
+    let default = args.model.default_certificate(args.output.as_deref())?;
+    let (certificates, tls_problems) =
+        tls::Kept::default().build(&objects.secrets, &services, &default, tls::now());
+    problems.extend(tls_problems);
     source::warn_skipped(&problems);
     tracing::info!(
         services = services.len(),
@@ -67,7 +72,8 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
     let (config, _) = runtime.block_on(args.guests.config())?;
     let pipeline = Pipeline::new(&config)?;
     warn_without_namespaces(&config, &objects);
-    let assembled = match pipeline.render(&services, &model::namespace_labels(&objects)) {
+    let namespaces = model::namespace_labels(&objects);
+    let assembled = match pipeline.render(&services, &namespaces, &certificates) {
         Ok(assembled) => assembled,
         Err(errors) => {
             for error in &errors {
@@ -93,14 +99,15 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
         Some(path) => {
             crate::apply::install::write(path, &assembled)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::info!(path = %path.display(), maps = assembled.maps.len(), "configuration written");
+            tracing::info!(path = %path.display(), maps = assembled.maps.len(), certificates = certificates.used.len(), "configuration written");
         }
         None => {
             print!("{}", assembled.config);
-            if !assembled.maps.is_empty() {
+            if !assembled.maps.is_empty() || !certificates.used.is_empty() {
                 tracing::info!(
                     maps = assembled.maps.len(),
-                    "map files are written only with --output"
+                    certificates = certificates.used.len(),
+                    "map files and certificates are written only with --output"
                 );
             }
         }

@@ -79,6 +79,13 @@ pub struct RunArgs {
     #[arg(long, env = "WASMCONFD_HOLD_REMOVAL_FOR", default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub hold_removal_for: Duration,
 
+    /// Read `kubernetes.io/tls` Secrets (in --namespace, or all; with --tls-secret-selector's
+    /// labels) for services that name one with `wasmconfd.io/tls-secret`. Needs get, list and
+    /// watch on secrets: off by default, so that wasmconfd reads no Secret unless told to (see
+    /// docs/tls.md).
+    #[arg(long, env = "WASMCONFD_TLS_SECRETS")]
+    pub tls_secrets: bool,
+
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
 
@@ -108,9 +115,11 @@ impl RunArgs {
         let mut connection = self.kubernetes.connection();
         // Namespace objects are read (and need RBAC) only when a scope selects by their labels.
         connection.namespaces = guests.scopes.values().any(|s| s.namespace_labels.is_some());
+        connection.tls_secrets = self.tls_secrets;
         Ok(DaemonConfig {
             connection,
             rules: self.model.rules(),
+            default_certificate: self.model.default_certificate(Some(&self.haproxy_conf))?,
             guests,
             remote,
             applier: Applier {

@@ -18,6 +18,12 @@ pub struct SnapshotArgs {
     #[arg(long, env = "WASMCONFD_WITH_NAMESPACES")]
     pub with_namespaces: bool,
 
+    /// Also save the `kubernetes.io/tls` Secrets, private keys included, for renders that
+    /// terminate TLS. Off by default, so that a snapshot is safe to share. Needs list on
+    /// secrets.
+    #[arg(long, env = "WASMCONFD_INCLUDE_SECRETS")]
+    pub include_secrets: bool,
+
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
 }
@@ -26,7 +32,23 @@ pub struct SnapshotArgs {
 pub fn snapshot(args: &SnapshotArgs, runtime: &Runtime) -> anyhow::Result<()> {
     let mut connection = args.kubernetes.connection();
     connection.namespaces = args.with_namespaces;
+    connection.tls_secrets = args.include_secrets;
     let objects = runtime.block_on(connection.list())?;
+    let named_secrets = objects
+        .services
+        .iter()
+        .filter(|s| {
+            let annotations = s.metadata.annotations.as_ref();
+            annotations.is_some_and(|a| a.contains_key(crate::tls::ANNOTATION))
+        })
+        .count();
+    if !args.include_secrets && named_secrets > 0 {
+        tracing::warn!(
+            services = named_secrets,
+            "services name TLS Secrets, which the snapshot leaves out (private keys): pass \
+             --include-secrets for a render that terminates TLS"
+        );
+    }
     let yaml = source::to_snapshot(&objects)?;
     match &args.output {
         Some(path) => {
@@ -38,6 +60,7 @@ pub fn snapshot(args: &SnapshotArgs, runtime: &Runtime) -> anyhow::Result<()> {
                 endpoint_slices = objects.endpoint_slices.len(),
                 endpoints = objects.endpoints.len(),
                 namespaces = objects.namespaces.len(),
+                secrets = objects.secrets.len(),
                 "snapshot written"
             );
         }

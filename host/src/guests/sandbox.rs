@@ -3,7 +3,7 @@
 //! limit and a memory cap. WASI is linked deny-all with a fixed clock and fixed random bytes,
 //! so guests whose language runtime imports WASI load, and stay pure functions of their input.
 
-use crate::bindings::{self, Description, Fragment, GuestPre, Level, RenderError};
+use crate::bindings::{self, Description, Fragment, GuestPre, Input, Level, RenderError};
 use crate::source::printable;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -246,6 +246,7 @@ pub struct Guest {
 /// A guest pre-instantiated for the version of the contract it was built for.
 enum Pre {
     Current(GuestPre<State>),
+    V0_2(bindings::v0_2::GuestPre<State>),
     V0_1(bindings::v0_1::GuestPre<State>),
 }
 
@@ -258,6 +259,7 @@ impl Guest {
     pub fn world(&self) -> &'static str {
         match self.pre {
             Pre::Current(_) => bindings::WORLD,
+            Pre::V0_2(_) => bindings::WORLD_0_2,
             Pre::V0_1(_) => bindings::WORLD_0_1,
         }
     }
@@ -290,6 +292,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
+        bindings::v0_2::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         bindings::v0_1::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         Ok(Sandbox {
             engine,
@@ -300,7 +303,8 @@ impl Sandbox {
     }
 
     /// Compile (or load from the cache) and pre-instantiate the component `wasm`, for the
-    /// current version of the contract or else for 0.1.0, and ask it to describe itself.
+    /// current version of the contract or else for an earlier one, and ask it to describe
+    /// itself (a 0.1.0 guest cannot).
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Guest, GuestError> {
         let load_error = |e: wasmtime::Error| GuestError::Load {
             guest: name.to_string(),
@@ -313,18 +317,30 @@ impl Sandbox {
             .map_err(load_error)?;
         let (pre, description) = match GuestPre::new(pre.clone()) {
             Ok(current) => {
-                let description = self.describe(name, &current)?;
+                let description = self.describe(name, |store| {
+                    current.instantiate(&mut *store)?.call_describe(store)
+                })?;
                 (Pre::Current(current), Some(description))
             }
-            Err(error) => match bindings::v0_1::GuestPre::new(pre) {
-                Ok(old) => (Pre::V0_1(old), None),
-                Err(old) => {
-                    return Err(load_error(wasmtime::Error::msg(format!(
-                        "as a {} guest, {error:#}; as a {} guest, {old:#}",
-                        bindings::WORLD,
-                        bindings::WORLD_0_1
-                    ))));
+            Err(error) => match bindings::v0_2::GuestPre::new(pre.clone()) {
+                Ok(old) => {
+                    let description = self.describe(name, |store| {
+                        old.instantiate(&mut *store)?.call_describe(store)
+                    })?;
+                    (Pre::V0_2(old), Some(description.into()))
                 }
+                Err(error_0_2) => match bindings::v0_1::GuestPre::new(pre) {
+                    Ok(old) => (Pre::V0_1(old), None),
+                    Err(error_0_1) => {
+                        return Err(load_error(wasmtime::Error::msg(format!(
+                            "as a {} guest, {error:#}; as a {} guest, {error_0_2:#}; as a {} \
+                             guest, {error_0_1:#}",
+                            bindings::WORLD,
+                            bindings::WORLD_0_2,
+                            bindings::WORLD_0_1
+                        ))));
+                    }
+                },
             },
         };
         Ok(Guest {
@@ -334,12 +350,15 @@ impl Sandbox {
         })
     }
 
-    /// Call the guest's `describe` in a fresh store, with the limits of a render.
-    fn describe(&self, name: &str, pre: &GuestPre<State>) -> Result<Description, GuestError> {
+    /// Call the guest's `describe` (through `call`) in a fresh store, with the limits of a
+    /// render.
+    fn describe<D>(
+        &self,
+        name: &str,
+        call: impl FnOnce(&mut Store<State>) -> wasmtime::Result<D>,
+    ) -> Result<D, GuestError> {
         let mut store = self.store(name);
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_describe(&mut store));
+        let result = call(&mut store);
         result.map_err(|error| self.stopped(name.to_string(), error, store.data()))
     }
 
@@ -415,23 +434,15 @@ impl Sandbox {
         store
     }
 
-    /// Run `guest` on `cluster` in a fresh store. `cluster` is a WIT `cluster` record: a
-    /// [`Cluster`](bindings::Cluster), or an [`Input`](bindings::Input), which shares its
-    /// services with the model.
-    pub fn render<C>(&self, guest: &Guest, cluster: &C) -> Result<Fragment, GuestError>
-    where
-        C: ComponentType + Lower + Sync,
-    {
+    /// Run `guest` on `input` in a fresh store; a guest built for an earlier version of the
+    /// contract gets it without what that version lacks.
+    pub fn render(&self, guest: &Guest, input: &Input) -> Result<Fragment, GuestError> {
         let mut store = self.store(&guest.name);
-        let pre = match &guest.pre {
-            Pre::Current(pre) => pre.instance_pre(),
-            Pre::V0_1(pre) => pre.instance_pre(),
+        let result = match &guest.pre {
+            Pre::Current(pre) => call_render(pre.instance_pre(), &mut store, input),
+            Pre::V0_2(pre) => call_render(pre.instance_pre(), &mut store, &input.older()),
+            Pre::V0_1(pre) => call_render(pre.instance_pre(), &mut store, &input.older()),
         };
-        let result = pre.instantiate(&mut store).and_then(|instance| {
-            let render = instance
-                .get_typed_func::<(&C,), (Result<Fragment, RenderError>,)>(&mut store, "render")?;
-            Ok(render.call(&mut store, (cluster,))?.0)
-        });
         let said = store.data().stderr.text();
         if !said.trim().is_empty() {
             tracing::debug!(
@@ -620,6 +631,21 @@ impl WasiView for State {
 
 impl bindings::wasmconfd::haproxy::types::Host for State {}
 
+impl bindings::v0_2::wasmconfd::haproxy::host::Host for State {
+    fn log(&mut self, level: bindings::v0_2::Level, message: String) {
+        use bindings::v0_2::Level as Old;
+        let level = match level {
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        bindings::wasmconfd::haproxy::host::Host::log(self, level, message)
+    }
+}
+
+impl bindings::v0_2::wasmconfd::haproxy::types::Host for State {}
+
 impl bindings::v0_1::wasmconfd::haproxy::host::Host for State {
     fn log(&mut self, level: bindings::v0_1::Level, message: String) {
         use bindings::v0_1::Level as Old;
@@ -699,6 +725,21 @@ impl wasmtime_wasi::HostWallClock for FixedClock {
     fn now(&self) -> Duration {
         Duration::ZERO
     }
+}
+
+/// Instantiate `pre` and call its `render` export with `cluster`, a WIT `cluster` record.
+fn call_render<C>(
+    pre: &wasmtime::component::InstancePre<State>,
+    store: &mut Store<State>,
+    cluster: &C,
+) -> wasmtime::Result<Result<Fragment, RenderError>>
+where
+    C: ComponentType + Lower + Sync,
+{
+    let instance = pre.instantiate(&mut *store)?;
+    let render = instance
+        .get_typed_func::<(&C,), (Result<Fragment, RenderError>,)>(&mut *store, "render")?;
+    Ok(render.call(store, (cluster,))?.0)
 }
 
 /// A monotonic clock that advances one microsecond per reading: deterministic, yet never stuck
@@ -783,7 +824,7 @@ mod tests {
         assert_eq!(http.exports, ["describe", "render"]);
         assert!(
             http.imports
-                .contains(&"wasmconfd:haproxy/host@0.2.0".to_string()),
+                .contains(&"wasmconfd:haproxy/host@0.3.0".to_string()),
             "{http:?}"
         );
         let error = interface(b"\0asm\x01\0\0\0").unwrap_err().to_string();

@@ -3,7 +3,7 @@
 
 use super::LAST_APPLIED;
 use super::Objects;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -40,6 +40,10 @@ pub struct Connection {
     /// Also read Namespace objects (all of them, whatever `namespace` and `label_selector`
     /// say), for scopes that select namespaces by label.
     pub namespaces: bool,
+    /// Also read `kubernetes.io/tls` Secrets (in `namespace`, or all), for certificates.
+    pub tls_secrets: bool,
+    /// Read only the TLS Secrets with these labels (`key=value,...`).
+    pub tls_secret_selector: Option<String>,
 }
 
 /// How often the token file is read again: with the kube client's own reading of the copy
@@ -223,7 +227,20 @@ impl Connection {
             let all = Api::<Namespace>::all(client.clone());
             objects.namespaces = shared(all.list(&ListParams::default()).await?.items);
         }
+        if self.tls_secrets {
+            let params = self.secret_params();
+            objects.secrets = shared(self.api::<Secret>(client).list(&params).await?.items);
+        }
         Ok(objects)
+    }
+
+    /// Which Secrets to read: of type `kubernetes.io/tls`, with `tls_secret_selector`'s labels.
+    pub fn secret_params(&self) -> ListParams {
+        let params = ListParams::default().fields("type=kubernetes.io/tls");
+        match &self.tls_secret_selector {
+            Some(selector) => params.labels(selector),
+            None => params,
+        }
     }
 
     /// `K` in the namespace to read, or in all.

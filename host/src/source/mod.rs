@@ -1,12 +1,13 @@
 //! Where the Kubernetes objects come from: a snapshot file, exactly what
 //! `kubectl get services,endpointslices,endpoints -A -o yaml` prints (YAML or JSON, a `List` or
-//! a stream of documents; with `namespaces` too for scopes that select namespaces by label), or
+//! a stream of documents; with `namespaces` too for scopes that select namespaces by label, and
+//! `secrets` of type `kubernetes.io/tls` for certificates), or
 //! the API server itself ([`kubernetes`]).
 
 pub mod kubernetes;
 pub mod watch;
 
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -24,6 +25,9 @@ pub struct Objects {
     pub endpoints: Vec<Arc<Endpoints>>,
     /// Read only for scopes that select namespaces by label.
     pub namespaces: Vec<Arc<Namespace>>,
+    /// `kubernetes.io/tls` Secrets, read only with `--tls-secrets` (`--include-secrets` for a
+    /// snapshot).
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 /// Dropped from the annotations guests see: large, and a copy of the object itself.
@@ -272,6 +276,9 @@ pub fn to_snapshot(objects: &Objects) -> Result<String, serde_yaml::Error> {
     for namespace in &objects.namespaces {
         items.push(serde_yaml::to_value(&**namespace)?);
     }
+    for secret in &objects.secrets {
+        items.push(serde_yaml::to_value(&**secret)?);
+    }
     let mut list = serde_yaml::Mapping::new();
     list.insert("apiVersion".into(), "v1".into());
     list.insert("kind".into(), "List".into());
@@ -297,6 +304,9 @@ impl Objects {
             ("v1", "Namespace") => self
                 .namespaces
                 .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
+            ("v1", "Secret") => self
+                .secrets
+                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
             _ => header.ignore(),
         }
         Ok(())
@@ -321,6 +331,9 @@ impl Objects {
             }
             ("v1", "Namespace") => {
                 serde_json::from_str(item.get()).map(|o| self.namespaces.push(Arc::new(o)))
+            }
+            ("v1", "Secret") => {
+                serde_json::from_str(item.get()).map(|o| self.secrets.push(Arc::new(o)))
             }
             _ => {
                 header.ignore();

@@ -6,7 +6,7 @@ use super::Objects;
 use super::kubernetes::{Connection, strip};
 use crate::status::Status;
 use futures::{StreamExt, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
@@ -25,6 +25,7 @@ pub struct Caches {
     slices: Cache<EndpointSlice>,
     endpoints: Cache<Endpoints>,
     namespaces: Cache<Namespace>,
+    secrets: Cache<Secret>,
 }
 
 struct Cache<K> {
@@ -81,6 +82,7 @@ impl Caches {
             && self.slices.ready
             && (!connection.legacy_endpoints || self.endpoints.ready)
             && (!connection.namespaces || self.namespaces.ready)
+            && (!connection.tls_secrets || self.secrets.ready)
     }
 
     /// The objects, shared with the caches (no object is copied).
@@ -90,6 +92,7 @@ impl Caches {
             endpoint_slices: self.slices.objects.values().cloned().collect(),
             endpoints: self.endpoints.objects.values().cloned().collect(),
             namespaces: self.namespaces.objects.values().cloned().collect(),
+            secrets: self.secrets.objects.values().cloned().collect(),
         }
     }
 }
@@ -174,6 +177,21 @@ fn watches(
         streams.push(watch("namespaces", all, &config, caches, |c, e| {
             c.namespaces.apply(e)
         }));
+    }
+    if connection.tls_secrets {
+        let params = connection.secret_params();
+        let config = watcher::Config {
+            label_selector: params.label_selector,
+            field_selector: params.field_selector,
+            ..config.clone()
+        };
+        streams.push(watch(
+            "secrets",
+            connection.api(client),
+            &config,
+            caches,
+            |c, e| c.secrets.apply(e),
+        ));
     }
     streams
 }

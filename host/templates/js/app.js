@@ -3,7 +3,7 @@
 //
 // Settings (`--set {{name}}.KEY=VALUE`): `bind` (default `:8080`).
 
-import { log } from 'wasmconfd:haproxy/host@0.2.0';
+import { log } from 'wasmconfd:haproxy/host@0.3.0';
 
 const PROTO = '{{name}}';
 

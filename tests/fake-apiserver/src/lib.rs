@@ -3,8 +3,9 @@
 //! No kube-apiserver package exists here, so this speaks the part of the real protocol that
 //! wasmconfd uses, over real HTTP (or HTTPS with client certificates), to the real kube client:
 //!
-//! - `GET` lists of services, endpoints and endpointslices, cluster-wide or per namespace, with
-//!   `labelSelector`, answered with the collection's `resourceVersion`;
+//! - `GET` lists of services, endpoints, endpointslices and secrets, cluster-wide or per
+//!   namespace, with `labelSelector` (and `fieldSelector=type=...` for secrets), answered with
+//!   the collection's `resourceVersion`;
 //! - `?watch=true&resourceVersion=N` streams newline-delimited `ADDED`, `MODIFIED`, `DELETED`
 //!   events after N, `BOOKMARK`s when asked for, and ends at `timeoutSeconds`;
 //! - a watch from before the retained history gets an `ERROR` event with a 410 Gone status,
@@ -53,6 +54,7 @@ pub enum Kind {
     EndpointSlice,
     /// Cluster-scoped: kept under namespace `default`, listed only at `/api/v1/namespaces`.
     Namespace,
+    Secret,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             ("v1", "Endpoints") => Some(Kind::Endpoints),
             ("discovery.k8s.io/v1", "EndpointSlice") => Some(Kind::EndpointSlice),
             ("v1", "Namespace") => Some(Kind::Namespace),
+            ("v1", "Secret") => Some(Kind::Secret),
             _ => None,
         }
     }
@@ -83,6 +86,7 @@ impl Kind {
             (false, "endpoints") => Kind::Endpoints,
             (true, "endpointslices") => Kind::EndpointSlice,
             (false, "namespaces") if namespace.is_none() => Kind::Namespace,
+            (false, "secrets") => Kind::Secret,
             _ => return None,
         };
         Some((kind, namespace))
@@ -101,6 +105,7 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Namespace => "Namespace",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -224,7 +229,8 @@ impl FakeApi {
 
     /// Add an object, or replace the one with its kind, namespace and name.
     pub fn apply(&self, mut object: Value) {
-        let kind = Kind::of(&object).expect("a Service, Endpoints, EndpointSlice or Namespace");
+        let kind =
+            Kind::of(&object).expect("a Service, Endpoints, EndpointSlice, Namespace or Secret");
         let key = (kind, namespace(&object), name(&object));
         let mut state = self.shared.state.lock().unwrap();
         state.resource_version += 1;
@@ -475,6 +481,10 @@ async fn handle(request: Request<hyper::body::Incoming>, shared: Arc<Shared>) ->
         kind,
         namespace,
         selector: query.get("labelSelector").cloned().unwrap_or_default(),
+        secret_type: query
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("type="))
+            .map(str::to_string),
     };
     if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
         let from = query.get("resourceVersion").and_then(|v| v.parse().ok());
@@ -516,12 +526,18 @@ struct Filter {
     kind: Kind,
     namespace: Option<String>,
     selector: String,
+    /// `fieldSelector=type=...`, the one field selector the server knows (Secrets by type).
+    secret_type: Option<String>,
 }
 
 impl Filter {
     fn matches(&self, kind: Kind, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
         kind == self.kind
+            && self
+                .secret_type
+                .as_ref()
+                .is_none_or(|t| object["type"].as_str() == Some(t))
             && self
                 .namespace
                 .as_ref()
@@ -686,4 +702,74 @@ fn throwaway_pki(dir: &tempfile::TempDir) -> (rustls::ServerConfig, ClientFiles)
         )
         .unwrap();
     (config, files)
+}
+
+/// A certificate authority for tests, and the `kubernetes.io/tls` Secrets it signs, as
+/// cert-manager leaves them in a cluster.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA's certificate, PEM, for clients to trust.
+    pub pem: String,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wasmconfd test CA");
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A certificate for `names` with serial `serial`, valid from a day ago until `days` from
+    /// now (negative: expired), and its key: (certificate PEM, key PEM).
+    pub fn issue(&self, names: &[&str], serial: u64, days: i64) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        params.serial_number = Some(serial.into());
+        let now = std::time::SystemTime::now();
+        let day = Duration::from_secs(24 * 3600);
+        let span = day * days.unsigned_abs() as u32;
+        let (from, until) = if days >= 0 {
+            (now - day, now + span)
+        } else {
+            (now - span - day, now - span)
+        };
+        (params.not_before, params.not_after) = (from.into(), until.into());
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A `kubernetes.io/tls` Secret `namespace/name` holding a certificate of [`TestCa::issue`].
+    pub fn secret(&self, namespace: &str, name: &str, names: &[&str], serial: u64) -> Value {
+        let (cert, key) = self.issue(names, serial, 90);
+        tls_secret(namespace, name, &cert, &key)
+    }
+}
+
+/// A `kubernetes.io/tls` Secret with `cert` and `key` (PEM).
+pub fn tls_secret(namespace: &str, name: &str, cert: &str, key: &str) -> Value {
+    use base64::Engine as _;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": name, "namespace": namespace},
+           "data": {"tls.crt": encode(cert), "tls.key": encode(key)}})
 }

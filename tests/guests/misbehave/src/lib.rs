@@ -7,6 +7,8 @@
 //! - `maps`: 101 map files, one more than a render may return; `log`: logs 2 MiB;
 //! - `listen`: a `listen misbehave` section on the setting `bind` (default `:80`) answering
 //!   every HTTP request with `misbehave`, as a guest trying to take another guest's port;
+//! - `keys`: fails if anything in its input looks like a private key (`PRIVATE KEY`), else
+//!   says how many certificates it sees, in a `describe` line;
 //! - `route`: what a team guest writes: a frontend named after the setting `name` on the
 //!   setting `bind`, routing each domain of each service it receives to a backend of that
 //!   service's ready endpoints; the setting `violate` adds one forbidden thing (see
@@ -63,6 +65,18 @@ impl Guest for Misbehave {
                 }
             }
             "route" => return Ok(route(&cluster)),
+            "keys" => {
+                if format!("{cluster:?}").contains("PRIVATE KEY") {
+                    return Err(RenderError::Other("a private key is in my input".into()));
+                }
+                let certificates = &cluster.tls.certificates;
+                backend.push(
+                    "describe",
+                    [format!("certificates={}", certificates.len())]
+                        .into_iter()
+                        .chain(certificates.iter().map(|c| c.sans.join(","))),
+                );
+            }
             "listen" => {
                 let listen = Section::listen("misbehave")
                     .with("mode", ["http"])
