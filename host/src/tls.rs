@@ -419,7 +419,7 @@ impl Kept {
                 }
                 Err(reason) => match self.last_good.get(&key) {
                     Some(last) if valid_at(last.clone(), now).is_ok() => {
-                        problems.push(Problem::new(
+                        problems.push(Problem::part(
                             &secret_id,
                             &format!("{reason}; the certificate last read from it stays in use"),
                         ));

@@ -8,7 +8,7 @@ use common::{
     Killed, SLOW, backend, backend_on, first_line as get, free_port, http_get, http_get_path,
     misbehave_guest, show_proc, start_haproxy, wasmconfd,
 };
-use fake_apiserver::{FakeApi, Fault, Kind};
+use fake_apiserver::{FakeApi, Fault, Kind, TestCa, tls_secret};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -90,6 +90,7 @@ fn start_with_team_guest(api: &FakeApi, port: u16, scope: &str) -> (Scene, tempf
 struct Scene {
     dir: tempfile::TempDir,
     http: u16,
+    https: u16,
     /// wasmconfd's `--status-address` port.
     status: u16,
     /// `wasmconfd`'s arguments, to start it again.
@@ -155,6 +156,7 @@ impl Scene {
         let mut scene = Scene {
             dir,
             http,
+            https,
             status,
             daemon_args,
             haproxy: None,
@@ -1357,4 +1359,169 @@ fn after_a_daemon_restart_a_server_change_needs_no_reload() {
         "{}",
         scene.log()
     );
+}
+
+/// A Service of proto https for `domain` whose TLS is terminated with Secret `secret`,
+/// redirected from plain HTTP when `redirect`, its backend speaking HTTP on port `http`.
+fn tls_service(name: &str, domain: &str, secret: &str, redirect: bool) -> Value {
+    let mut service = service(name, domain);
+    let annotations = &mut service["metadata"]["annotations"];
+    annotations["wasmconfd.io/proto"] = json!("https");
+    annotations["wasmconfd.io/port"] = json!("http");
+    annotations["wasmconfd.io/tls-secret"] = json!(secret);
+    if redirect {
+        annotations["wasmconfd.io/ssl-redirect"] = json!("true");
+    }
+    service
+}
+
+/// The serial (lower-case hexadecimal, no leading zeros) and subject of the certificate HAProxy
+/// presents on 127.0.0.1:`port` for server name `name`, as `openssl s_client` sees it.
+fn presented(port: u16, name: &str) -> (String, String) {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{port} -servername {name} </dev/null 2>/dev/null \
+         | openssl x509 -noout -serial -subject"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let serial = field("serial=")
+        .trim_start_matches('0')
+        .to_ascii_lowercase();
+    (serial, field("subject="))
+}
+
+/// `curl https://NAME:PORT/` trusting `ca` (a file): (HTTP status, body).
+fn curl_https(port: u16, name: &str, ca: &Path) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{name}:{port}:127.0.0.1"))
+        .arg(format!("https://{name}:{port}/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let error = String::from_utf8_lossy(&out.stderr);
+    (code.to_string(), format!("{body}{error}"))
+}
+
+#[test]
+fn certificates_from_secrets_are_served_by_name_and_renewed_without_a_reload() {
+    let ca = TestCa::new();
+    let (shop, blog) = (backend("shop"), backend("blog"));
+    let api = FakeApi::start();
+    api.apply(tls_service("shop", "shop.test", "shop-tls", true));
+    api.apply(slice("shop", &["127.0.0.1"], shop));
+    api.apply(tls_service("blog", "blog.test", "blog-tls", false));
+    api.apply(slice("blog", &["127.0.0.1"], blog));
+    api.apply(ca.secret("e2e", "shop-tls", &["shop.test"], 0x100));
+    let scene = Scene::start(&api.url(), &["--tls-secrets"]);
+    let ca_file = scene.dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let https = scene.https;
+    scene.wait_until(Duration::from_secs(20), || {
+        presented(https, "shop.test").0 == "100"
+    });
+
+    // Each name gets its own certificate; others, and names without one yet, the default.
+    let (code, body) = curl_https(https, "shop.test", &ca_file);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.starts_with("shop\n"), "{body}");
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    let default = "CN = wasmconfd default certificate";
+    assert_eq!(presented(https, "unknown.test").1, default);
+    assert_eq!(presented(https, "blog.test").1, default);
+    assert!(
+        scene.log().contains("TLS Secret blog-tls"),
+        "{}",
+        scene.log()
+    );
+    // Plain HTTP to a redirecting service is sent to HTTPS.
+    let response = common::http_response(scene.http, "shop.test", "/cart?x=1").unwrap();
+    assert!(response.starts_with("HTTP/1.1 308"), "{response}");
+    assert!(
+        response.contains("location: https://shop.test/cart?x=1"),
+        "{response}"
+    );
+    // The key is on disk for HAProxy alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = scene.dir.path().join("certs/e2e_shop-tls.pem");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        scene.get_status("/metrics").1.contains(
+            "wasmconfd_certificate_expiry_seconds{namespace=\"e2e\",secret=\"shop-tls\"}"
+        )
+    );
+
+    // Under constant load: a Secret made after its service, a renewal, then a broken Secret.
+    let before = workers(&scene);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, ca_file) = (stop.clone(), ca_file.clone());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                answers.push(curl_https(https, "shop.test", &ca_file));
+            }
+            answers
+        })
+    };
+    api.apply(ca.secret("e2e", "blog-tls", &["blog.test"], 0x200));
+    scene.wait_until(Duration::from_secs(20), || {
+        presented(https, "blog.test").0 == "200"
+    });
+    assert_eq!(curl_https(https, "blog.test", &ca_file).0, "200");
+
+    api.apply(ca.secret("e2e", "shop-tls", &["shop.test"], 0x101));
+    scene.wait_until(Duration::from_secs(20), || {
+        presented(https, "shop.test").0 == "101"
+    });
+
+    let (cert, _) = ca.issue(&["shop.test"], 0x102, 30);
+    let (_, foreign_key) = ca.issue(&["shop.test"], 0x103, 30);
+    api.apply(tls_secret("e2e", "shop-tls", &cert, &foreign_key));
+    scene.wait_until(Duration::from_secs(20), || {
+        scene.log().contains("Secret e2e/shop-tls")
+            && scene.log().contains("not the key of the certificate")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        presented(https, "shop.test").0,
+        "101",
+        "the last good one stays"
+    );
+
+    assert!(api.delete(Kind::Secret, "e2e", "blog-tls"));
+    scene.wait_until(Duration::from_secs(20), || {
+        presented(https, "blog.test").1 == default
+    });
+
+    stop.store(true, Ordering::Relaxed);
+    let answers = load.join().unwrap();
+    let failed: Vec<_> = answers.iter().filter(|(code, _)| code != "200").collect();
+    assert!(
+        answers.len() > 10 && failed.is_empty(),
+        "{} requests, failed: {failed:?}",
+        answers.len()
+    );
+    assert_eq!(workers(&scene), before, "no reload:\n{}", scene.log());
+    for change in [
+        "new ssl cert certs/e2e_blog-tls.pem (serial 200)",
+        "set ssl cert certs/e2e_shop-tls.pem (serial 101)",
+        "del ssl cert certs/e2e_blog-tls.pem",
+    ] {
+        assert!(scene.log().contains(change), "{change}:\n{}", scene.log());
+    }
 }

@@ -150,7 +150,7 @@ pub fn apply(socket: &Path, ops: &[Op]) -> Result<Vec<ServerName>, RuntimeError>
             }
             Op::DelCert { file } => {
                 let del = format!("del ssl crt-list {} {file}", crt_list());
-                send(socket, &del, "Success!")?;
+                send(socket, &del, "deleted")?;
                 send(socket, &format!("del ssl cert {file}"), "deleted")?;
             }
             _ => {
@@ -256,16 +256,19 @@ pub fn verify(
             else {
                 continue;
             };
-            let meant: BTreeSet<(String, String)> = section
+            // Servers on sockets (`abns@name`, `unix@path`) are never changed at runtime, and
+            // HAProxy shows no address for them.
+            let (meant, on_sockets): (BTreeSet<(String, String)>, BTreeSet<_>) = section
                 .directives
                 .iter()
                 .filter(|d| d.keyword == "server" && d.args.len() >= 2)
                 .map(|d| (d.args[0].clone(), d.args[1].clone()))
-                .collect();
+                .partition(|(_, address)| address.contains(':') && !address.contains('@'));
             let held = held_servers.get(backend).cloned().unwrap_or_default();
             let held = held
                 .into_iter()
                 .filter(|(server, _)| !draining.contains(&(backend.clone(), server.clone())))
+                .filter(|(server, _)| !on_sockets.iter().any(|(name, _)| name == server))
                 .collect();
             compare(&format!("backend {backend}"), held, meant)?;
         }
