@@ -308,3 +308,80 @@ fn namespaces_selected_by_label_come_from_the_snapshot() {
         "{stderr}"
     );
 }
+
+/// A snapshot holds TLS Secrets only with `--include-secrets`, and then only those of type
+/// `kubernetes.io/tls`; a render of it terminates TLS with their certificates, which HAProxy
+/// accepts, writes the keys for HAProxy alone, and shows guests no key.
+#[test]
+fn tls_secrets_are_in_a_snapshot_only_when_asked_and_no_guest_sees_a_key() {
+    let api = example_api(FakeApi::start());
+    let ca = fake_apiserver::TestCa::new();
+    api.apply(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "pay", "namespace": "shop", "annotations": {
+            "wasmconfd.io/proto": "https", "wasmconfd.io/domain": "pay.example.com",
+            "wasmconfd.io/tls-secret": "pay-tls", "wasmconfd.io/port": "http"}},
+        "spec": {"ports": [{"name": "http", "port": 80}]}}));
+    api.apply(ca.secret("shop", "pay-tls", &["pay.example.com"], 7));
+    api.apply(serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "db-password", "namespace": "shop"}, "data": {"password": "aHVudGVyMg=="}}));
+    let dir = tempfile::tempdir().unwrap();
+
+    let (ok, without, stderr) = run(&mut snapshot(&api.url()));
+    assert!(ok, "{stderr}");
+    assert!(!without.contains("kind: Secret"), "{without}");
+    assert!(stderr.contains("--include-secrets"), "{stderr}");
+
+    let with = dir.path().join("with.yaml");
+    let (ok, _, stderr) = run(snapshot(&api.url())
+        .arg("--include-secrets")
+        .arg("--output")
+        .arg(&with));
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&with).unwrap();
+    assert_eq!(text.matches("kind: Secret").count(), 1, "only the TLS one");
+    assert!(!text.contains("db-password"), "{text}");
+
+    let out = dir.path().join("out");
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["render", "--check", "--cluster"])
+        .arg(&with)
+        .arg("--output")
+        .arg(out.join("haproxy.cfg")));
+    assert!(ok, "{stderr}");
+    let config = std::fs::read_to_string(out.join("haproxy.cfg")).unwrap();
+    assert!(
+        config.contains("crt certs/default.pem crt-list certs/certificates.crtlist"),
+        "{config}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("certs/certificates.crtlist")).unwrap(),
+        "certs/shop_pay-tls.pem pay.example.com\n"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in ["shop_pay-tls.pem", "default.pem"] {
+        let mode = std::fs::metadata(out.join("certs").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    // A guest that fails when anything in its input looks like a private key.
+    let guests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        guests.path().join("50-keys.wasm"),
+        common::misbehave_guest(),
+    )
+    .unwrap();
+    let (ok, config, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(&with)
+        .arg("--guests")
+        .arg(guests.path())
+        .args(["--set", "keys.mode=keys"]));
+    assert!(ok, "{stderr}");
+    assert!(
+        config.contains("describe certificates=1 pay.example.com"),
+        "{config}"
+    );
+}

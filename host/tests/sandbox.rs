@@ -159,3 +159,57 @@ fn a_file_that_is_not_a_component_is_refused_with_the_guest_name() {
         "{error}"
     );
 }
+
+/// A guest built for `wasmconfd:haproxy@0.2.0` (the bundled http guest before 0.3.0) loads,
+/// describes itself and renders, without the certificates its version does not know.
+#[test]
+fn a_guest_built_for_0_2_0_still_loads_and_renders() {
+    use wasmconfd::bindings::{Endpoint, Service};
+    let runtime = Sandbox::new(Limits::default(), None).unwrap();
+    let guest = runtime
+        .load(
+            "http",
+            include_bytes!("fixtures/http-0.2.0.wasm").as_slice(),
+        )
+        .unwrap();
+    assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_2);
+    let protos = guest.description().and_then(|d| d.protos.clone());
+    assert_eq!(protos, Some(vec!["http".to_string()]));
+    let mut input = cluster("ok");
+    input.context.settings.clear();
+    input.services.push(std::sync::Arc::new(Service {
+        namespace: "shop".into(),
+        name: "web".into(),
+        domains: vec!["shop.example.com".into()],
+        proto: "http".into(),
+        ports: Vec::new(),
+        port: None,
+        listen_port: None,
+        endpoints: vec![Endpoint {
+            address: "10.0.0.1".into(),
+            port: Some(8080),
+            ports: Vec::new(),
+            ready: true,
+            serving: true,
+            terminating: false,
+            node: None,
+            zone: None,
+            target_pod: None,
+        }],
+        annotations: Vec::new(),
+        labels: Vec::new(),
+        creation_time: None,
+    }));
+    let fragment = runtime.render(&guest, &input).unwrap();
+    let backend = fragment
+        .sections
+        .iter()
+        .find(|s| s.name.as_deref() == Some("http_shop_web"))
+        .expect("a backend for the service");
+    assert!(
+        backend
+            .directives
+            .iter()
+            .any(|d| d.keyword == "server" && d.args[1] == "10.0.0.1:8080")
+    );
+}
