@@ -62,6 +62,7 @@ impl Staged {
         {
             let staged = dir.path().join(subdir);
             std::fs::create_dir(&staged)?;
+            link_others(&live.join(subdir), &staged, contents)?;
             let mut record = String::new();
             for (name, text) in contents {
                 write_new(&staged.join(name), text.as_bytes(), *mode)?;
@@ -123,6 +124,35 @@ impl Staged {
         }
         sync_dir(live)
     }
+}
+
+/// Link into `staged` the files of `live` that wasmconfd does not write (an operator's own
+/// certificate or map, which a static part may reference), so the staged configuration sees
+/// them where they are. One that wasmconfd is about to write is refused: it never replaces a
+/// file it did not write.
+fn link_others(live: &Path, staged: &Path, ours: &[(String, String)]) -> std::io::Result<()> {
+    // `staged` is `<dir>/.wasmconfd-stage-*/<subdir>`, `live` is `<dir>/<subdir>`.
+    let from_staged = Path::new("../..").join(live.file_name().unwrap_or_default());
+    let Ok(entries) = std::fs::read_dir(live) else {
+        return Ok(());
+    };
+    let recorded = recorded(live);
+    for entry in entries {
+        let name = entry?.file_name();
+        let text = name.to_string_lossy();
+        let records = text == RECORD || text == OLD_MAPS_RECORD;
+        if records || recorded.iter().any(|r| *r == text) {
+            continue;
+        }
+        if ours.iter().any(|(n, _)| *n == text) {
+            return Err(std::io::Error::other(format!(
+                "{} is not a file wasmconfd wrote, and it would replace it: move it away",
+                live.join(&name).display()
+            )));
+        }
+        std::os::unix::fs::symlink(from_staged.join(&name), staged.join(&name))?;
+    }
+    Ok(())
 }
 
 /// Write `bytes` to a new file at `path`, on disk, with permissions `mode`.
@@ -249,6 +279,14 @@ mod tests {
         let staged = Staged::new(&target, &two).unwrap();
         // The staged configuration sees the directory's other files where they will be.
         assert!(staged.config().with_file_name("errors.http").exists());
+        assert!(
+            staged
+                .config()
+                .with_file_name("maps")
+                .join("operator.map")
+                .exists(),
+            "and the operator's own files beside wasmconfd's"
+        );
         assert_eq!(
             std::fs::read_to_string(staged.config().with_file_name("maps").join("a.map")).unwrap(),
             "k two\n"
@@ -274,6 +312,41 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn an_operators_own_certificate_is_seen_by_the_check_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("haproxy.cfg");
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        std::fs::write(dir.path().join("certs/mine.pem"), "operator's").unwrap();
+        let mut with_certs = assembled("one", &[]);
+        with_certs.certs = vec![("default.pem".into(), "ours".into())];
+        let staged = Staged::new(&target, &with_certs).unwrap();
+        let certs = staged.config().with_file_name("certs");
+        assert_eq!(
+            std::fs::read_to_string(certs.join("mine.pem")).unwrap(),
+            "operator's"
+        );
+        staged.commit().unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("certs/default.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        std::fs::write(dir.path().join("certs/other.pem"), "operator's").unwrap();
+        with_certs.certs.push(("other.pem".into(), "ours".into()));
+        let error = Staged::new(&target, &with_certs).err().unwrap().to_string();
+        assert!(
+            error.contains("other.pem is not a file wasmconfd wrote"),
+            "{error}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("certs/other.pem")).unwrap(),
+            "operator's"
+        );
     }
 
     #[test]
