@@ -330,6 +330,8 @@ fn tls_secrets_are_in_a_snapshot_only_when_asked_and_no_guest_sees_a_key() {
     assert!(ok, "{stderr}");
     assert!(!without.contains("kind: Secret"), "{without}");
     assert!(stderr.contains("--include-secrets"), "{stderr}");
+    let (ok, _, stderr) = run(snapshot(&api.url()).args(["--tls-secret-selector", "a=b"]));
+    assert!(!ok && stderr.contains("add --include-secrets"), "{stderr}");
 
     let with = dir.path().join("with.yaml");
     let (ok, _, stderr) = run(snapshot(&api.url())

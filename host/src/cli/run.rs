@@ -116,6 +116,11 @@ impl RunArgs {
         // Namespace objects are read (and need RBAC) only when a scope selects by their labels.
         connection.namespaces = guests.scopes.values().any(|s| s.namespace_labels.is_some());
         connection.tls_secrets = self.tls_secrets;
+        if connection.tls_secret_selector.is_some() && !self.tls_secrets {
+            anyhow::bail!(
+                "--tls-secret-selector selects the TLS Secrets to read: add --tls-secrets"
+            );
+        }
         Ok(DaemonConfig {
             connection,
             rules: self.model.rules(),

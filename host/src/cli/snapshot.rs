@@ -33,6 +33,11 @@ pub fn snapshot(args: &SnapshotArgs, runtime: &Runtime) -> anyhow::Result<()> {
     let mut connection = args.kubernetes.connection();
     connection.namespaces = args.with_namespaces;
     connection.tls_secrets = args.include_secrets;
+    if connection.tls_secret_selector.is_some() && !args.include_secrets {
+        anyhow::bail!(
+            "--tls-secret-selector selects the TLS Secrets to save: add --include-secrets"
+        );
+    }
     let objects = runtime.block_on(connection.list())?;
     let named_secrets = objects
         .services
