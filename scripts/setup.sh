@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what building and testing wasmconfd needs on a fresh Debian machine: HAProxy (the
 # tests check every configuration with it), Debian's docker-registry (the tests run their own
-# instance as an OCI registry), curl and openssl, the wasm32-wasip2 target (guests build for
+# instance as an OCI registry), curl and openssl, headless chromium, the wasm32-wasip2 target (guests build for
 # it), and the Python and JavaScript guest toolchains the example guests build with (pinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,8 @@ command -v keepalived >/dev/null || missing+=(keepalived)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v man >/dev/null || missing+=(man-db)
+# The status page is tested in a headless browser (tests/daemon.rs).
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -113,6 +113,7 @@ fn render_loop(
     tracing::info!("initial sync done");
 
     status.synced.store(true, Ordering::Relaxed);
+    status.report.lock().unwrap().guests = pipeline.reports();
     if let Reload::MasterSocket(socket) = &config.applier.reload {
         *status.haproxy_socket.lock().unwrap() = Some(socket.clone());
     }
@@ -135,6 +136,7 @@ fn render_loop(
         if let Some(next) = pipelines.try_iter().last() {
             pipeline = next;
             state.last_good.clear();
+            state.status.report.lock().unwrap().guests = pipeline.reports();
         }
         let objects = caches.lock().unwrap().objects();
         state.render_and_apply(&pipeline, &objects, config);
@@ -315,14 +317,24 @@ impl State {
         let ran = pipeline.renders() - renders;
         self.status.guest_renders.fetch_add(ran, Ordering::Relaxed);
         self.report_quarantined(&run.outputs);
-        let mut guests = self.status.guests.lock().unwrap();
+        let mut report = self.status.report.lock().unwrap();
         for output in &run.outputs {
-            let stats = guests.entry(output.slot.clone()).or_default();
+            let Some(guest) = report.guests.iter_mut().find(|g| g.slot == output.slot) else {
+                continue;
+            };
+            guest.services = output.services;
             if let Some(took) = output.took {
-                *stats = (took.as_secs_f64(), output.result.is_err());
+                guest.last_run = Some(crate::status::LastRun {
+                    at: crate::status::now_text(),
+                    seconds: took.as_secs_f64(),
+                    result: match &output.result {
+                        Ok(_) => "ok".into(),
+                        Err(error) => format!("{error}; its last good output is in use"),
+                    },
+                });
             }
         }
-        drop(guests);
+        drop(report);
         self.last_good.resize(run.outputs.len(), None);
         let mut fragments = Vec::new();
         for (output, last) in run.outputs.into_iter().zip(self.last_good.iter_mut()) {
@@ -490,6 +502,7 @@ impl State {
                     total,
                     "applied through the Runtime API, without a reload"
                 );
+                status.record_apply("runtime", changes);
             }
             Ok(Applied::Reloaded) => {
                 let reasons = match (plan, socket) {
@@ -508,14 +521,21 @@ impl State {
                 };
                 let total = count(&status.reloads);
                 tracing::info!(class = "reload", ?reasons, total, "applied by a reload");
+                status.record_apply("reload", reasons);
                 self.set_draining(BTreeSet::new());
             }
             Err(ApplyError::Reload(_)) => {
                 count(&status.failed_reloads);
                 let problem = host_problem.unwrap_or_default();
                 tracing::error!("{problem}; retrying with backoff");
+                status.record_apply("failed", vec![problem]);
             }
             Err(error) => {
+                let class = if host_fix.is_some() {
+                    "failed"
+                } else {
+                    "rejected"
+                };
                 match host_fix {
                     Some(fix) => tracing::error!(
                         "{error}; the running configuration stays: {fix}; retrying with backoff"
@@ -527,6 +547,7 @@ impl State {
                         );
                     }
                 }
+                status.record_apply(class, vec![error.to_string()]);
                 return false;
             }
         }
@@ -547,6 +568,14 @@ impl State {
         }
         let count = after.len() as u64;
         self.status.skipped_objects.store(count, Ordering::Relaxed);
+        self.status.report.lock().unwrap().skipped = now
+            .iter()
+            .map(|p| crate::status::Skipped {
+                object: p.object.clone(),
+                reason: p.reason.clone(),
+                whole: p.whole,
+            })
+            .collect();
         self.problems = now;
     }
 
@@ -615,6 +644,10 @@ impl State {
         let problem = match applier.reload() {
             Ok(()) => {
                 self.status.applied_now();
+                self.status.record_apply(
+                    "reload",
+                    vec!["a reload that had failed, tried again".into()],
+                );
                 self.reload_pending = false;
                 self.status.reload_pending.store(false, Ordering::Relaxed);
                 self.set_draining(BTreeSet::new());

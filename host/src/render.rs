@@ -11,6 +11,7 @@ use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use crate::model::NamespaceLabels;
 use crate::scope::{Scope, Trust};
 use crate::tls::Certificates;
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,8 @@ pub struct GuestConfig {
     pub limits: Limits,
     /// Where precompiled guests are cached; compiled on every start when `None`.
     pub cache_dir: Option<PathBuf>,
+    /// Registry guests without a trusted signature were allowed (`--insecure-allow-unsigned`).
+    pub unsigned_allowed: bool,
 }
 
 /// The loaded parts, ready to render any number of times.
@@ -49,6 +52,8 @@ pub struct Pipeline {
     limits: Limits,
     renders: AtomicU64,
     parts: Vec<(Part, Option<Loaded>)>,
+    /// What the status page says about each guest, as loaded.
+    reports: Vec<crate::status::GuestReport>,
 }
 
 /// A loaded guest, with what it may see and do.
@@ -86,6 +91,8 @@ pub struct GuestOutput {
     /// How long it ran (with its checks, and the renders that found what it fails on); `None`
     /// when its input had not changed, so it did not run.
     pub took: Option<std::time::Duration>,
+    /// How many services it received.
+    pub services: usize,
 }
 
 /// Every guest's result of one render, in slot order, and what is left out between guests: the
@@ -143,6 +150,7 @@ impl Pipeline {
         let sandbox = Sandbox::new(config.limits, config.cache_dir.clone())
             .map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
         let mut loaded = Vec::new();
+        let mut reports = Vec::new();
         for part in parts {
             let state = match &part.source {
                 Source::Guest(wasm) => {
@@ -153,11 +161,23 @@ impl Pipeline {
                         .map(|s| s.clone().into_iter().collect())
                         .unwrap_or_default();
                     check_settings(&guest, &settings)?;
+                    let scope: Scope = config.scopes.get(part.name()).cloned().unwrap_or_default();
+                    reports.push(crate::status::GuestReport {
+                        slot: part.slot.clone(),
+                        source: part.origin.clone(),
+                        digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(wasm))),
+                        signature: signature(&part, config),
+                        world: guest.world().into(),
+                        compiled: guest.compiled().into(),
+                        trust: format!("{:?}", scope.trust).to_lowercase(),
+                        services: 0,
+                        last_run: None,
+                    });
                     Some(Loaded {
                         declared: guest.description().and_then(|d| d.protos.clone()),
                         guest,
                         settings,
-                        scope: config.scopes.get(part.name()).cloned().unwrap_or_default(),
+                        scope,
                         last: Mutex::new(None),
                     })
                 }
@@ -170,7 +190,13 @@ impl Pipeline {
             limits: config.limits,
             renders: AtomicU64::new(0),
             parts: loaded,
+            reports,
         })
+    }
+
+    /// Each guest as loaded, for the status page: source, digest, signature, world.
+    pub fn reports(&self) -> Vec<crate::status::GuestReport> {
+        self.reports.clone()
     }
 
     fn guests(&self) -> impl Iterator<Item = (&Part, &Loaded)> {
@@ -268,12 +294,14 @@ impl Pipeline {
                 result: Ok(same.fragment.clone()),
                 quarantined: same.quarantined.clone(),
                 took: None,
+                services: input.len(),
             };
         }
         let checked = last.as_ref().map(|last| &last.fragment);
         let started = std::time::Instant::now();
         let mut output = self.render_guest(part, loaded, input.clone(), &tls, checked);
         output.took = Some(started.elapsed());
+        output.services = input.len();
         if let Ok(fragment) = &output.result {
             *last = Some(LastOutput {
                 input,
@@ -343,6 +371,7 @@ impl Pipeline {
             result,
             quarantined,
             took: None,
+            services: 0,
         };
         let cluster = self.cluster(loaded, services, tls);
         let error = match self.attempt(part, loaded, &cluster, checked) {
@@ -486,6 +515,17 @@ impl Pipeline {
         self.assemble(&fragments)
             .map(|assembled| assembled.with_certificates(certificates))
             .map_err(|e| vec![e.into()])
+    }
+}
+
+/// How a guest's signature was checked, in words.
+fn signature(part: &Part, config: &GuestConfig) -> String {
+    let from_registry = config.remote.iter().any(|r| r.slot == part.slot);
+    match (from_registry, config.unsigned_allowed) {
+        (true, false) => "verified at start against the trusted keys".into(),
+        (true, true) => "checked at start; unsigned allowed (--insecure-allow-unsigned)".into(),
+        (false, _) if part.origin == "bundled" => "bundled in the binary".into(),
+        (false, _) => "a local file: not checked".into(),
     }
 }
 

@@ -1525,3 +1525,97 @@ fn certificates_from_secrets_are_served_by_name_and_renewed_without_a_reload() {
         assert!(scene.log().contains(change), "{change}:\n{}", scene.log());
     }
 }
+
+/// The DOM of `url` after headless Chromium loaded it, and a screenshot of it into `png`.
+fn chromium(url: &str, png: &Path) -> String {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("chromium (scripts/setup.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screenshot = format!("--screenshot={}", png.display());
+    run(&[&screenshot, "--window-size=1400,1100"]);
+    run(&["--dump-dom"])
+}
+
+/// The table `id` of `dom`: its rows, each the text of its cells.
+fn table_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
+    let start = dom
+        .find(&format!("<table id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("no table {id} in {dom}"));
+    let table = &dom[start..start + dom[start..].find("</table>").unwrap()];
+    table
+        .split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td>")
+                .skip(1)
+                .map(|cell| cell.split("</td>").next().unwrap().to_string())
+                .collect()
+        })
+        .filter(|cells: &Vec<String>| !cells.is_empty())
+        .collect()
+}
+
+/// `GET /` is a page a browser renders with what the daemon knows: the guests with their
+/// source, digest and last run, the objects left out and why, the last applies; `/status` is
+/// the same as JSON. `UPDATE_DOCS=1` puts its screenshot into docs/.
+#[test]
+fn the_status_page_shows_the_guests_what_was_left_out_and_the_applies() {
+    let (a, b) = (backend("a"), backend("b"));
+    let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+    let mut broken = service("broken", "not a domain!");
+    broken["metadata"]["namespace"] = json!("team-b");
+    api.apply(broken);
+    let scene = Scene::start(&api.url(), &[]);
+    scene.wait_for("shop.test", "a");
+    api.apply(slice("shop", &["127.0.0.1"], b));
+    scene.wait_for("shop.test", "b");
+
+    let url = format!("http://127.0.0.1:{}/", scene.status);
+    let png = scene.dir.path().join("status-page.png");
+    let dom = chromium(&url, &png);
+    assert!(dom.contains("Ready: in step with the cluster"), "{dom}");
+    let guests = table_rows(&dom, "guests");
+    let slots: Vec<_> = guests.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(slots, ["00-base", "20-http", "30-https", "40-redis"]);
+    let http = &guests[1];
+    assert_eq!(http[1], "bundled");
+    assert!(http[2].starts_with("sha256:"), "{http:?}");
+    assert_eq!(http[4], "wasmconfd:haproxy/guest@0.3.0");
+    assert_eq!(http[7], "1", "it routes one service");
+    assert_eq!(http[10], "ok");
+    let skipped = table_rows(&dom, "skipped");
+    assert!(
+        skipped
+            .iter()
+            .any(|row| row[0] == "Service team-b/broken" && row[1].contains("not a domain!")),
+        "{skipped:?}"
+    );
+    let applies = table_rows(&dom, "applies");
+    assert_eq!(applies[0][1], "runtime", "{applies:?}");
+    assert!(applies[0][2].contains("127.0.0.1:"), "{applies:?}");
+    assert_eq!(applies.last().unwrap()[1], "reload", "{applies:?}");
+    let png = std::fs::read(&png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a screenshot");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(common::repo().join("docs/status-page.png"), &png).unwrap();
+    }
+
+    let (code, json) = scene.get_status("/status");
+    assert_eq!(code, 200);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["guests"][1]["slot"], "20-http");
+    assert_eq!(json["guests"][1]["last_run"]["result"], "ok");
+    assert_eq!(json["skipped"][0]["object"], "Service team-b/broken");
+    assert_eq!(json["not_ready"], Value::Null);
+}

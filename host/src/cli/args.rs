@@ -422,6 +422,7 @@ impl GuestArgs {
                 memory: self.guest_memory_mib << 20,
             },
             cache_dir,
+            unsigned_allowed: self.trust.insecure_allow_unsigned,
         };
         Ok((config, registries))
     }

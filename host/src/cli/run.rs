@@ -60,8 +60,9 @@ pub struct RunArgs {
     #[arg(long, env = "WASMCONFD_MAX_DELAY", default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub max_delay: Duration,
 
-    /// Serve Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz, the
-    /// quarantined services at /quarantined, and POST /confirm-removal on this address (e.g.
+    /// Serve a status page at / (JSON at /status), Prometheus metrics at /metrics, liveness at
+    /// /healthz, readiness at /readyz, the quarantined services at /quarantined, and POST
+    /// /confirm-removal on this address (e.g.
     /// 0.0.0.0:9180). Ready: synced with the API, the configuration loaded, the API answering,
     /// and no render held back.
     #[arg(long, env = "WASMCONFD_STATUS_ADDRESS", value_name = "ADDRESS:PORT")]

@@ -241,6 +241,8 @@ pub struct Guest {
     name: String,
     pre: Pre,
     description: Option<Description>,
+    /// How its native code came to be: compiled now, or loaded precompiled from the cache.
+    compiled: &'static str,
 }
 
 /// A guest pre-instantiated for the version of the contract it was built for.
@@ -267,6 +269,11 @@ impl Guest {
     /// What the guest says about itself; `None` for a 0.1.0 guest, which cannot say.
     pub fn description(&self) -> Option<&Description> {
         self.description.as_ref()
+    }
+
+    /// `compiled` at load, or `cached` when its precompiled code came from the cache.
+    pub fn compiled(&self) -> &'static str {
+        self.compiled
     }
 }
 
@@ -310,7 +317,7 @@ impl Sandbox {
             guest: name.to_string(),
             message: with_hint(format!("{e:#}")),
         };
-        let component = self.compile(name, wasm).map_err(load_error)?;
+        let (component, compiled) = self.compile(name, wasm).map_err(load_error)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -347,6 +354,7 @@ impl Sandbox {
             name: name.to_string(),
             pre,
             description,
+            compiled,
         })
     }
 
@@ -366,10 +374,11 @@ impl Sandbox {
     /// code run as it is, so it is deserialized only when this node's key authenticates it for
     /// this very component and engine: a file swapped, edited or written by anyone else is
     /// compiled again from the component.
-    fn compile(&self, name: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+    /// Also says which: `compiled` or `cached`.
+    fn compile(&self, name: &str, wasm: &[u8]) -> wasmtime::Result<(Component, &'static str)> {
         let Some(cache) = &self.compiled else {
             tracing::info!(guest = name, "compiling guest (no cache directory)");
-            return Component::new(&self.engine, wasm);
+            return Ok((Component::new(&self.engine, wasm)?, "compiled"));
         };
         let file_name = self.compiled_name(wasm);
         let path = cache.dir.join(&file_name);
@@ -380,7 +389,7 @@ impl Sandbox {
                 Some(code) => match unsafe { Component::deserialize(&self.engine, code) } {
                     Ok(component) => {
                         crate::files::touch(&path);
-                        return Ok(component);
+                        return Ok((component, "cached"));
                     }
                     Err(error) => {
                         tracing::warn!(guest = name, path = %path.display(), %error, "ignoring a broken precompiled guest")
@@ -406,7 +415,8 @@ impl Sandbox {
             tracing::warn!(guest = name, path = %path.display(), %error, "cannot cache the compiled guest");
         }
         // SAFETY: the bytes were just produced by this engine.
-        unsafe { Component::deserialize(&self.engine, &bytes) }
+        let component = unsafe { Component::deserialize(&self.engine, &bytes) }?;
+        Ok((component, "compiled"))
     }
 
     /// `<sha256 of the wasm>-<engine compatibility>.cwasm`.

@@ -1,11 +1,13 @@
-//! What `wasmconfd run` tells the outside over HTTP (`--status-address`): Prometheus metrics at
-//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`, and the services guests fail on at
-//! `/quarantined`.
+//! What `wasmconfd run` tells the outside over HTTP (`--status-address`): a status page at `/`
+//! ([`page`]) and the same as JSON at `/status`, Prometheus metrics at `/metrics`, liveness at
+//! `/healthz`, readiness at `/readyz`, and the services guests fail on at `/quarantined`.
 //!
 //! Ready means: the first complete list from the Kubernetes API is in, the configuration rendered
 //! from it is installed and loaded by HAProxy, HAProxy runs (its master socket, or else the admin
 //! socket of the configuration, accepts a connection), and the API answers. When the API stops
 //! answering HAProxy keeps serving, but what it serves may be stale, and readiness says so.
+
+pub mod page;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -15,6 +17,72 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// What the status page shows beyond the counters and states.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Report {
+    /// In slot order.
+    pub guests: Vec<GuestReport>,
+    /// Objects, or parts of them, left out of the model, and why.
+    pub skipped: Vec<Skipped>,
+    /// The last applies, newest first.
+    pub applies: std::collections::VecDeque<ApplyReport>,
+}
+
+/// A guest: where it comes from, and its last run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GuestReport {
+    pub slot: String,
+    /// `bundled`, a file, or `registry/repository@sha256:...`.
+    pub source: String,
+    pub digest: String,
+    pub signature: String,
+    pub world: String,
+    /// `compiled` at start, or `cached` precompiled code.
+    pub compiled: String,
+    /// `platform` or `team`.
+    pub trust: String,
+    /// Services it received at its last render.
+    pub services: usize,
+    pub last_run: Option<LastRun>,
+}
+
+/// A guest's last run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastRun {
+    /// RFC 3339.
+    pub at: String,
+    pub seconds: f64,
+    /// `ok`, or the error (its last good output is in use).
+    pub result: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    pub object: String,
+    pub reason: String,
+    /// The whole object; otherwise a part of it.
+    pub whole: bool,
+}
+
+/// One apply.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplyReport {
+    /// RFC 3339.
+    pub at: String,
+    /// `runtime`, `reload`, `rejected` or `failed`.
+    pub class: String,
+    /// The Runtime API commands, the reasons for a reload, or the error.
+    pub details: Vec<String>,
+}
+
+/// How many applies the status page keeps.
+const APPLIES_KEPT: usize = 20;
+
+/// Now, as RFC 3339 in seconds.
+pub fn now_text() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
 
 /// Counters and states, shared by the watchers, the render loop and the HTTP server.
 #[derive(Default)]
@@ -57,8 +125,8 @@ pub struct Status {
     /// When a configuration was last applied (installed and loaded, or changed through the
     /// Runtime API), in seconds since the Unix epoch; 0 before the first.
     pub last_applied: AtomicU64,
-    /// Per guest slot: how long its last run took (seconds), and whether it failed.
-    pub guests: Mutex<std::collections::BTreeMap<String, (f64, bool)>>,
+    /// The guests, the objects skipped and the last applies, for `/` and `/status`.
+    pub report: Mutex<Report>,
     /// A configuration rendered from the cluster has been installed (and loaded, unless a
     /// reload is pending).
     pub installed: AtomicBool,
@@ -68,6 +136,17 @@ pub struct Status {
 }
 
 impl Status {
+    /// Record an apply for the status page.
+    pub fn record_apply(&self, class: &str, details: Vec<String>) {
+        let mut report = self.report.lock().unwrap();
+        report.applies.push_front(ApplyReport {
+            at: now_text(),
+            class: class.into(),
+            details,
+        });
+        report.applies.truncate(APPLIES_KEPT);
+    }
+
     /// The certificates of the last render.
     pub fn set_certificates(&self, certificates: &crate::tls::Certificates) {
         *self.certificates.lock().unwrap() = certificates
@@ -134,11 +213,13 @@ impl Status {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
         let flag = |state: &AtomicBool| f64::from(u8::from(state.load(Ordering::Relaxed)));
         let one = |value: f64| vec![(String::new(), value)];
-        let guests = self.guests.lock().unwrap();
-        let per_guest = |value: &dyn Fn(&(f64, bool)) -> f64| {
-            guests
+        let report = self.report.lock().unwrap();
+        let per_guest = |value: &dyn Fn(&LastRun) -> f64| {
+            report
+                .guests
                 .iter()
-                .map(|(guest, stats)| (format!("{{guest=\"{}\"}}", label(guest)), value(stats)))
+                .filter_map(|g| Some((g, g.last_run.as_ref()?)))
+                .map(|(g, run)| (format!("{{guest=\"{}\"}}", label(&g.slot)), value(run)))
                 .collect()
         };
         let quarantined = self.quarantined.lock().unwrap();
@@ -183,8 +264,8 @@ impl Status {
                 ),
                 1.0,
             )],
-            per_guest(&|(seconds, _)| *seconds),
-            per_guest(&|(_, failing)| f64::from(u8::from(*failing))),
+            per_guest(&|run| run.seconds),
+            per_guest(&|run| f64::from(u8::from(run.result != "ok"))),
             self.certificates
                 .lock()
                 .unwrap()
@@ -352,7 +433,7 @@ const METRICS: [(&str, &str, &str); 21] = [
 /// Serve `/metrics`, `/healthz` and `/readyz` on `address` until the process ends.
 pub async fn serve(address: std::net::SocketAddr, status: Arc<Status>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(%address, "serving /metrics, /healthz, /readyz and /quarantined");
+    tracing::info!(%address, "serving the status page at /, and /status, /metrics, /healthz, /readyz and /quarantined");
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -377,6 +458,11 @@ pub async fn serve(address: std::net::SocketAddr, status: Arc<Status>) -> std::i
 fn answer(status: &Status, post: bool, path: &str) -> Response<Full<Bytes>> {
     let (code, body) = match path {
         "/confirm-removal" => status.confirm(post),
+        "/" => (StatusCode::OK, page::View::of(status).html()),
+        "/status" => (
+            StatusCode::OK,
+            serde_json::to_string_pretty(&page::View::of(status)).unwrap_or_default() + "\n",
+        ),
         "/metrics" => (StatusCode::OK, status.metrics()),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/quarantined" => (StatusCode::OK, status.quarantined_page()),
@@ -386,12 +472,15 @@ fn answer(status: &Status, post: bool, path: &str) -> Response<Full<Bytes>> {
         },
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz, /quarantined or POST /confirm-removal\n"
+            "not found: try /, /status, /metrics, /healthz, /readyz, /quarantined or POST \
+             /confirm-removal\n"
                 .to_string(),
         ),
     };
     let content_type = match path {
         "/metrics" => "text/plain; version=0.0.4",
+        "/" => "text/html; charset=utf-8",
+        "/status" => "application/json",
         _ => "text/plain",
     };
     Response::builder()
@@ -408,10 +497,24 @@ mod tests {
     #[test]
     fn each_guest_has_its_render_time_and_whether_it_fails() {
         let status = Status::default();
-        let mut guests = status.guests.lock().unwrap();
-        guests.insert("20-http".into(), (0.012, false));
-        guests.insert("50-team\"a".into(), (0.25, true));
-        drop(guests);
+        status.report.lock().unwrap().guests =
+            [("20-http", 0.012, "ok"), ("50-team\"a", 0.25, "crashed")]
+                .map(|(slot, seconds, result)| GuestReport {
+                    slot: slot.into(),
+                    source: "bundled".into(),
+                    digest: String::new(),
+                    signature: String::new(),
+                    world: String::new(),
+                    compiled: String::new(),
+                    trust: "platform".into(),
+                    services: 0,
+                    last_run: Some(LastRun {
+                        at: now_text(),
+                        seconds,
+                        result: result.into(),
+                    }),
+                })
+                .to_vec();
         let metrics = status.metrics();
         for line in [
             "wasmconfd_guest_render_seconds{guest=\"20-http\"} 0.012\n",
