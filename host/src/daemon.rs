@@ -48,6 +48,8 @@ pub struct DaemonConfig {
     pub status_address: Option<std::net::SocketAddr>,
     /// When to hold back a render that removes much at once.
     pub guard: crate::guard::Limits,
+    /// Publish Kubernetes Events on the objects left out.
+    pub events: bool,
 }
 
 /// How often draining servers are checked for their last connection, and a held render for
@@ -69,6 +71,9 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve status on {address}"))?;
     }
+    let events = config.events.then(|| {
+        crate::source::events::Events::start(servers.clone(), &tokio::runtime::Handle::current())
+    });
     let (changed_tx, changed) = mpsc::sync_channel::<()>(1);
     tokio::spawn(crate::source::watch::watch_all(
         config.connection.clone(),
@@ -91,7 +96,9 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("render".into())
         .spawn(move || {
-            let result = render_loop(&config, pipeline, &pipelines, &caches, &changed, status);
+            let result = render_loop(
+                &config, pipeline, &pipelines, &caches, &changed, status, events,
+            );
             let _ = done_tx.send(result);
         })?;
     done.await?
@@ -106,6 +113,7 @@ fn render_loop(
     caches: &Mutex<Caches>,
     changed: &mpsc::Receiver<()>,
     status: Arc<Status>,
+    events: Option<crate::source::events::Events>,
 ) -> anyhow::Result<()> {
     while !caches.lock().unwrap().ready(&config.connection) {
         changed.recv().map_err(|_| stopped())?;
@@ -129,6 +137,7 @@ fn render_loop(
         conflicts: BTreeSet::new(),
         guard: Guard::default(),
         status,
+        events,
     };
     let mut failures = 0;
     loop {
@@ -238,6 +247,8 @@ struct State {
     conflicts: BTreeSet<String>,
     guard: Guard,
     status: Arc<Status>,
+    /// Where Events on the objects left out go, unless `--no-events`.
+    events: Option<crate::source::events::Events>,
 }
 
 impl State {
@@ -310,13 +321,13 @@ impl State {
             crate::tls::now(),
         );
         problems.extend(tls_problems);
-        self.report_problems(problems);
+        self.report_problems(problems, objects);
         self.status.set_certificates(&certificates);
         let renders = pipeline.renders();
         let run = pipeline.run(&services, &model::namespace_labels(objects), &certificates);
         let ran = pipeline.renders() - renders;
         self.status.guest_renders.fetch_add(ran, Ordering::Relaxed);
-        self.report_quarantined(&run.outputs);
+        self.report_quarantined(&run.outputs, objects);
         let mut report = self.status.report.lock().unwrap();
         for output in &run.outputs {
             let Some(guest) = report.guests.iter_mut().find(|g| g.slot == output.slot) else {
@@ -556,12 +567,21 @@ impl State {
 
     /// Log each problem when it starts (or its reason changes), and each object once when it
     /// has none left; count the objects that have one.
-    fn report_problems(&mut self, problems: Vec<source::Problem>) {
+    /// Each new problem also becomes an Event on its object.
+    fn report_problems(&mut self, problems: Vec<source::Problem>, cluster: &Objects) {
         let now: BTreeSet<_> = problems.into_iter().collect();
         let objects = |problems: &BTreeSet<source::Problem>| -> BTreeSet<String> {
             problems.iter().map(|p| p.object.clone()).collect()
         };
-        source::warn_skipped(&now.difference(&self.problems).cloned().collect::<Vec<_>>());
+        let new: Vec<_> = now.difference(&self.problems).cloned().collect();
+        source::warn_skipped(&new);
+        self.publish_events(
+            cluster,
+            new.iter().map(|p| {
+                let skipped = if p.whole { "left out: " } else { "" };
+                (p.object.clone(), format!("{skipped}{}", p.reason))
+            }),
+        );
         let (before, after) = (objects(&self.problems), objects(&now));
         for object in before.difference(&after) {
             tracing::info!(%object, "no longer skipped");
@@ -579,9 +599,32 @@ impl State {
         self.problems = now;
     }
 
+    /// Publish an Event for each of `events` (object, message), at most
+    /// [`PER_RENDER`](crate::source::events::PER_RENDER).
+    fn publish_events(&self, cluster: &Objects, events: impl Iterator<Item = (String, String)>) {
+        let Some(publisher) = &self.events else {
+            return;
+        };
+        let limit = crate::source::events::PER_RENDER;
+        let mut left_out = 0;
+        for (i, (object, note)) in events.enumerate() {
+            if i < limit {
+                publisher.publish(cluster, &object, &note);
+            } else {
+                left_out += 1;
+            }
+        }
+        if left_out > 0 {
+            tracing::info!(
+                left_out,
+                "more objects left out than Events published at once ({limit}): the log names them all"
+            );
+        }
+    }
+
     /// Log each quarantined service when it is first quarantined and when it is released, and
-    /// publish the list.
-    fn report_quarantined(&mut self, outputs: &[GuestOutput]) {
+    /// publish the list; each newly quarantined service also gets an Event.
+    fn report_quarantined(&mut self, outputs: &[GuestOutput], cluster: &Objects) {
         let now: Vec<(String, String, String)> = outputs
             .iter()
             .flat_map(|output| {
@@ -596,19 +639,27 @@ impl State {
         let key = |(guest, object, _): &(String, String, String)| (guest.clone(), object.clone());
         let before: BTreeSet<_> = published.iter().map(key).collect();
         let after: BTreeSet<_> = now.iter().map(key).collect();
-        for entry @ (guest, object, why) in &now {
-            if !before.contains(&key(entry)) {
-                tracing::warn!(
-                    guest,
-                    object,
-                    "quarantined: the guest renders without it: {why}"
-                );
-            }
+        let new: Vec<_> = now.iter().filter(|e| !before.contains(&key(e))).collect();
+        for (guest, object, why) in &new {
+            tracing::warn!(
+                guest,
+                object,
+                "quarantined: the guest renders without it: {why}"
+            );
         }
         for (guest, object) in before.difference(&after) {
             tracing::info!(guest, object, "no longer quarantined");
         }
+        let events: Vec<_> = new
+            .iter()
+            .map(|(guest, object, why)| {
+                let note = format!("guest {guest} fails on it, and renders without it: {why}");
+                (format!("Service {object}"), note)
+            })
+            .collect();
         *published = now;
+        drop(published);
+        self.publish_events(cluster, events.into_iter());
     }
 
     /// Log each listener conflict when it starts, and when it ends.

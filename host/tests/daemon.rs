@@ -1619,3 +1619,49 @@ fn the_status_page_shows_the_guests_what_was_left_out_and_the_applies() {
     assert_eq!(json["skipped"][0]["object"], "Service team-b/broken");
     assert_eq!(json["not_ready"], Value::Null);
 }
+
+/// An object left out gets one Warning Event on itself, which `kubectl describe` shows (it
+/// matches the object's uid), however many renders follow; `--no-events` publishes none.
+#[test]
+fn an_object_left_out_gets_one_warning_event_on_itself() {
+    for events in [true, false] {
+        let (a, b) = (backend("a"), backend("b"));
+        let api = with_shop(FakeApi::start(), "127.0.0.1", a);
+        let mut broken = service("broken", "not a domain!");
+        broken["metadata"]["namespace"] = json!("team-b");
+        api.apply(broken);
+        let flags: &[&str] = if events { &[] } else { &["--no-events"] };
+        let scene = Scene::start(&api.url(), flags);
+        scene.wait_for("shop.test", "a");
+        api.apply(slice("shop", &["127.0.0.1"], b));
+        scene.wait_for("shop.test", "b");
+        let on_broken = || -> Vec<Value> {
+            api.events()
+                .into_iter()
+                .map(|(_, event)| event)
+                .filter(|event| event["regarding"]["name"] == "broken")
+                .collect()
+        };
+        if !events {
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(api.events().is_empty(), "{:?}", api.events());
+            continue;
+        }
+        scene.wait_until(Duration::from_secs(10), || !on_broken().is_empty());
+        std::thread::sleep(Duration::from_millis(300));
+        let [event] = on_broken()
+            .try_into()
+            .unwrap_or_else(|all: Vec<Value>| panic!("one Event, not {}: {all:#?}", all.len()));
+        assert_eq!(event["regarding"]["uid"], "uid-Service-team-b-broken");
+        assert_eq!(event["regarding"]["kind"], "Service");
+        assert_eq!(event["metadata"]["namespace"], "team-b");
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "WasmconfdSkipped");
+        assert_eq!(event["reportingController"], "wasmconfd");
+        let note = event["note"].as_str().unwrap();
+        assert!(
+            note.starts_with("left out: ") && note.contains("not a domain!"),
+            "{note}"
+        );
+    }
+}

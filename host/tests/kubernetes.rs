@@ -154,7 +154,7 @@ fn an_api_server_without_a_scheme_is_a_clear_error() {
 /// `deploy/kubernetes/rbac.yaml` parses as the Kubernetes objects it claims to be, and grants exactly
 /// get/list/watch on what wasmconfd reads.
 #[test]
-fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches() {
+fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches_and_events() {
     use k8s_openapi::api::rbac::v1::ClusterRole;
     use serde::Deserialize;
     let text = std::fs::read_to_string(repo().join("deploy/kubernetes/rbac.yaml")).unwrap();
@@ -165,7 +165,13 @@ fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches() {
     let role: ClusterRole = serde_json::from_value(role).unwrap();
     let mut granted = Vec::new();
     for rule in role.rules.unwrap() {
-        assert_eq!(rule.verbs, ["get", "list", "watch"], "read-only");
+        let events = rule.api_groups.as_deref() == Some(&["events.k8s.io".to_string()]);
+        let verbs: &[&str] = if events {
+            &["create", "patch"]
+        } else {
+            &["get", "list", "watch"]
+        };
+        assert_eq!(rule.verbs, verbs, "read-only, but for publishing Events");
         for group in rule.api_groups.unwrap() {
             for resource in rule.resources.clone().unwrap() {
                 granted.push(format!("{group}/{resource}"));
@@ -179,7 +185,8 @@ fn the_rbac_manifest_grants_read_access_to_what_wasmconfd_watches() {
             "/endpoints",
             "/namespaces",
             "/services",
-            "discovery.k8s.io/endpointslices"
+            "discovery.k8s.io/endpointslices",
+            "events.k8s.io/events"
         ]
     );
 }

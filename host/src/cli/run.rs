@@ -87,6 +87,13 @@ pub struct RunArgs {
     #[arg(long, env = "WASMCONFD_TLS_SECRETS")]
     pub tls_secrets: bool,
 
+    /// Publish no Kubernetes Events. By default an object left out of the configuration (an
+    /// invalid annotation, a service a guest fails on, a broken TLS Secret) gets a Warning Event
+    /// with reason WasmconfdSkipped, so its owners see why in `kubectl describe`; this needs
+    /// create and patch on events.k8s.io events.
+    #[arg(long, env = "WASMCONFD_NO_EVENTS")]
+    pub no_events: bool,
+
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
 
@@ -141,6 +148,7 @@ impl RunArgs {
                 max_removal: self.max_removal,
                 hold_for: self.hold_removal_for,
             },
+            events: !self.no_events,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! `secrets` of type `kubernetes.io/tls` for certificates), or
 //! the API server itself ([`kubernetes`]).
 
+pub mod events;
 pub mod kubernetes;
 pub mod watch;
 

@@ -130,6 +130,8 @@ struct State {
     token: Option<String>,
     lists: usize,
     watches: usize,
+    /// Bodies of `events.k8s.io/v1` Events created (POST) and updated (PATCH), in order.
+    events: Vec<(String, Value)>,
 }
 
 struct Shared {
@@ -194,6 +196,7 @@ impl FakeApi {
                 token: None,
                 lists: 0,
                 watches: 0,
+                events: Vec::new(),
             }),
             changed: watch::channel(0).0,
             generation: watch::channel(0).0,
@@ -236,6 +239,9 @@ impl FakeApi {
         state.resource_version += 1;
         let rv = state.resource_version;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if object["metadata"]["uid"].is_null() {
+            object["metadata"]["uid"] = json!(format!("uid-{:?}-{}-{}", key.0, key.1, key.2));
+        }
         let kind_of_event = if state.objects.contains_key(&key) {
             "MODIFIED"
         } else {
@@ -352,6 +358,11 @@ impl FakeApi {
     }
 
     /// How many watch requests were started.
+    /// The Events posted (`("POST", event)`) and patched (`("PATCH", event)`), in order.
+    pub fn events(&self) -> Vec<(String, Value)> {
+        self.shared.state.lock().unwrap().events.clone()
+    }
+
     pub fn watches(&self) -> usize {
         self.shared.state.lock().unwrap().watches
     }
@@ -429,6 +440,36 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 }
 
 async fn handle(request: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let is_events =
+        path.starts_with("/apis/events.k8s.io/v1/namespaces/") && path.contains("/events");
+    if is_events
+        && matches!(
+            *request.method(),
+            hyper::Method::POST | hyper::Method::PATCH
+        )
+    {
+        let method = request.method().to_string();
+        let body = request.into_body().collect().await.map(|b| b.to_bytes());
+        let Ok(Ok(event)) = body.map(|b| serde_json::from_slice::<Value>(&b)) else {
+            return full(
+                StatusCode::BAD_REQUEST,
+                status(400, "BadRequest", "not JSON").to_string(),
+            );
+        };
+        shared
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .push((method.clone(), event.clone()));
+        let code = if method == "POST" {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return full(code, event.to_string());
+    }
     let route = Kind::route(request.uri().path());
     let (fault, token) = {
         let state = shared.state.lock().unwrap();
