@@ -1,7 +1,13 @@
-//! The commit this binary is built from, for `--version`: that of the git checkout, or
-//! `unknown commit` when it is built outside one (from a source archive).
+//! The commit this binary is built from, for `--version`: `WASMCONFD_COMMIT` when set (a
+//! container build, without `.git`), else that of the git checkout, or `unknown commit` when it
+//! is built outside one (from a source archive).
 
 fn main() {
+    println!("cargo:rerun-if-env-changed=WASMCONFD_COMMIT");
+    if let Ok(commit) = std::env::var("WASMCONFD_COMMIT") {
+        println!("cargo:rustc-env=WASMCONFD_COMMIT={commit}");
+        return;
+    }
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -234,3 +234,130 @@ fn the_kubernetes_manifests_are_the_objects_they_claim_to_be() {
         ]
     );
 }
+
+/// The image CI builds without pulling a base image (`scripts/build-image.py`, the equivalent
+/// of `deploy/image/Containerfile`) goes into Debian's docker-registry under its version tags,
+/// comes back by tag with every digest checked, and runs from its own filesystem (a chroot, as
+/// its unprivileged user, with the environment its configuration gives): `--version`, and a
+/// render of the example cluster that its own HAProxy checks.
+#[test]
+fn the_image_goes_through_a_registry_and_runs_wasmconfd_and_its_haproxy() {
+    use sha2::Digest as _;
+    let registry = test_registry::Registry::start();
+    let repository = format!("{}/wasmconfd", registry.host());
+    let (ok, out, stderr) = run(Command::new("python3")
+        .arg(repo().join("scripts/build-image.py"))
+        .args(["--binary", env!("CARGO_BIN_EXE_wasmconfd")])
+        .args(["--push", &repository, "--user", test_registry::USER])
+        .arg("--ca")
+        .arg(registry.ca())
+        .env("REGISTRY_PASSWORD", test_registry::PASSWORD));
+    assert!(ok, "{stderr}");
+    let pushed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(pushed["tags"][0], version);
+    assert!(
+        pushed["tags"][1]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{version}-"))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let get = |path: &str, accept: &str, file: &Path| {
+        let url = format!("https://{}/v2/wasmconfd/{path}", registry.host());
+        let user = format!("{}:{}", test_registry::USER, test_registry::PASSWORD);
+        let (ok, _, stderr) = run(Command::new("curl")
+            .args(["-sSf", "--cacert"])
+            .arg(registry.ca())
+            .args(["-u", &user, "-H", &format!("Accept: {accept}"), "-o"])
+            .arg(file)
+            .arg(&url));
+        assert!(ok, "{url}: {stderr}");
+        let bytes = std::fs::read(file).unwrap();
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        (bytes, digest)
+    };
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    let (manifest, digest) = get(
+        &format!("manifests/{version}"),
+        manifest_type,
+        &dir.path().join("manifest"),
+    );
+    assert_eq!(digest, pushed["digest"].as_str().unwrap());
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let blob = |key: &serde_json::Value, name: &str| {
+        let wanted = key["digest"].as_str().unwrap();
+        let (bytes, digest) = get(&format!("blobs/{wanted}"), "*/*", &dir.path().join(name));
+        assert_eq!(digest, wanted);
+        bytes
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(&manifest["config"], "config")).unwrap();
+    assert_eq!(config["config"]["User"], "99:99");
+    assert_eq!(config["config"]["Entrypoint"][0], "/usr/bin/wasmconfd");
+    assert!(config["config"]["Volumes"]["/var/cache"].is_object());
+    blob(&manifest["layers"][0], "layer.tar.gz");
+
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let (ok, _, stderr) = run(Command::new("tar")
+        .arg("xzf")
+        .arg(dir.path().join("layer.tar.gz"))
+        .arg("-C")
+        .arg(&root)
+        .arg("--same-owner"));
+    assert!(ok, "{stderr}");
+    std::fs::copy(
+        repo().join("examples/cluster.yaml"),
+        root.join("tmp/cluster.yaml"),
+    )
+    .unwrap();
+    let env: Vec<_> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    // The image's own files, environment and user, with the host's /dev as a container runtime
+    // gives one (without root: in a user namespace, where the only user is root).
+    let in_image = |args: &[&str]| {
+        let root_user = rustix::process::geteuid().is_root();
+        let (namespace, user): (&[&str], &str) = if root_user {
+            (&["--mount"], "--userspec=99:99")
+        } else {
+            (&["--mount", "--map-root-user"], "--userspec=0:0")
+        };
+        let mut command = Command::new("unshare");
+        command
+            .args(namespace)
+            .args([
+                "sh",
+                "-c",
+                "mount --rbind /dev \"$0/dev\" && exec chroot \"$@\"",
+            ])
+            .arg(&root)
+            .arg(user)
+            .arg(&root)
+            .env_clear()
+            .envs(env.iter().filter_map(|e| e.split_once('=')))
+            .args(args);
+        run(&mut command)
+    };
+    let (ok, out, stderr) = in_image(&["/usr/bin/wasmconfd", "--version"]);
+    assert!(ok, "{stderr}");
+    assert!(out.starts_with(&format!("wasmconfd {version} (")), "{out}");
+    let (ok, _, stderr) = in_image(&[
+        "/usr/bin/wasmconfd",
+        "render",
+        "--check",
+        "--cluster",
+        "/tmp/cluster.yaml",
+        "--output",
+        "/tmp/out/haproxy.cfg",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("not cached"), "the cache works: {stderr}");
+    let config = std::fs::read_to_string(root.join("tmp/out/haproxy.cfg")).unwrap();
+    assert!(config.contains("backend http_shop_web"), "{config}");
+}

@@ -10,10 +10,10 @@ pub const DEFAULT_CHECK_COMMAND: &str = "haproxy -c -f";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("the check command `{command}`: {source}")]
+    #[error("the check command `{command}`: {error}")]
     Run {
         command: String,
-        source: crate::apply::process::RunError,
+        error: crate::apply::process::RunError,
     },
     #[error("cannot write the configuration to check: {0}")]
     Stage(std::io::Error),
@@ -56,9 +56,9 @@ pub fn check(
     })?;
     let finished =
         crate::apply::process::run(Command::new(program).args(words).arg(config), timeout)
-            .map_err(|source| CheckError::Run {
+            .map_err(|error| CheckError::Run {
                 command: command.into(),
-                source,
+                error,
             })?;
     if finished.status.success() {
         Ok(finished.output)
