@@ -361,3 +361,43 @@ fn the_image_goes_through_a_registry_and_runs_wasmconfd_and_its_haproxy() {
     let config = std::fs::read_to_string(root.join("tmp/out/haproxy.cfg")).unwrap();
     assert!(config.contains("backend http_shop_web"), "{config}");
 }
+
+/// The Grafana dashboard asks only for metrics wasmconfd exports, in PromQL that Prometheus
+/// reads (each query checked by `promtool` as a recording rule), with every panel placed.
+#[test]
+fn the_dashboard_queries_metrics_wasmconfd_exports_in_valid_promql() {
+    let text = std::fs::read_to_string(repo().join("deploy/monitoring/dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exported = wasmconfd::status::Status::default().metrics();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        assert!(panel["gridPos"]["w"].as_u64().unwrap() > 0, "{title}");
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (start, _) in expr.match_indices("wasmconfd_") {
+                let name: String = expr[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported.contains(&format!("# TYPE {name} ")),
+                    "{title}: {name} is not a metric wasmconfd exports"
+                );
+            }
+            let expr = expr.replace("$instance", ".*");
+            rules.push_str(&format!(
+                "      - record: dashboard:query_{queries}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            ));
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "{queries} queries");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&file, rules).unwrap();
+    let (ok, out, stderr) = run(Command::new("promtool").arg("check").arg("rules").arg(&file));
+    assert!(ok, "{out}{stderr}");
+}
