@@ -19,6 +19,7 @@ command -v keepalived >/dev/null || missing+=(keepalived)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v man >/dev/null || missing+=(man-db)
+command -v fakeroot >/dev/null || missing+=(fakeroot)
 # The status page is tested in a headless browser (tests/daemon.rs).
 command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then

@@ -398,6 +398,90 @@ fn the_dashboard_queries_metrics_wasmconfd_exports_in_valid_promql() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dashboard-rules.yaml");
     std::fs::write(&file, rules).unwrap();
-    let (ok, out, stderr) = run(Command::new("promtool").arg("check").arg("rules").arg(&file));
+    let (ok, out, stderr) = run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&file));
     assert!(ok, "{out}{stderr}");
+}
+
+/// The Debian package (`scripts/build-deb.sh`) holds what a HAProxy host needs, as Debian
+/// expects it: the binary that runs, the unit and HAProxy's drop-in that systemd accepts, the
+/// settings as a configuration file dpkg keeps, manual pages, completions, and the scripts that
+/// make the user; it depends on HAProxy.
+#[test]
+fn the_debian_package_installs_what_a_haproxy_host_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, stderr) = run(Command::new(repo().join("scripts/build-deb.sh"))
+        .arg(env!("CARGO_BIN_EXE_wasmconfd"))
+        .arg(dir.path()));
+    assert!(ok, "{stderr}");
+    let package = Path::new(out.trim());
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        package.ends_with(format!("wasmconfd_{version}_amd64.deb")),
+        "{}",
+        package.display()
+    );
+    let field = |name: &str| {
+        let (ok, out, stderr) = run(Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(package)
+            .arg(name));
+        assert!(ok, "{stderr}");
+        out.trim().to_string()
+    };
+    assert_eq!(field("Package"), "wasmconfd");
+    assert_eq!(field("Version"), version);
+    assert!(field("Depends").contains("haproxy (>= 2.6)"));
+
+    let root = dir.path().join("root");
+    let (ok, _, stderr) = run(Command::new("dpkg-deb").arg("-x").arg(package).arg(&root));
+    assert!(ok, "{stderr}");
+    let control = dir.path().join("control");
+    let (ok, _, stderr) = run(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(package)
+        .arg(&control));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(control.join("conffiles")).unwrap(),
+        "/etc/default/wasmconfd\n"
+    );
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    assert!(
+        postinst.contains("adduser --system --ingroup haproxy"),
+        "{postinst}"
+    );
+    let (ok, _, stderr) = run(Command::new("sh").arg("-n").arg(control.join("postinst")));
+    assert!(ok, "postinst: {stderr}");
+
+    let (ok, out, _) = run(&mut Command::new(root.join("usr/bin/wasmconfd")).arg("--version"));
+    assert!(
+        ok && out.starts_with(&format!("wasmconfd {version}")),
+        "{out}"
+    );
+    for file in [
+        "lib/systemd/system/wasmconfd.service",
+        "lib/systemd/system/haproxy.service.d/wasmconfd.conf",
+        "etc/default/wasmconfd",
+        "usr/share/man/man1/wasmconfd.1.gz",
+        "usr/share/man/man1/wasmconfd-run.1.gz",
+        "usr/share/bash-completion/completions/wasmconfd",
+        "usr/share/zsh/vendor-completions/_wasmconfd",
+        "usr/share/fish/vendor_completions.d/wasmconfd.fish",
+        "usr/share/doc/wasmconfd/copyright",
+    ] {
+        assert!(root.join(file).is_file(), "{file}");
+    }
+    // The unit as installed, with the binary where it says.
+    let unit = std::fs::read_to_string(root.join("lib/systemd/system/wasmconfd.service")).unwrap();
+    let unit = unit.replace(
+        "/usr/bin/wasmconfd",
+        root.join("usr/bin/wasmconfd").to_str().unwrap(),
+    );
+    let checked = dir.path().join("wasmconfd.service");
+    std::fs::write(&checked, unit).unwrap();
+    let (ok, out, stderr) = run(Command::new("systemd-analyze").arg("verify").arg(&checked));
+    assert!(ok && out.is_empty() && stderr.is_empty(), "{out}{stderr}");
 }
