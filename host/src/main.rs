@@ -15,11 +15,21 @@ fn main() -> std::process::ExitCode {
         .and_then(|runtime| cli::execute(&cli.command, &runtime));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`wasmconfd man | head`): nothing left to say.
+        Err(error) if broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Logs go to stderr (stdout may carry a configuration). Compiler noise is off unless asked for,

@@ -456,7 +456,7 @@ fn the_debian_package_installs_what_a_haproxy_host_needs() {
     let (ok, _, stderr) = run(Command::new("sh").arg("-n").arg(control.join("postinst")));
     assert!(ok, "postinst: {stderr}");
 
-    let (ok, out, _) = run(&mut Command::new(root.join("usr/bin/wasmconfd")).arg("--version"));
+    let (ok, out, _) = run(Command::new(root.join("usr/bin/wasmconfd")).arg("--version"));
     assert!(
         ok && out.starts_with(&format!("wasmconfd {version}")),
         "{out}"

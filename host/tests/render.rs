@@ -572,3 +572,18 @@ fn a_guest_cannot_make_the_host_write_or_log_without_bound() {
     );
     assert!(stderr.len() < 1_300_000, "{} bytes of log", stderr.len());
 }
+
+/// `wasmconfd man | head` ends quietly when `head` stops reading, as other commands do.
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    // A pipe whose reader is already gone: every write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = wasmconfd().arg("man").stdout(writer).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
