@@ -66,6 +66,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let status = Arc::new(Status::default());
     let missing = config.guests.missing.len() as u64;
     status.missing_guests.store(missing, Ordering::Relaxed);
+    status.report.lock().unwrap().guests = pipeline.reports();
     if let Some(address) = config.status_address {
         crate::status::serve(address, status.clone())
             .await
@@ -121,7 +122,6 @@ fn render_loop(
     tracing::info!("initial sync done");
 
     status.synced.store(true, Ordering::Relaxed);
-    status.report.lock().unwrap().guests = pipeline.reports();
     if let Reload::MasterSocket(socket) = &config.applier.reload {
         *status.haproxy_socket.lock().unwrap() = Some(socket.clone());
     }
