@@ -43,8 +43,8 @@ pub use wit_bindgen;
 
 pub use wit::wasmconfd::haproxy::types::{
     Certificate, Cluster, Context, Description, Directive, Endpoint, EndpointPort, Fragment,
-    MapEntry, MapFile, Protocol, RenderError, Section, SectionKind, Service, ServicePort,
-    SettingError, SettingInfo, Tls,
+    MapEntry, MapFile, Placement, Protocol, RenderError, Section, SectionKind, Service,
+    ServicePort, SettingError, SettingInfo, Tls,
 };
 
 /// A guest: what it says about itself, and how it renders.
@@ -56,11 +56,26 @@ pub trait Guest {
         Description {
             protos: None,
             settings: None,
+            servers_apart: false,
         }
     }
 
     /// Render the part of the HAProxy configuration this guest is responsible for.
     fn render(cluster: Cluster) -> Result<Fragment, RenderError>;
+
+    /// The `server` lines of each service, for a guest whose description says
+    /// `servers_apart` ([`Description::with_servers_apart`]): its `render` then receives the
+    /// services without endpoints, and this only the services whose endpoints changed. One
+    /// list of placements per service, in order.
+    fn servers(
+        context: Context,
+        services: Vec<Service>,
+    ) -> Result<Vec<Vec<Placement>>, RenderError> {
+        let _ = (context, services);
+        Err(RenderError::Other(
+            "this guest does not write servers apart".into(),
+        ))
+    }
 }
 
 /// Export `$guest` (a type implementing [`Guest`]) as the guest component's implementation.
@@ -77,6 +92,13 @@ macro_rules! export {
 
             fn render(cluster: $crate::Cluster) -> Result<$crate::Fragment, $crate::RenderError> {
                 <$guest as $crate::Guest>::render(cluster)
+            }
+
+            fn servers(
+                context: $crate::Context,
+                services: Vec<$crate::Service>,
+            ) -> Result<Vec<Vec<$crate::Placement>>, $crate::RenderError> {
+                <$guest as $crate::Guest>::servers(context, services)
             }
         }
 
@@ -101,7 +123,22 @@ impl Description {
         Description {
             protos: Some(protos.into_iter().map(String::from).collect()),
             settings: Some(settings),
+            servers_apart: false,
         }
+    }
+
+    /// The same guest, writing `server` lines apart ([`Guest::servers`]).
+    pub fn with_servers_apart(mut self) -> Self {
+        self.servers_apart = true;
+        self
+    }
+}
+
+/// The placement of `service`'s `server` lines ([`servers`]) into its backend `backend`.
+pub fn placement(backend: impl Into<String>, service: &Service) -> Placement {
+    Placement {
+        section: backend.into(),
+        servers: servers(service),
     }
 }
 

@@ -69,6 +69,7 @@ impl Input {
 impl From<v0_2::Description> for Description {
     fn from(old: v0_2::Description) -> Self {
         Description {
+            servers_apart: false,
             protos: old.protos,
             settings: old.settings.map(|settings| {
                 settings

@@ -4,7 +4,7 @@
 //! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
-use crate::bindings::{Context, Fragment, Input, Service, Tls};
+use crate::bindings::{Context, Directive, Fragment, Input, Placement, SectionKind, Service, Tls};
 use crate::claims::{Claims, static_binds, static_sections};
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
@@ -66,6 +66,65 @@ struct Loaded {
     /// Its last successful output: a guest is a pure function of its input, so the same
     /// input needs no render.
     last: Mutex<Option<LastOutput>>,
+    /// It writes `server` lines apart (`servers`): what they are for each service.
+    servers_apart: bool,
+    servers: Mutex<ServersCache>,
+}
+
+/// The `server` lines of a guest that writes them apart, for each service of its last input
+/// (in order), kept while the service stays the same; and the output they were last placed into.
+#[derive(Default)]
+struct ServersCache {
+    entries: Vec<ServersEntry>,
+    last_merged: Option<Fragment>,
+}
+
+struct ServersEntry {
+    service: Arc<Service>,
+    /// The service without its endpoints, as `render` receives it.
+    stripped: Arc<Service>,
+    /// Its placements, once `servers` gave them; or why `servers` fails on it (quarantined).
+    placements: Option<Result<Vec<Placement>, String>>,
+}
+
+impl ServersCache {
+    /// Make the entries those of `input`, keeping the entries of the services that did not
+    /// change (the same object, as the daemon's kept model gives, or an equal one); `input`
+    /// without endpoints.
+    fn stripped(&mut self, input: &[Arc<Service>]) -> Vec<Arc<Service>> {
+        let mut before: Vec<Option<ServersEntry>> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let services: Vec<Arc<Service>> = before
+            .iter()
+            .flatten()
+            .map(|entry| entry.service.clone())
+            .collect();
+        let index: foldhash::HashMap<(&str, &str), usize> = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.namespace.as_str(), s.name.as_str()), i))
+            .collect();
+        self.entries = input
+            .iter()
+            .map(|service| {
+                let key = (service.namespace.as_str(), service.name.as_str());
+                match index.get(&key).and_then(|&i| before[i].take()) {
+                    Some(entry) if entry.service == *service => entry,
+                    _ => ServersEntry {
+                        service: service.clone(),
+                        stripped: Arc::new(Service {
+                            endpoints: Vec::new(),
+                            ..Service::clone(service)
+                        }),
+                        placements: None,
+                    },
+                }
+            })
+            .collect();
+        self.entries.iter().map(|e| e.stripped.clone()).collect()
+    }
 }
 
 /// A guest's successful output, its quarantine, and the input they came from. Inputs are
@@ -175,6 +234,8 @@ impl Pipeline {
                     });
                     Some(Loaded {
                         declared: guest.description().and_then(|d| d.protos.clone()),
+                        servers_apart: guest.description().is_some_and(|d| d.servers_apart),
+                        servers: Mutex::new(ServersCache::default()),
                         guest,
                         settings,
                         scope,
@@ -275,8 +336,165 @@ impl Pipeline {
             .collect()
     }
 
-    /// Render one guest, unless its input is the one its last successful output came from.
+    /// Render one guest, unless its input is the one its last successful output came from; a
+    /// guest that writes servers apart is asked only for what changed.
     fn render_if_changed(
+        &self,
+        part: &Part,
+        loaded: &Loaded,
+        input: Vec<Arc<Service>>,
+        tls: Tls,
+    ) -> GuestOutput {
+        if !loaded.servers_apart {
+            return self.render_cached(part, loaded, input, tls);
+        }
+        // The rest of the configuration from the services without their endpoints, which an
+        // endpoint change leaves as they were; then the `server` lines of the services that
+        // changed, placed into it.
+        let started = std::time::Instant::now();
+        let mut cache = loaded.servers.lock().unwrap();
+        let stripped = cache.stripped(&input);
+        let mut output = self.render_cached(part, loaded, stripped, tls);
+        output.services = input.len();
+        let Ok(fragment) = output.result else {
+            return output;
+        };
+        let ran = self.place_servers(part, loaded, &mut cache);
+        output.result = ran.and_then(|ran| match (ran, output.took, &cache.last_merged) {
+            // Neither part ran: the output is the last one.
+            (false, None, Some(last)) => Ok(last.clone()),
+            _ => {
+                output.took = Some(started.elapsed());
+                self.merge_servers(part, loaded, &mut cache, &input, fragment)
+            }
+        });
+        output
+            .quarantined
+            .extend(cache.entries.iter().filter_map(|entry| {
+                let Some(Err(why)) = &entry.placements else {
+                    return None;
+                };
+                let service = &entry.service;
+                Some((
+                    format!("{}/{}", service.namespace, service.name),
+                    why.clone(),
+                ))
+            }));
+        output
+    }
+
+    /// Ask the guest for the `server` lines of the services of the cache it has not given them
+    /// for: all at once, or, when that fails, one by one, so that a service it fails on is
+    /// quarantined and the others keep their servers. Whether it ran.
+    fn place_servers(
+        &self,
+        part: &Part,
+        loaded: &Loaded,
+        cache: &mut ServersCache,
+    ) -> Result<bool, GuestError> {
+        let missing: Vec<usize> = (0..cache.entries.len())
+            .filter(|&i| cache.entries[i].placements.is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        let services: Vec<Arc<Service>> = missing
+            .iter()
+            .map(|&i| cache.entries[i].service.clone())
+            .collect();
+        let context = self.context(loaded);
+        let ask = |services: &[Arc<Service>]| {
+            self.renders.fetch_add(1, Ordering::Relaxed);
+            let placements = self.sandbox.servers(&loaded.guest, &context, services)?;
+            if placements.len() != services.len() {
+                return Err(GuestError::Refused {
+                    guest: part.name().to_string(),
+                    reason: format!(
+                        "`servers` returned {} lists of placements for {} services",
+                        placements.len(),
+                        services.len()
+                    ),
+                });
+            }
+            Ok(placements)
+        };
+        match ask(&services) {
+            Ok(placements) => {
+                for (&i, placements) in missing.iter().zip(placements) {
+                    cache.entries[i].placements = Some(Ok(placements));
+                }
+            }
+            Err(error) if services.len() == 1 => {
+                cache.entries[missing[0]].placements = Some(Err(error.to_string()));
+            }
+            Err(_) => {
+                for (&i, service) in missing.iter().zip(&services) {
+                    let result = ask(std::slice::from_ref(service))
+                        .map(|mut placements| placements.remove(0))
+                        .map_err(|error| error.to_string());
+                    cache.entries[i].placements = Some(result);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// `fragment` with the `server` lines of each service of `input` in the sections their
+    /// placements name, checked as any output is.
+    fn merge_servers(
+        &self,
+        part: &Part,
+        loaded: &Loaded,
+        cache: &mut ServersCache,
+        input: &[Arc<Service>],
+        mut fragment: Fragment,
+    ) -> Result<Fragment, GuestError> {
+        let refused = |reason: String| GuestError::Refused {
+            guest: part.name().to_string(),
+            reason,
+        };
+        let index: foldhash::HashMap<&str, usize> = fragment
+            .sections
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
+            .filter_map(|(i, s)| Some((s.name.as_deref()?, i)))
+            .collect();
+        let mut additions: Vec<Vec<Directive>> = vec![Vec::new(); fragment.sections.len()];
+        for entry in &cache.entries {
+            let Some(Ok(placements)) = &entry.placements else {
+                continue;
+            };
+            let service = &entry.service;
+            for placement in placements {
+                let Some(&i) = index.get(placement.section.as_str()) else {
+                    return Err(refused(format!(
+                        "servers of service {}/{} for section {}, which its render does not have",
+                        service.namespace, service.name, placement.section
+                    )));
+                };
+                if let Some(other) = placement.servers.iter().find(|d| d.keyword != "server") {
+                    return Err(refused(format!(
+                        "servers of service {}/{}: `{}` where only `server` lines go",
+                        service.namespace, service.name, other.keyword
+                    )));
+                }
+                additions[i].extend(placement.servers.iter().cloned());
+            }
+        }
+        drop(index);
+        for (section, added) in fragment.sections.iter_mut().zip(additions) {
+            section.directives.extend(added);
+        }
+        assemble::check_fragment(&fragment, cache.last_merged.as_ref()).map_err(refused)?;
+        crate::policy::check(part.name(), &loaded.scope, input, &fragment, MAPS_DIR)
+            .map_err(|refusal| refused(refusal.to_string()))?;
+        cache.last_merged = Some(fragment.clone());
+        Ok(fragment)
+    }
+
+    /// Render one guest, unless its input is the one its last successful output came from.
+    fn render_cached(
         &self,
         part: &Part,
         loaded: &Loaded,
@@ -319,14 +537,19 @@ impl Pipeline {
         self.renders.load(Ordering::Relaxed)
     }
 
+    /// Where guest `loaded` writes, and its settings.
+    fn context(&self, loaded: &Loaded) -> Context {
+        Context {
+            maps_dir: MAPS_DIR.into(),
+            certs_dir: CERTS_DIR.into(),
+            settings: loaded.settings.clone(),
+        }
+    }
+
     /// What guest `loaded` receives: `services` and `tls`, with its settings.
     fn cluster(&self, loaded: &Loaded, services: Vec<Arc<Service>>, tls: &Tls) -> Input {
         Input {
-            context: Context {
-                maps_dir: MAPS_DIR.into(),
-                certs_dir: CERTS_DIR.into(),
-                settings: loaded.settings.clone(),
-            },
+            context: self.context(loaded),
             services,
             tls: tls.clone(),
         }
@@ -723,14 +946,23 @@ mod tests {
         let certificates = Certificates::only_default().unwrap();
         let render = |ip: &str| pipeline.render(&services(ip), &namespaces, &certificates);
         let first = render("10.0.0.1").unwrap();
-        assert_eq!(pipeline.renders(), 4, "base, http, https and redis");
+        assert_eq!(
+            pipeline.renders(),
+            5,
+            "base, http (render, and servers for its services), https and redis"
+        );
 
         let again = render("10.0.0.1").unwrap();
         assert_eq!(again, first);
-        assert_eq!(pipeline.renders(), 4, "nothing changed: no guest runs");
+        assert_eq!(pipeline.renders(), 5, "nothing changed: no guest runs");
 
         let moved = render("10.0.0.9").unwrap();
-        assert_eq!(pipeline.renders(), 5, "only the http guest sees the change");
+        assert_eq!(
+            pipeline.renders(),
+            6,
+            "one endpoint moved: only the http guest's servers, of that one service"
+        );
         assert!(moved.config.contains("10.0.0.9:8080"), "{}", moved.config);
+        assert!(!moved.config.contains("10.0.0.1:8080"), "{}", moved.config);
     }
 }

@@ -11,8 +11,8 @@
 //! Settings: `bind` (default `:80`), `frontend` (the frontend's name, default `http`).
 
 use wasmconfd_guest::{
-    Cluster, Description, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log,
-    servers,
+    Cluster, Context, Description, DomainRoutes, Fragment, Guest, Placement, RenderError, Section,
+    Service, backend_name, log, placement, servers,
 };
 
 struct Http;
@@ -28,6 +28,20 @@ impl Guest for Http {
                 ("frontend", "the frontend's name (default http)"),
             ],
         )
+        .with_servers_apart()
+    }
+
+    /// Each http service's servers, into its backend (a service without a domain has none).
+    fn servers(_: Context, services: Vec<Service>) -> Result<Vec<Vec<Placement>>, RenderError> {
+        Ok(services
+            .iter()
+            .map(
+                |service| match service.proto == "http" && !service.domains.is_empty() {
+                    true => vec![placement(backend_name("http", service), service)],
+                    false => Vec::new(),
+                },
+            )
+            .collect())
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

@@ -21,8 +21,8 @@
 //! internal socket's name, default `wasmconfd-https-tls`).
 
 use wasmconfd_guest::{
-    Cluster, Description, DomainRoutes, Fragment, Guest, RenderError, Section, backend_name, log,
-    servers,
+    Cluster, Context, Description, DomainRoutes, Fragment, Guest, Placement, RenderError, Section,
+    Service, backend_name, log, placement, servers,
 };
 
 struct Https;
@@ -59,6 +59,20 @@ impl Guest for Https {
                 ),
             ],
         )
+        .with_servers_apart()
+    }
+
+    /// Each https service's servers, into its backend (a service without a domain has none).
+    fn servers(_: Context, services: Vec<Service>) -> Result<Vec<Vec<Placement>>, RenderError> {
+        Ok(services
+            .iter()
+            .map(
+                |service| match service.proto == "https" && !service.domains.is_empty() {
+                    true => vec![placement(backend_name("https", service), service)],
+                    false => Vec::new(),
+                },
+            )
+            .collect())
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

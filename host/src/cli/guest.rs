@@ -264,6 +264,14 @@ fn describe_component(
                 ),
                 ("protos", said(description.and_then(|d| d.protos.clone()))),
                 ("settings", said(settings)),
+                (
+                    "servers",
+                    if description.is_some_and(|d| d.servers_apart) {
+                        "written apart: an endpoint change asks only for its service's".into()
+                    } else {
+                        "written by render: an endpoint change renders everything again".into()
+                    },
+                ),
             ]
         }
         Err(error) => vec![("world", format!("this wasmconfd does not load it: {error}"))],

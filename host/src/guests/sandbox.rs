@@ -480,6 +480,54 @@ impl Sandbox {
         }
     }
 
+    /// Run `guest`'s `servers` on `services` in a fresh store: one list of placements per
+    /// service. Only a guest built for the current contract has it.
+    pub fn servers(
+        &self,
+        guest: &Guest,
+        context: &bindings::Context,
+        services: &[Arc<bindings::Service>],
+    ) -> Result<Vec<Vec<bindings::Placement>>, GuestError> {
+        type Servers = Result<Vec<Vec<bindings::Placement>>, RenderError>;
+        let guest_name = || guest.name.clone();
+        let Pre::Current(pre) = &guest.pre else {
+            return Err(GuestError::Render {
+                guest: guest_name(),
+                error: RenderError::Other("built for an earlier contract: no servers".into()),
+            });
+        };
+        let mut store = self.store(&guest.name);
+        let result = pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let servers = instance
+                    .get_typed_func::<(&bindings::Context, &[Arc<bindings::Service>]), (Servers,)>(
+                        &mut store, "servers",
+                    )?;
+                Ok(servers.call(&mut store, (context, services))?.0)
+            });
+        match result {
+            Ok(Ok(placements)) => {
+                let count: usize = placements.iter().flatten().map(|p| p.servers.len()).sum();
+                if count > OUTPUT_LIMITS.directives {
+                    return Err(GuestError::TooLarge {
+                        guest: guest_name(),
+                        what: "server lines",
+                        count,
+                        limit: OUTPUT_LIMITS.directives,
+                    });
+                }
+                Ok(placements)
+            }
+            Ok(Err(error)) => Err(GuestError::Render {
+                guest: guest_name(),
+                error,
+            }),
+            Err(error) => Err(self.stopped(guest_name(), error, store.data())),
+        }
+    }
+
     /// Why a guest that did not return was stopped: its memory or time limit, or a crash,
     /// explained with what it wrote to stderr.
     fn stopped(&self, guest: String, error: wasmtime::Error, state: &State) -> GuestError {
@@ -831,7 +879,7 @@ mod tests {
     #[test]
     fn a_bundled_guest_imports_the_host_and_exports_describe_and_render() {
         let http = interface(include_bytes!("../../guests/http.wasm")).unwrap();
-        assert_eq!(http.exports, ["describe", "render"]);
+        assert_eq!(http.exports, ["describe", "render", "servers"]);
         assert!(
             http.imports
                 .contains(&"wasmconfd:haproxy/host@0.3.0".to_string()),

@@ -17,7 +17,15 @@ export function describe() {
   return {
     protos: [PROTO],
     settings: [{ key: 'bind', help: "the frontend's bind address (default :8080)" }],
+    // false: `render` writes the `server` lines itself (see docs/guests.md for writing them
+    // apart, in `servers`, which makes endpoint changes cheap at scale).
+    serversApart: false,
   };
+}
+
+// Not called: this guest does not write servers apart.
+export function servers(context, services) {
+  return services.map(() => []);
 }
 
 export function render(cluster) {

@@ -8,13 +8,16 @@ import wit_world
 from wit_world.imports import host
 from wit_world.imports.types import (
     Cluster,
+    Context,
     Description,
     Directive,
     Fragment,
     MapEntry,
     MapFile,
+    Placement,
     Section,
     SectionKind,
+    Service,
     SettingInfo,
 )
 
@@ -35,7 +38,15 @@ def host_port(address: str, port: int) -> str:
 
 class WitWorld(wit_world.WitWorld):
     def describe(self) -> Description:
-        return Description([PROTO], [SettingInfo("bind", "the frontend's bind address (default :8080)")])
+        # `False`: `render` writes the `server` lines itself (see docs/guests.md for writing
+        # them apart, in `servers`, which makes endpoint changes cheap at scale).
+        return Description(
+            [PROTO], [SettingInfo("bind", "the frontend's bind address (default :8080)")], False
+        )
+
+    def servers(self, context: Context, services: list[Service]) -> list[list[Placement]]:
+        # Not called: this guest does not write servers apart.
+        return [[] for _ in services]
 
     def render(self, cluster: Cluster) -> Fragment:
         hosts_map = f"{cluster.context.maps_dir}/{PROTO}.map"
