@@ -142,6 +142,38 @@ pub fn placement(backend: impl Into<String>, service: &Service) -> Placement {
     }
 }
 
+/// [`Guest::servers`] of a guest that gives each service of `proto` with a domain one backend,
+/// named [`backend_name`]`(proto, service)`, as the bundled http and https guests do: that
+/// service's servers into it, and nothing for the others.
+pub fn servers_by_domain(proto: &str, services: &[Service]) -> Vec<Vec<Placement>> {
+    services
+        .iter()
+        .map(|service| {
+            if service.proto == proto && !service.domains.is_empty() {
+                vec![placement(backend_name(proto, service), service)]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect()
+}
+
+/// A backend answering every request with `404` and `message`, for hosts nothing routes.
+pub fn not_found_backend(name: impl Into<String>, message: &str) -> Section {
+    Section::backend(name).with(
+        "http-request",
+        [
+            "return",
+            "status",
+            "404",
+            "content-type",
+            "text/plain",
+            "string",
+            message,
+        ],
+    )
+}
+
 pub mod log;
 pub mod testing;
 

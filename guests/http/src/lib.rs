@@ -12,7 +12,7 @@
 
 use wasmconfd_guest::{
     Cluster, Context, Description, DomainRoutes, Fragment, Guest, Placement, RenderError, Section,
-    Service, backend_name, log, placement, servers,
+    Service, backend_name, log, not_found_backend, servers, servers_by_domain,
 };
 
 struct Http;
@@ -33,15 +33,7 @@ impl Guest for Http {
 
     /// Each http service's servers, into its backend (a service without a domain has none).
     fn servers(_: Context, services: Vec<Service>) -> Result<Vec<Vec<Placement>>, RenderError> {
-        Ok(services
-            .iter()
-            .map(
-                |service| match service.proto == "http" && !service.domains.is_empty() {
-                    true => vec![placement(backend_name("http", service), service)],
-                    false => Vec::new(),
-                },
-            )
-            .collect())
+        Ok(servers_by_domain("http", &services))
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
@@ -108,18 +100,7 @@ impl Guest for Http {
         );
         frontend.push("default_backend", [DEFAULT_BACKEND]);
 
-        let default_backend = Section::backend(DEFAULT_BACKEND).with(
-            "http-request",
-            [
-                "return",
-                "status",
-                "404",
-                "content-type",
-                "text/plain",
-                "string",
-                "no service for this host",
-            ],
-        );
+        let default_backend = not_found_backend(DEFAULT_BACKEND, "no service for this host");
 
         let mut routes = DomainRoutes::new("http-hosts.map", "http-wildcards.map", "host");
         let mut sections = vec![frontend, default_backend];

@@ -22,7 +22,7 @@
 
 use wasmconfd_guest::{
     Cluster, Context, Description, DomainRoutes, Fragment, Guest, Placement, RenderError, Section,
-    Service, backend_name, log, placement, servers,
+    Service, backend_name, log, not_found_backend, servers, servers_by_domain,
 };
 
 struct Https;
@@ -64,15 +64,7 @@ impl Guest for Https {
 
     /// Each https service's servers, into its backend (a service without a domain has none).
     fn servers(_: Context, services: Vec<Service>) -> Result<Vec<Vec<Placement>>, RenderError> {
-        Ok(services
-            .iter()
-            .map(
-                |service| match service.proto == "https" && !service.domains.is_empty() {
-                    true => vec![placement(backend_name("https", service), service)],
-                    false => Vec::new(),
-                },
-            )
-            .collect())
+        Ok(servers_by_domain("https", &services))
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
@@ -242,18 +234,7 @@ fn terminating_frontend(cluster: &Cluster, socket: &str) -> [Section; 2] {
             ["set-header", "Strict-Transport-Security", hsts],
         );
     }
-    let default_backend = Section::backend(TLS_DEFAULT_BACKEND).with(
-        "http-request",
-        [
-            "return",
-            "status",
-            "404",
-            "content-type",
-            "text/plain",
-            "string",
-            "no service for this host",
-        ],
-    );
+    let default_backend = not_found_backend(TLS_DEFAULT_BACKEND, "no service for this host");
     [frontend, default_backend]
 }
 

@@ -58,24 +58,28 @@ fn send_payload(
             "the payload of `{command_line}`"
         )));
     }
-    let answer =
-        command_with_payload(socket, command_line, payload).map_err(|error| RuntimeError::Io {
-            socket: socket.display().to_string(),
-            error,
-        })?;
-    if answer.contains(expected) {
-        Ok(answer)
-    } else {
-        Err(RuntimeError::Refused {
-            command: command_line.to_string(),
-            answer: answer.trim().to_string(),
-        })
-    }
+    let answer = command_with_payload(socket, command_line, payload);
+    expect(socket, command_line, answer, expected)
 }
 
 /// Send `command`; the answer must contain `expected` (empty: any answer).
 fn send(socket: &Path, command_line: &str, expected: &str) -> Result<String, RuntimeError> {
-    let answer = command(socket, command_line).map_err(|error| RuntimeError::Io {
+    expect(
+        socket,
+        command_line,
+        command(socket, command_line),
+        expected,
+    )
+}
+
+/// The `answer` to `command_line` on `socket`, if it came and contains `expected`.
+fn expect(
+    socket: &Path,
+    command_line: &str,
+    answer: std::io::Result<String>,
+    expected: &str,
+) -> Result<String, RuntimeError> {
+    let answer = answer.map_err(|error| RuntimeError::Io {
         socket: socket.display().to_string(),
         error,
     })?;
