@@ -21,6 +21,11 @@ fn project(dir: &Path, program: &str, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .current_dir(dir)
         .env("WASMCONFD", env!("CARGO_BIN_EXE_wasmconfd"))
+        // The tests' compile cache, not the user's ~/.cache.
+        .env(
+            "WASMCONFD_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-guests"),
+        )
         .env(
             "CARGO_TARGET_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target"),
