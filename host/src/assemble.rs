@@ -4,9 +4,11 @@
 //! The host writes the text and quotes every argument so HAProxy reads back exactly the string a
 //! guest meant. Control characters are refused, so no value can start a new line or section.
 
-use crate::bindings::{Fragment, MapFile, Section, SectionKind};
+use crate::bindings::{MapFile, Section, SectionKind};
+use crate::fragment::Fragment;
 use crate::guests::Part;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Where map files and certificates go, relative to the configuration file's directory.
 pub const MAPS_DIR: &str = "maps";
@@ -34,7 +36,7 @@ pub struct Assembled {
     /// ([`crate::tls::Certificates::files`]); empty until [`Assembled::with_certificates`].
     pub certs: Vec<(String, String)>,
     /// `(first line number, description)` of each part and section, in order.
-    origins: Vec<(usize, String)>,
+    origins: Vec<(usize, Arc<str>)>,
 }
 
 impl Assembled {
@@ -47,13 +49,97 @@ impl Assembled {
     /// Which part (and section) wrote line `line` (1-based), e.g. `guest http (bundled), backend x`.
     pub fn origin_of(&self, line: usize) -> Option<&str> {
         let index = self.origins.partition_point(|(first, _)| *first <= line);
-        index.checked_sub(1).map(|i| self.origins[i].1.as_str())
+        index.checked_sub(1).map(|i| &*self.origins[i].1)
+    }
+}
+
+/// What `Written` keeps `item`'s text under: its address, held while it is kept.
+fn key<T>(item: &Arc<T>) -> usize {
+    Arc::as_ptr(item).addr()
+}
+
+/// The text of each section and map file of the last assembly, and its JSON, by the shared
+/// object it was written from: assembling again costs a look-up for what did not change.
+#[derive(Default)]
+pub struct Written {
+    sections: foldhash::HashMap<usize, WrittenSection>,
+    maps: foldhash::HashMap<usize, WrittenMap>,
+}
+
+struct WrittenSection {
+    /// Held, so that its address is not reused while it is a key.
+    section: Arc<Section>,
+    /// The part's label and where the section is said to come from.
+    label: Arc<str>,
+    origin: Arc<str>,
+    text: String,
+    lines: usize,
+    json: String,
+}
+
+struct WrittenMap {
+    map: Arc<MapFile>,
+    contents: String,
+    json: String,
+}
+
+impl Written {
+    /// The JSON of `fragments` (as `serde_json` writes them), from the texts kept where they
+    /// were assembled.
+    pub fn json(&self, fragments: &[Fragment]) -> String {
+        fn list<'a, T: serde::Serialize>(
+            out: &mut String,
+            items: &[Arc<T>],
+            kept: impl Fn(&Arc<T>) -> Option<&'a str>,
+        ) {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match kept(item) {
+                    Some(json) => out.push_str(json),
+                    None => out.push_str(&serde_json::to_string(item).expect("plain data")),
+                }
+            }
+            out.push(']');
+        }
+        let mut out = String::from("[");
+        for (i, fragment) in fragments.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"sections\":");
+            list(&mut out, &fragment.sections, |s| {
+                Some(self.sections.get(&key(s))?.json.as_str())
+            });
+            out.push_str(",\"maps\":");
+            list(&mut out, &fragment.maps, |m| {
+                Some(self.maps.get(&key(m))?.json.as_str())
+            });
+            out.push('}');
+        }
+        out.push(']');
+        out
     }
 }
 
 /// Write the configuration text of `outputs`, in order.
 pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError> {
-    let mut text = Text::default();
+    assemble_with(outputs, &mut Written::default())
+}
+
+/// [`assemble`], taking the text of each section and map file that `written` has from there,
+/// and leaving there the texts of this one.
+pub fn assemble_with(
+    outputs: &[(&Part, Output)],
+    written: &mut Written,
+) -> Result<Assembled, AssembleError> {
+    let mut text = Text {
+        before: std::mem::take(&mut written.sections),
+        ..Text::default()
+    };
+    let mut maps_before = std::mem::take(&mut written.maps);
     text.push("# Written by wasmconfd. Changes made here are overwritten.\n");
     // (name, the guest that wrote it, contents)
     let mut maps: Vec<(String, String, String)> = Vec::new();
@@ -62,7 +148,7 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
             Output::Static(_) => "static file",
             Output::Fragment(_) => "guest",
         };
-        let label = format!("{kind} {} ({})", part.slot, part.origin);
+        let label: Arc<str> = format!("{kind} {} ({})", part.slot, part.origin).into();
         text.push(&format!("\n# --- {label} ---\n"));
         text.origin(label.clone());
         match output {
@@ -85,13 +171,23 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
                             format!("map file {} is also written by guest {owner}", map.name);
                         return Err(invalid(message));
                     }
-                    let contents = map_contents(map).map_err(invalid)?;
+                    let kept = match maps_before.remove(&key(map)) {
+                        Some(kept) => kept,
+                        None => WrittenMap {
+                            map: map.clone(),
+                            contents: map_contents(map).map_err(invalid)?,
+                            json: serde_json::to_string(map).expect("plain data"),
+                        },
+                    };
+                    let contents = kept.contents.clone();
                     maps.push((map.name.clone(), part.name().to_string(), contents));
+                    written.maps.insert(key(&kept.map), kept);
                 }
             }
         }
     }
     maps.sort();
+    written.sections = text.now;
     Ok(Assembled {
         config: text.buf,
         maps: maps
@@ -109,7 +205,7 @@ pub fn assemble(outputs: &[(&Part, Output)]) -> Result<Assembled, AssembleError>
 pub fn check_fragment(fragment: &Fragment, checked: Option<&Fragment>) -> Result<(), String> {
     for (i, section) in fragment.sections.iter().enumerate() {
         if !same_place(section, i, checked.map(|c| &c.sections[..])) {
-            Text::default().sections("", std::slice::from_ref(section))?;
+            section_text(section)?;
         }
     }
     for (i, map) in fragment.maps.iter().enumerate() {
@@ -147,7 +243,10 @@ struct Text {
     buf: String,
     lines: usize,
     /// `(first line number, description)` of each part and section, in order.
-    origins: Vec<(usize, String)>,
+    origins: Vec<(usize, Arc<str>)>,
+    /// The sections' texts of the last assembly, and of this one.
+    before: foldhash::HashMap<usize, WrittenSection>,
+    now: foldhash::HashMap<usize, WrittenSection>,
 }
 
 impl Text {
@@ -157,34 +256,56 @@ impl Text {
     }
 
     /// The next line is where `description` starts.
-    fn origin(&mut self, description: String) {
+    fn origin(&mut self, description: Arc<str>) {
         self.origins.push((self.lines + 1, description));
     }
 
     /// `sections` of the part `label`, each argument quoted.
-    fn sections(&mut self, label: &str, sections: &[Section]) -> Result<(), String> {
+    fn sections(&mut self, label: &Arc<str>, sections: &[Arc<Section>]) -> Result<(), String> {
         for (i, section) in sections.iter().enumerate() {
             if i > 0 {
                 self.push("\n");
             }
-            let header = section_header(section.kind, section.name.as_deref())?;
-            self.origin(format!("{label}, section `{header}`"));
-            self.push(&header);
-            self.push("\n");
-            for directive in &section.directives {
-                let line = directive_line(
-                    &directive.keyword,
-                    &directive.args,
-                    directive.comment.as_deref(),
-                )
-                .map_err(|e| format!("section `{header}`: {e}"))?;
-                self.push("    ");
-                self.push(&line);
-                self.push("\n");
-            }
+            let written = match self.before.remove(&key(section)) {
+                Some(kept) if kept.label == *label => kept,
+                _ => {
+                    let (header, text) = section_text(section)?;
+                    WrittenSection {
+                        section: section.clone(),
+                        label: label.clone(),
+                        origin: format!("{label}, section `{header}`").into(),
+                        lines: text.bytes().filter(|&b| b == b'\n').count(),
+                        text,
+                        json: serde_json::to_string(section).expect("plain data"),
+                    }
+                }
+            };
+            self.origins.push((self.lines + 1, written.origin.clone()));
+            self.buf.push_str(&written.text);
+            self.lines += written.lines;
+            self.now.insert(key(&written.section), written);
         }
         Ok(())
     }
+}
+
+/// The header of `section` and its text, each argument quoted.
+fn section_text(section: &Section) -> Result<(String, String), String> {
+    let header = section_header(section.kind, section.name.as_deref())?;
+    let mut text = header.clone();
+    text.push('\n');
+    for directive in &section.directives {
+        let line = directive_line(
+            &directive.keyword,
+            &directive.args,
+            directive.comment.as_deref(),
+        )
+        .map_err(|e| format!("section `{header}`: {e}"))?;
+        text.push_str("    ");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Ok((header, text))
 }
 
 /// `backend NAME`, `global`, ...
@@ -339,10 +460,7 @@ mod tests {
                 comment: None,
             }],
         };
-        let fragment = |sections| Fragment {
-            sections,
-            maps: Vec::new(),
-        };
+        let fragment = |sections: Vec<Section>| Fragment::new(sections, []);
         let good = fragment(vec![
             backend("a", "10.0.0.1:80"),
             backend("b", "10.0.0.2:80"),
@@ -363,5 +481,63 @@ mod tests {
         assert!(check_map_entry("a b", "be").is_err());
         assert!(check_map_entry("a", " be").is_err());
         assert!(check_map_name("../x").is_err());
+    }
+
+    #[test]
+    fn assembling_again_takes_the_kept_texts_and_gives_what_a_first_assembly_gives() {
+        let backend = |name: &str, server: &str| Section {
+            kind: SectionKind::Backend,
+            name: Some(name.into()),
+            directives: vec![crate::bindings::Directive {
+                keyword: "server".into(),
+                args: vec!["s".into(), server.into()],
+                comment: None,
+            }],
+        };
+        let part = Part {
+            slot: "20-http".into(),
+            origin: "bundled".into(),
+            source: crate::guests::parts::Source::Static(String::new()),
+        };
+        let hosts = MapFile {
+            name: "hosts.map".into(),
+            entries: vec![crate::bindings::MapEntry {
+                key: "a.example.com".into(),
+                value: "a".into(),
+            }],
+        };
+        let first = Fragment::new(
+            [backend("a", "10.0.0.1:80"), backend("b", "10.0.0.2:80")],
+            [hosts],
+        );
+        let mut written = Written::default();
+        let once = |f: &Fragment, w: &mut Written| {
+            assemble_with(&[(&part, Output::Fragment(f))], w).unwrap()
+        };
+        assert_eq!(
+            once(&first, &mut written),
+            assemble(&[(&part, Output::Fragment(&first))]).unwrap()
+        );
+        let json = |f: &Fragment| serde_json::to_string(std::slice::from_ref(f)).unwrap();
+        assert_eq!(written.json(std::slice::from_ref(&first)), json(&first));
+
+        // One section changed: its new text, the others as kept.
+        let mut second = first.clone();
+        second.sections[1] = Arc::new(backend("b", "10.0.0.3:80"));
+        let again = once(&second, &mut written);
+        assert!(
+            again.config.contains("server s 10.0.0.3:80") && !again.config.contains("10.0.0.2")
+        );
+        assert_eq!(
+            again,
+            assemble(&[(&part, Output::Fragment(&second))]).unwrap()
+        );
+        assert_eq!(
+            again.origin_of(again.config.lines().count()),
+            Some("guest 20-http (bundled), section `backend b`")
+        );
+        assert_eq!(written.json(std::slice::from_ref(&second)), json(&second));
+        // What was not assembled is written from the fragment itself.
+        assert_eq!(written.json(std::slice::from_ref(&first)), json(&first));
     }
 }

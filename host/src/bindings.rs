@@ -38,6 +38,9 @@ pub mod v0_1 {
 pub use self::wasmconfd::haproxy::host::Level;
 pub use self::wasmconfd::haproxy::types::*;
 
+/// The WIT `fragment`, as a guest returns it; the host holds it as [`crate::fragment::Fragment`].
+pub type WitFragment = self::wasmconfd::haproxy::types::Fragment;
+
 /// A guest's input as the host holds it: the WIT record `cluster`, with the services shared
 /// with the model rather than copied for each guest (an `Arc` lowers as what it points to).
 #[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]

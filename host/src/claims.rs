@@ -16,6 +16,7 @@ use crate::bindings::{MapFile, Section, SectionKind};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 /// One address a `bind` line names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,7 @@ impl Claims {
 
     /// Claim the map files `maps` (one part's) for `part`; drop each one another part already
     /// writes. The errors say which file was dropped and why.
-    pub fn claim_maps(&mut self, part: &str, maps: &mut Vec<MapFile>) -> Vec<String> {
+    pub fn claim_maps(&mut self, part: &str, maps: &mut Vec<Arc<MapFile>>) -> Vec<String> {
         let mut errors = Vec::new();
         maps.retain(|map| match self.maps.get(&map.name) {
             Some(holder) if holder != part => {
@@ -174,7 +175,7 @@ impl Claims {
 
     /// Claim the names and binds of `sections` (one part's, in order) for `part`; drop each
     /// section whose claim fails. The errors say which section was dropped and why.
-    pub fn claim_sections(&mut self, part: &str, sections: &mut Vec<Section>) -> Vec<String> {
+    pub fn claim_sections(&mut self, part: &str, sections: &mut Vec<Arc<Section>>) -> Vec<String> {
         let mut errors = Vec::new();
         sections.retain(|section| {
             let title = section.title();
@@ -238,8 +239,8 @@ mod tests {
     use super::*;
     use crate::bindings::{Directive, SectionKind};
 
-    fn listen(name: &str, binds: &[&str]) -> Section {
-        Section {
+    fn listen(name: &str, binds: &[&str]) -> Arc<Section> {
+        Arc::new(Section {
             kind: SectionKind::Listen,
             name: Some(name.into()),
             directives: binds
@@ -250,7 +251,7 @@ mod tests {
                     comment: None,
                 })
                 .collect(),
-        }
+        })
     }
 
     fn conflict(first: &str, second: &str) -> bool {

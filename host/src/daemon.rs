@@ -11,7 +11,7 @@ use crate::apply::runtime_api;
 use crate::apply::{Applied, Applier, ApplyError, Prepared, Reload};
 use crate::assemble::Assembled;
 use crate::assemble::{CERTS_DIR, MAPS_DIR};
-use crate::bindings::Fragment;
+use crate::fragment::Fragment;
 use crate::guard::{Guard, Verdict};
 use crate::model;
 use crate::render::{GuestConfig, GuestOutput, Pipeline, empty_fragment};
@@ -184,12 +184,10 @@ fn fragments_file(applier: &Applier) -> std::path::PathBuf {
 
 /// Keep `fragments`, now installed, for the next start. Failing to is not worth failing for:
 /// that start reloads instead.
-fn remember_installed(applier: &Applier, fragments: &[Fragment]) {
+fn remember_installed(applier: &Applier, pipeline: &Pipeline, fragments: &[Fragment]) {
     let path = fragments_file(applier);
-    let written = serde_json::to_vec(fragments)
-        .map_err(std::io::Error::other)
-        .and_then(|json| crate::files::write_atomically(&path, &json));
-    if let Err(error) = written {
+    let json = pipeline.fragments_json(fragments);
+    if let Err(error) = crate::files::write_atomically(&path, json.as_bytes()) {
         tracing::warn!(path = %path.display(), %error, "cannot keep the installed fragments; the next start reloads");
     }
 }
@@ -300,7 +298,7 @@ impl State {
         if !matches!(config.applier.reload, Reload::MasterSocket(_)) {
             *self.status.haproxy_socket.lock().unwrap() = socket;
         }
-        remember_installed(&config.applier, &fragments);
+        remember_installed(&config.applier, pipeline, &fragments);
         self.installed = Some(fragments);
     }
 

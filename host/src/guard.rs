@@ -7,8 +7,10 @@
 //! Servers are not counted one by one: one service scaling from 10 replicas to 1 removes 90% of
 //! a small cluster's servers and is routine, but leaves its backend serving.
 
-use crate::bindings::{Fragment, SectionKind};
+use crate::bindings::{Section, SectionKind};
+use crate::fragment::Fragment;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Below this many installed backends with servers nothing is held: in a cluster of one or two services,
@@ -85,17 +87,33 @@ pub fn excessive_removal(
     installed: &[Fragment],
     new: &[Fragment],
 ) -> Option<String> {
-    let serving: Vec<&str> = backends(installed)
-        .into_iter()
-        .filter(|(_, servers)| *servers > 0)
-        .map(|(name, _)| name)
-        .collect();
-    let after = backends(new);
-    let lost = serving
-        .iter()
-        .filter(|name| after.get(**name).is_none_or(|servers| *servers == 0))
-        .count();
-    let total = serving.len();
+    let (lost, total) = match aligned(installed, new) {
+        // The same sections in the same places (servers changed, the usual case): only those
+        // that are not the very ones installed can have lost their servers.
+        Some(pairs) => {
+            let serves = |s: &Section| s.directives.iter().any(|d| d.keyword == "server");
+            let backends = pairs.filter(|(old, _)| has_servers(old));
+            let (mut lost, mut total) = (0, 0);
+            for (old, new) in backends.filter(|(old, _)| serves(old)) {
+                total += 1;
+                lost += usize::from(!Arc::ptr_eq(old, new) && !serves(new));
+            }
+            (lost, total)
+        }
+        None => {
+            let serving: Vec<&str> = backends(installed)
+                .into_iter()
+                .filter(|(_, servers)| *servers > 0)
+                .map(|(name, _)| name)
+                .collect();
+            let after = backends(new);
+            let lost = serving
+                .iter()
+                .filter(|name| after.get(**name).is_none_or(|servers| *servers == 0))
+                .count();
+            (lost, serving.len())
+        }
+    };
     (total >= FLOOR && lost * 100 > total * usize::from(max_removal)).then(|| {
         format!(
             "{lost} of {total} backends with servers ({}%)",
@@ -104,12 +122,35 @@ pub fn excessive_removal(
     })
 }
 
+/// A backend or listen section, which may have servers.
+fn has_servers(section: &Section) -> bool {
+    matches!(section.kind, SectionKind::Backend | SectionKind::Listen)
+}
+
+/// The sections of `a` and `b` side by side, when both have the same sections (kind and name)
+/// in the same places.
+fn aligned<'a>(
+    a: &'a [Fragment],
+    b: &'a [Fragment],
+) -> Option<impl Iterator<Item = (&'a Arc<Section>, &'a Arc<Section>)>> {
+    let same = a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.sections.len() == b.sections.len()
+                && (a.sections.iter().zip(&b.sections))
+                    .all(|(x, y)| x.kind == y.kind && x.name == y.name)
+        });
+    same.then(|| {
+        let pairs = a.iter().zip(b);
+        pairs.flat_map(|(a, b)| a.sections.iter().zip(&b.sections))
+    })
+}
+
 /// The backends of `fragments` (and `listen` sections), with how many servers each has.
 fn backends(fragments: &[Fragment]) -> BTreeMap<&str, usize> {
     fragments
         .iter()
         .flat_map(|f| &f.sections)
-        .filter(|s| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
+        .filter(|s| has_servers(s))
         .filter_map(|s| {
             let servers = s
                 .directives
@@ -128,7 +169,7 @@ mod tests {
 
     /// One backend per service, `servers` servers in all, spread over `backends` backends.
     fn cluster(backends: usize, servers: usize) -> Vec<Fragment> {
-        let sections = (0..backends)
+        let sections: Vec<Section> = (0..backends)
             .map(|b| Section {
                 kind: SectionKind::Backend,
                 name: Some(format!("be{b}")),
@@ -142,10 +183,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        vec![Fragment {
-            sections,
-            maps: Vec::new(),
-        }]
+        vec![Fragment::new(sections, [])]
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod claims;
 pub mod cli;
 pub mod daemon;
 pub mod files;
+pub mod fragment;
 pub mod guard;
 pub mod guests;
 pub mod model;

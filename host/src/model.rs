@@ -207,7 +207,8 @@ impl Sources {
 
 /// Every Service with what backs it, and every legacy Endpoints object without a Service.
 fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
-    let mut slices: HashMap<(&str, &str), Vec<&Arc<discovery::EndpointSlice>>> = HashMap::new();
+    let mut slices: foldhash::HashMap<(&str, &str), Vec<&Arc<discovery::EndpointSlice>>> =
+        foldhash::HashMap::default();
     for slice in &objects.endpoint_slices {
         let labels = slice.metadata.labels.as_ref();
         if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
@@ -217,7 +218,7 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
                 .push(slice);
         }
     }
-    let mut legacy: HashMap<(&str, &str), &Arc<core::Endpoints>> = objects
+    let mut legacy: foldhash::HashMap<(&str, &str), &Arc<core::Endpoints>> = objects
         .endpoints
         .iter()
         .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e))
@@ -780,7 +781,7 @@ fn resolve_domain_conflicts(
         let age = |s: &Service| s.creation_time.unwrap_or(i64::MAX);
         (age(a), &a.namespace, &a.name).cmp(&(age(b), &b.namespace, &b.name))
     });
-    let mut owners: HashMap<(&str, &str, &str), &Service> = HashMap::new();
+    let mut owners: foldhash::HashMap<(&str, &str, &str), &Service> = foldhash::HashMap::default();
     let mut kept = Vec::with_capacity(services.len());
     for service in &services {
         let path = service

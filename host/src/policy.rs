@@ -20,7 +20,8 @@
 //!
 //! `docs/multi-tenant.md` has the same rules as a table.
 
-use crate::bindings::{Directive, Fragment, Section, SectionKind, Service};
+use crate::bindings::{Directive, Section, SectionKind, Service};
+use crate::fragment::Fragment;
 use crate::scope::{Scope, Trust};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -711,8 +712,8 @@ mod tests {
             labels: Vec::new(),
             creation_time: None,
         };
-        let fragment = Fragment {
-            sections: vec![
+        let fragment = Fragment::new(
+            [
                 section(
                     SectionKind::Frontend,
                     "team-a",
@@ -743,14 +744,14 @@ mod tests {
                     ],
                 ),
             ],
-            maps: vec![MapFile {
+            [MapFile {
                 name: "team-a.map".into(),
                 entries: vec![MapEntry {
                     key: "web.a.example.com/api".into(),
                     value: "team-a_web".into(),
                 }],
             }],
-        };
+        );
         (scope, vec![Arc::new(service)], fragment)
     }
 
@@ -765,9 +766,11 @@ mod tests {
 
     #[test]
     fn every_forbidden_thing_is_refused_naming_the_rule() {
-        let frontend = |f: &mut Fragment, d: Directive| f.sections[0].directives.push(d);
-        let backend = |f: &mut Fragment, d: Directive| f.sections[1].directives.push(d);
-        let add = |f: &mut Fragment, s: Section| f.sections.push(s);
+        let frontend =
+            |f: &mut Fragment, d: Directive| Arc::make_mut(&mut f.sections[0]).directives.push(d);
+        let backend =
+            |f: &mut Fragment, d: Directive| Arc::make_mut(&mut f.sections[1]).directives.push(d);
+        let add = |f: &mut Fragment, s: Section| f.sections.push(Arc::new(s));
         type Change = Box<dyn Fn(&mut Fragment)>;
         let cases: Vec<(Change, &str)> = vec![
             (
@@ -987,19 +990,23 @@ mod tests {
             ),
             (
                 Box::new(move |f| {
-                    f.maps.push(MapFile {
+                    f.maps.push(Arc::new(MapFile {
                         name: "hosts.map".into(),
                         entries: Vec::new(),
-                    })
+                    }))
                 }),
                 "map file hosts.map: a team guest's map files are named",
             ),
             (
-                Box::new(move |f| f.maps[0].entries[0].key = "web.b.example.com/".into()),
+                Box::new(move |f| {
+                    Arc::make_mut(&mut f.maps[0]).entries[0].key = "web.b.example.com/".into()
+                }),
                 "key web.b.example.com/ routes web.b.example.com",
             ),
             (
-                Box::new(move |f| f.maps[0].entries[0].value = "http_b_web".into()),
+                Box::new(move |f| {
+                    Arc::make_mut(&mut f.maps[0]).entries[0].value = "http_b_web".into()
+                }),
                 "routes only to its own backends",
             ),
             (
@@ -1027,17 +1034,17 @@ mod tests {
     #[test]
     fn platform_guests_may_do_anything_but_dot_keywords_and_ungranted_ports() {
         let (_, services, mut fragment) = team_a();
-        fragment.sections.push(section(
+        fragment.sections.push(Arc::new(section(
             SectionKind::Global,
             "",
             &[("lua-load", &["/x.lua"])],
-        ));
+        )));
         let platform = Scope::default();
         assert_eq!(
             check("team-a", &platform, &services, &fragment, "maps"),
             Ok(())
         );
-        fragment.sections[1]
+        Arc::make_mut(&mut fragment.sections[1])
             .directives
             .push(directive(".notice", &["x"]));
         let refusal = check("team-a", &platform, &services, &fragment, "maps").unwrap_err();

@@ -4,8 +4,9 @@
 //! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
-use crate::bindings::{Context, Directive, Fragment, Input, Placement, SectionKind, Service, Tls};
+use crate::bindings::{Context, Input, Placement, Section, SectionKind, Service, Tls};
 use crate::claims::{Claims, static_binds, static_sections};
+use crate::fragment::Fragment;
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use crate::model::NamespaceLabels;
@@ -54,6 +55,51 @@ pub struct Pipeline {
     parts: Vec<(Part, Option<Loaded>)>,
     /// What the status page says about each guest, as loaded.
     reports: Vec<crate::status::GuestReport>,
+    /// The texts of the last assembly.
+    written: Mutex<assemble::Written>,
+    last_claim: Mutex<Option<LastClaim>>,
+}
+
+/// The outputs the last claim was given, which of their sections and map files it kept, and
+/// its errors.
+struct LastClaim {
+    given: Vec<Fragment>,
+    kept: Vec<(Vec<bool>, Vec<bool>)>,
+    errors: Vec<String>,
+}
+
+/// Whether claims on `a` and on `b` come out the same: the same sections and map files by
+/// kind, name and addresses bound, in the same places.
+fn claim_alike(a: &[Fragment], b: &[Fragment]) -> bool {
+    fn binds(s: &Section) -> impl Iterator<Item = Option<&String>> {
+        let binds = s.directives.iter().filter(|d| d.keyword == "bind");
+        binds.map(|d| d.args.first())
+    }
+    let section = |(x, y): (&Arc<Section>, &Arc<Section>)| {
+        Arc::ptr_eq(x, y) || (x.kind == y.kind && x.name == y.name && binds(x).eq(binds(y)))
+    };
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.sections.len() == b.sections.len()
+                && a.sections.iter().zip(&b.sections).all(section)
+                && a.maps.len() == b.maps.len()
+                && a.maps.iter().zip(&b.maps).all(|(x, y)| x.name == y.name)
+        })
+}
+
+/// Which of `given` are in `kept` (a subsequence of it, as `retain` leaves).
+fn kept_of<T>(given: &[Arc<T>], kept: &[Arc<T>]) -> Vec<bool> {
+    let mut kept = kept.iter().peekable();
+    given
+        .iter()
+        .map(|item| kept.next_if(|k| Arc::ptr_eq(k, item)).is_some())
+        .collect()
+}
+
+/// `items` without those `kept` says were not.
+fn keep<T>(items: &mut Vec<Arc<T>>, kept: &[bool]) {
+    let mut kept = kept.iter();
+    items.retain(|_| *kept.next().unwrap_or(&true));
 }
 
 /// A loaded guest, with what it may see and do.
@@ -77,6 +123,17 @@ struct Loaded {
 struct ServersCache {
     entries: Vec<ServersEntry>,
     last_merged: Option<Fragment>,
+    /// Each section of the last merged output, with what it was made of, so that a section
+    /// whose render and placements are the same is not made again.
+    merged: Vec<Merged>,
+}
+
+/// A section of the render with the `server` lines placed into it.
+struct Merged {
+    base: Arc<Section>,
+    /// The placements it holds: (the service's placements, which one).
+    from: Vec<(Arc<[Placement]>, usize)>,
+    section: Arc<Section>,
 }
 
 struct ServersEntry {
@@ -84,7 +141,7 @@ struct ServersEntry {
     /// The service without its endpoints, as `render` receives it.
     stripped: Arc<Service>,
     /// Its placements, once `servers` gave them; or why `servers` fails on it (quarantined).
-    placements: Option<Result<Vec<Placement>, String>>,
+    placements: Option<Result<Arc<[Placement]>, String>>,
 }
 
 impl ServersCache {
@@ -252,6 +309,8 @@ impl Pipeline {
             renders: AtomicU64::new(0),
             parts: loaded,
             reports,
+            written: Mutex::default(),
+            last_claim: Mutex::default(),
         })
     }
 
@@ -416,12 +475,24 @@ impl Pipeline {
                     ),
                 });
             }
+            for (service, placements) in services.iter().zip(&placements) {
+                let lines = placements.iter().flat_map(|p| &p.servers);
+                if let Some(other) = lines.into_iter().find(|d| d.keyword != "server") {
+                    return Err(GuestError::Refused {
+                        guest: part.name().to_string(),
+                        reason: format!(
+                            "servers of service {}/{}: `{}` where only `server` lines go",
+                            service.namespace, service.name, other.keyword
+                        ),
+                    });
+                }
+            }
             Ok(placements)
         };
         match ask(&services) {
             Ok(placements) => {
                 for (&i, placements) in missing.iter().zip(placements) {
-                    cache.entries[i].placements = Some(Ok(placements));
+                    cache.entries[i].placements = Some(Ok(placements.into()));
                 }
             }
             Err(error) if services.len() == 1 => {
@@ -430,7 +501,7 @@ impl Pipeline {
             Err(_) => {
                 for (&i, service) in missing.iter().zip(&services) {
                     let result = ask(std::slice::from_ref(service))
-                        .map(|mut placements| placements.remove(0))
+                        .map(|mut placements| placements.remove(0).into())
                         .map_err(|error| error.to_string());
                     cache.entries[i].placements = Some(result);
                 }
@@ -440,7 +511,8 @@ impl Pipeline {
     }
 
     /// `fragment` with the `server` lines of each service of `input` in the sections their
-    /// placements name, checked as any output is.
+    /// placements name, checked as any output is. A section whose render and placements are
+    /// the ones of the last merge is that merge's, so an endpoint change makes one section.
     fn merge_servers(
         &self,
         part: &Part,
@@ -460,35 +532,54 @@ impl Pipeline {
             .filter(|(_, s)| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
             .filter_map(|(i, s)| Some((s.name.as_deref()?, i)))
             .collect();
-        let mut additions: Vec<Vec<Directive>> = vec![Vec::new(); fragment.sections.len()];
+        let mut additions: Vec<Vec<(Arc<[Placement]>, usize)>> =
+            vec![Vec::new(); fragment.sections.len()];
         for entry in &cache.entries {
             let Some(Ok(placements)) = &entry.placements else {
                 continue;
             };
-            let service = &entry.service;
-            for placement in placements {
+            for (k, placement) in placements.iter().enumerate() {
                 let Some(&i) = index.get(placement.section.as_str()) else {
+                    let service = &entry.service;
                     return Err(refused(format!(
                         "servers of service {}/{} for section {}, which its render does not have",
                         service.namespace, service.name, placement.section
                     )));
                 };
-                if let Some(other) = placement.servers.iter().find(|d| d.keyword != "server") {
-                    return Err(refused(format!(
-                        "servers of service {}/{}: `{}` where only `server` lines go",
-                        service.namespace, service.name, other.keyword
-                    )));
-                }
-                additions[i].extend(placement.servers.iter().cloned());
+                additions[i].push((placements.clone(), k));
             }
         }
         drop(index);
-        for (section, added) in fragment.sections.iter_mut().zip(additions) {
-            section.directives.extend(added);
-        }
+        let mut before = std::mem::take(&mut cache.merged).into_iter();
+        let merged: Vec<Merged> = (fragment.sections.iter().zip(additions))
+            .map(|(base, from)| {
+                let same = |m: &Merged| {
+                    Arc::ptr_eq(&m.base, base)
+                        && m.from.len() == from.len()
+                        && (m.from.iter().zip(&from))
+                            .all(|((a, i), (b, j))| Arc::ptr_eq(a, b) && i == j)
+                };
+                if let Some(last) = before.next().filter(same) {
+                    return last;
+                }
+                let placed = from.iter().flat_map(|(p, k)| p[*k].servers.iter().cloned());
+                let section = Section {
+                    kind: base.kind,
+                    name: base.name.clone(),
+                    directives: base.directives.iter().cloned().chain(placed).collect(),
+                };
+                Merged {
+                    base: base.clone(),
+                    from,
+                    section: Arc::new(section),
+                }
+            })
+            .collect();
+        fragment.sections = merged.iter().map(|m| m.section.clone()).collect();
         assemble::check_fragment(&fragment, cache.last_merged.as_ref()).map_err(refused)?;
         crate::policy::check(part.name(), &loaded.scope, input, &fragment, MAPS_DIR)
             .map_err(|refusal| refused(refusal.to_string()))?;
+        cache.merged = merged;
         cache.last_merged = Some(fragment.clone());
         Ok(fragment)
     }
@@ -666,7 +757,12 @@ impl Pipeline {
                 (part, output)
             })
             .collect();
-        assemble::assemble(&outputs)
+        assemble::assemble_with(&outputs, &mut self.written.lock().unwrap())
+    }
+
+    /// `fragments`, as assembled last, in JSON.
+    pub fn fragments_json(&self, fragments: &[Fragment]) -> String {
+        self.written.lock().unwrap().json(fragments)
     }
 
     /// Give each listening address, section name and map file name to its first claimant:
@@ -674,6 +770,32 @@ impl Pipeline {
     /// claims what is taken is dropped from `fragments` (the outputs of [`Pipeline::run`]);
     /// each error names both claimants.
     pub fn claim(&self, fragments: &mut [Fragment]) -> Vec<String> {
+        // Most renders change servers, not what is claimed: the last claim's outcome holds.
+        let mut last = self.last_claim.lock().unwrap();
+        if let Some(last) = last.as_ref().filter(|l| claim_alike(&l.given, fragments)) {
+            for (fragment, (sections, maps)) in fragments.iter_mut().zip(&last.kept) {
+                keep(&mut fragment.sections, sections);
+                keep(&mut fragment.maps, maps);
+            }
+            return last.errors.clone();
+        }
+        let given = fragments.to_vec();
+        let errors = self.claim_all(fragments);
+        let kept = (given.iter().zip(fragments.iter()))
+            .map(|(given, kept)| {
+                let sections = kept_of(&given.sections, &kept.sections);
+                (sections, kept_of(&given.maps, &kept.maps))
+            })
+            .collect();
+        *last = Some(LastClaim {
+            given,
+            kept,
+            errors: errors.clone(),
+        });
+        errors
+    }
+
+    fn claim_all(&self, fragments: &mut [Fragment]) -> Vec<String> {
         let mut claims = Claims::default();
         let mut errors = Vec::new();
         for (part, _) in &self.parts {
@@ -964,5 +1086,55 @@ mod tests {
         );
         assert!(moved.config.contains("10.0.0.9:8080"), "{}", moved.config);
         assert!(!moved.config.contains("10.0.0.1:8080"), "{}", moved.config);
+    }
+
+    #[test]
+    fn a_claim_holds_while_names_and_binds_stay_and_is_made_again_when_they_change() {
+        let section = |kind, name: &str, lines: &[(&str, &str)]| {
+            Arc::new(Section {
+                kind,
+                name: Some(name.into()),
+                directives: lines
+                    .iter()
+                    .map(|(keyword, arg)| crate::bindings::Directive {
+                        keyword: keyword.to_string(),
+                        args: vec![arg.to_string()],
+                        comment: None,
+                    })
+                    .collect(),
+            })
+        };
+        let front = section(SectionKind::Frontend, "web", &[("bind", ":80")]);
+        let old = section(SectionKind::Backend, "a", &[("server", "10.0.0.1:80")]);
+        let given = vec![Fragment {
+            sections: vec![front.clone(), old.clone()],
+            maps: Vec::new(),
+        }];
+        let servers_changed = vec![Fragment {
+            sections: vec![
+                front.clone(),
+                section(SectionKind::Backend, "a", &[("server", "10.0.0.2:80")]),
+            ],
+            maps: Vec::new(),
+        }];
+        assert!(claim_alike(&given, &servers_changed));
+        for (kind, name, line) in [
+            (SectionKind::Frontend, "web", ("bind", ":81")),
+            (SectionKind::Frontend, "other", ("bind", ":80")),
+            (SectionKind::Listen, "web", ("bind", ":80")),
+        ] {
+            let changed = vec![Fragment {
+                sections: vec![section(kind, name, &[line]), old.clone()],
+                maps: Vec::new(),
+            }];
+            assert!(!claim_alike(&given, &changed), "{name} {line:?}");
+        }
+        assert!(!claim_alike(&given, &[]));
+
+        let kept = [old.clone()];
+        assert_eq!(kept_of(&given[0].sections, &kept), [false, true]);
+        let mut sections = servers_changed[0].sections.clone();
+        keep(&mut sections, &[false, true]);
+        assert_eq!(sections, [servers_changed[0].sections[1].clone()]);
     }
 }

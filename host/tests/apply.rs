@@ -13,7 +13,8 @@ use wasmconfd::apply::plan::Op;
 use wasmconfd::apply::runtime_api::{self, RuntimeError, command};
 use wasmconfd::apply::{Applied, Applier, ApplyError, Prepared, Reload, Signal};
 use wasmconfd::assemble::{self, Assembled, Output};
-use wasmconfd::bindings::{Fragment, MapEntry, MapFile};
+use wasmconfd::bindings::{MapEntry, MapFile};
+use wasmconfd::fragment::Fragment;
 use wasmconfd::guests::{Part, Source};
 
 /// A configuration answering every request with `word`, with a map file holding `word`.
@@ -38,19 +39,14 @@ fn assembled(text: &str, maps: &[(&str, &str, &str)]) -> Assembled {
         origin: "test".into(),
         source: Source::Static(text.into()),
     };
-    let maps = Fragment {
-        sections: Vec::new(),
-        maps: maps
-            .iter()
-            .map(|(name, key, value)| MapFile {
-                name: name.to_string(),
-                entries: vec![MapEntry {
-                    key: key.to_string(),
-                    value: value.to_string(),
-                }],
-            })
-            .collect(),
-    };
+    let maps = maps.iter().map(|(name, key, value)| MapFile {
+        name: name.to_string(),
+        entries: vec![MapEntry {
+            key: key.to_string(),
+            value: value.to_string(),
+        }],
+    });
+    let maps = Fragment::new([], maps);
     let maps_part = Part {
         slot: "20-maps".into(),
         ..part.clone()

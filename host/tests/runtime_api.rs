@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use wasmconfd::apply::plan::{Plan, plan};
 use wasmconfd::apply::runtime_api::{self, RuntimeError};
 use wasmconfd::assemble::{self, Output};
-use wasmconfd::bindings::{Directive, Fragment, MapEntry, MapFile, Section, SectionKind};
+use wasmconfd::bindings::{Directive, MapEntry, MapFile, Section, SectionKind};
+use wasmconfd::fragment::Fragment;
 use wasmconfd::guests::{Part, Source};
 
 fn directive(keyword: &str, args: &[&str]) -> Directive {
@@ -59,13 +60,11 @@ fn fragment(http: u16, servers: &[(&str, u16)], hosts: &[&str]) -> Fragment {
             value: "web".into(),
         })
         .collect();
-    Fragment {
-        sections: vec![frontend, web],
-        maps: vec![MapFile {
-            name: "hosts.map".into(),
-            entries,
-        }],
-    }
+    let hosts = MapFile {
+        name: "hosts.map".into(),
+        entries,
+    };
+    Fragment::new([frontend, web], [hosts])
 }
 
 #[test]

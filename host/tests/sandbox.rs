@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 use wasmconfd::assemble::{self, Output};
-use wasmconfd::bindings::{Context, Fragment, Input, Tls};
+use wasmconfd::bindings::{Context, Input, Tls};
+use wasmconfd::fragment::Fragment;
 use wasmconfd::guests::{Guest, GuestError, Limits, Sandbox};
 use wasmconfd::guests::{Part, Source};
 

@@ -238,7 +238,8 @@ fn keep_previous(target: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::assemble::{Output, assemble};
-    use crate::bindings::{Fragment, MapEntry, MapFile};
+    use crate::bindings::{MapEntry, MapFile};
+    use crate::fragment::Fragment;
     use crate::guests::{Part, Source};
 
     /// A configuration `text` with map files `maps` (name, one key).
@@ -248,19 +249,14 @@ mod tests {
             origin: "test".into(),
             source: Source::Static(text.into()),
         };
-        let fragment = Fragment {
-            sections: Vec::new(),
-            maps: maps
-                .iter()
-                .map(|name| MapFile {
-                    name: name.to_string(),
-                    entries: vec![MapEntry {
-                        key: "k".into(),
-                        value: text.trim().into(),
-                    }],
-                })
-                .collect(),
-        };
+        let maps = maps.iter().map(|name| MapFile {
+            name: name.to_string(),
+            entries: vec![MapEntry {
+                key: "k".into(),
+                value: text.trim().into(),
+            }],
+        });
+        let fragment = Fragment::new([], maps);
         assemble(&[
             (&part, Output::Static(text)),
             (&part, Output::Fragment(&fragment)),

@@ -5,8 +5,10 @@
 //! weight) and entries of existing map files. Anything else needs a reload, and [`Plan::Reload`]
 //! says which sections changed.
 
-use crate::bindings::{Directive, Fragment, MapFile, Section, SectionKind};
+use crate::bindings::{Directive, MapFile, Section, SectionKind};
+use crate::fragment::Fragment;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// How to get from the running configuration to the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,10 +289,16 @@ fn defaults_set_server_options(fragments: &[Fragment]) -> bool {
         .any(|d| d.keyword == "default-server")
 }
 
-fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut Vec<String>) {
-    let names = |sections: &[Section]| sections.iter().map(Section::title).collect::<Vec<_>>();
-    let (before, after) = (names(old), names(new));
-    if before != after {
+fn sections(
+    old: &[Arc<Section>],
+    new: &[Arc<Section>],
+    ops: &mut Vec<Op>,
+    reasons: &mut Vec<String>,
+) {
+    let same_place = |(a, b): (&Arc<Section>, &Arc<Section>)| a.kind == b.kind && a.name == b.name;
+    if old.len() != new.len() || !old.iter().zip(new).all(same_place) {
+        let names = |sections: &[Arc<Section>]| sections.iter().map(|s| s.title()).collect();
+        let (before, after): (Vec<String>, Vec<String>) = (names(old), names(new));
         let listed = |names: Vec<&String>| {
             let names: Vec<_> = names.iter().map(|n| format!("`{n}`")).collect();
             names.join(", ")
@@ -312,15 +320,13 @@ fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut V
         reasons.push(format!("sections {}", what.join("; ")));
         return;
     }
-    for (old, new) in old.iter().zip(new) {
-        let other = |s: &Section| {
-            s.directives
-                .iter()
-                .filter(|d| d.keyword != "server")
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        if other(old) != other(new) {
+    // Most sections are the very ones installed (shared with the last output): nothing to do.
+    for (old, new) in old
+        .iter()
+        .zip(new)
+        .filter(|(old, new)| !Arc::ptr_eq(old, new))
+    {
+        if not_servers(old).ne(not_servers(new)) {
             reasons.push(format!("section `{}` changed", new.title()));
             continue;
         }
@@ -337,6 +343,11 @@ fn sections(old: &[Section], new: &[Section], ops: &mut Vec<Op>, reasons: &mut V
             reasons.push(format!("section `{}` changed", new.title()));
         }
     }
+}
+
+/// The directives of `section` other than its `server` lines.
+fn not_servers(section: &Section) -> impl Iterator<Item = &Directive> {
+    (section.directives.iter()).filter(|d| d.keyword != "server")
 }
 
 /// `server` lines by name: name -> (address, the other arguments).
@@ -602,13 +613,13 @@ mod tests {
                 value: v.to_string(),
             })
             .collect();
-        Fragment {
-            sections: [vec![frontend], sections].concat(),
-            maps: vec![MapFile {
+        Fragment::new(
+            [vec![frontend], sections].concat(),
+            [MapFile {
                 name: "hosts.map".into(),
                 entries,
             }],
-        }
+        )
     }
 
     /// The plan for one guest going from `old` to `new`.
@@ -698,10 +709,7 @@ mod tests {
                 comment: None,
             }],
         };
-        let base = Fragment {
-            sections: vec![defaults],
-            maps: Vec::new(),
-        };
+        let base = Fragment::new([defaults], []);
         assert!(matches!(
             plan(&[base.clone(), old], &[base, new], "maps"),
             Plan::Reload(r) if r[0].contains("default-server")
@@ -750,7 +758,7 @@ mod tests {
             "map_str",
         );
         let mut changed = old.clone();
-        changed.sections[1].directives[0].args = vec![id("tcp")];
+        Arc::make_mut(&mut changed.sections[1]).directives[0].args = vec![id("tcp")];
         assert_eq!(
             one(&old, &changed),
             Plan::Reload(vec![id("section `backend web` changed")])

@@ -2,7 +2,8 @@
 //! holds, to check that it is what was meant.
 
 use crate::apply::plan::Op;
-use crate::bindings::{Fragment, SectionKind};
+use crate::bindings::SectionKind;
+use crate::fragment::Fragment;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -3,7 +3,8 @@
 //! limit and a memory cap. WASI is linked deny-all with a fixed clock and fixed random bytes,
 //! so guests whose language runtime imports WASI load, and stay pure functions of their input.
 
-use crate::bindings::{self, Description, Fragment, GuestPre, Input, Level, RenderError};
+use crate::bindings::{self, Description, GuestPre, Input, Level, RenderError};
+use crate::fragment::Fragment;
 use crate::source::printable;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -45,7 +46,7 @@ pub struct OutputLimits {
 
 impl OutputLimits {
     /// What of `fragment` goes over a limit, if anything: (what, how many, limit).
-    fn exceeded(&self, fragment: &Fragment) -> Option<(&'static str, usize, usize)> {
+    fn exceeded(&self, fragment: &bindings::WitFragment) -> Option<(&'static str, usize, usize)> {
         let directives = fragment.sections.iter().map(|s| s.directives.len()).sum();
         let entries = fragment.maps.iter().map(|m| m.entries.len()).sum();
         [
@@ -464,7 +465,7 @@ impl Sandbox {
         let guest_name = guest.name.clone();
         match result {
             Ok(Ok(fragment)) => match OUTPUT_LIMITS.exceeded(&fragment) {
-                None => Ok(fragment),
+                None => Ok(fragment.into()),
                 Some((what, count, limit)) => Err(GuestError::TooLarge {
                     guest: guest_name,
                     what,
@@ -790,13 +791,15 @@ fn call_render<C>(
     pre: &wasmtime::component::InstancePre<State>,
     store: &mut Store<State>,
     cluster: &C,
-) -> wasmtime::Result<Result<Fragment, RenderError>>
+) -> wasmtime::Result<Result<bindings::WitFragment, RenderError>>
 where
     C: ComponentType + Lower + Sync,
 {
     let instance = pre.instantiate(&mut *store)?;
-    let render = instance
-        .get_typed_func::<(&C,), (Result<Fragment, RenderError>,)>(&mut *store, "render")?;
+    let render = instance.get_typed_func::<(&C,), (Result<bindings::WitFragment, RenderError>,)>(
+        &mut *store,
+        "render",
+    )?;
     Ok(render.call(store, (cluster,))?.0)
 }
 
