@@ -56,6 +56,13 @@ pub struct DaemonConfig {
 /// its time or a confirmation.
 const DRAIN_CHECK: Duration = Duration::from_secs(1);
 
+/// The fragments of what is installed are kept for the next start once changes pause this
+/// long, or at the latest this long after they changed: writing them (several MB at 10,000
+/// services) is not on the path of each change. A start before they are written reloads on its
+/// first change, as when they are missing.
+const FRAGMENTS_IDLE: Duration = Duration::from_secs(1);
+const FRAGMENTS_MAX_AGE: Duration = Duration::from_secs(10);
+
 /// Run until the process is stopped. Watching is async; rendering runs on a thread of its own,
 /// outside the async runtime, because WASI calls of a guest (writing to stderr, say) block on a
 /// runtime of their own.
@@ -138,6 +145,7 @@ fn render_loop(
         guard: Guard::default(),
         status,
         events,
+        fragments_owed: None,
     };
     let mut failures = 0;
     loop {
@@ -166,7 +174,18 @@ fn render_loop(
             }
         } else {
             failures = 0;
-            state.wait_for_change(changed)?;
+            let pause = match state.fragments_owed {
+                Some(_) => changed.recv_timeout(FRAGMENTS_IDLE),
+                None => Err(mpsc::RecvTimeoutError::Timeout),
+            };
+            match pause {
+                Ok(()) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    state.remember_installed(&config.applier, &pipeline);
+                    state.wait_for_change(changed)?;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+            }
         }
         coalesce(changed, config.debounce, config.max_delay);
     }
@@ -182,9 +201,9 @@ fn fragments_file(applier: &Applier) -> std::path::PathBuf {
     crate::files::with_suffix(&applier.target, ".fragments.json")
 }
 
-/// Keep `fragments`, now installed, for the next start. Failing to is not worth failing for:
-/// that start reloads instead.
-fn remember_installed(applier: &Applier, pipeline: &Pipeline, fragments: &[Fragment]) {
+/// Keep `fragments`, installed, for the next start. Failing to is not worth failing for: that
+/// start reloads instead.
+fn write_fragments(applier: &Applier, pipeline: &Pipeline, fragments: &[Fragment]) {
     let path = fragments_file(applier);
     let json = pipeline.fragments_json(fragments);
     if let Err(error) = crate::files::write_atomically(&path, json.as_bytes()) {
@@ -247,9 +266,18 @@ struct State {
     status: Arc<Status>,
     /// Where Events on the objects left out go, unless `--no-events`.
     events: Option<crate::source::events::Events>,
+    /// Since when the fragments file is behind what is installed.
+    fragments_owed: Option<Instant>,
 }
 
 impl State {
+    /// Write the fragments file, if it is behind.
+    fn remember_installed(&mut self, applier: &Applier, pipeline: &Pipeline) {
+        if let (Some(_), Some(installed)) = (self.fragments_owed.take(), &self.installed) {
+            write_fragments(applier, pipeline, installed);
+        }
+    }
+
     fn render_and_apply(&mut self, pipeline: &Pipeline, objects: &Objects, config: &DaemonConfig) {
         let Some((fragments, certificates)) = self.render(pipeline, objects, config) else {
             return;
@@ -298,8 +326,11 @@ impl State {
         if !matches!(config.applier.reload, Reload::MasterSocket(_)) {
             *self.status.haproxy_socket.lock().unwrap() = socket;
         }
-        remember_installed(&config.applier, pipeline, &fragments);
         self.installed = Some(fragments);
+        let owed = *self.fragments_owed.get_or_insert_with(Instant::now);
+        if owed.elapsed() >= FRAGMENTS_MAX_AGE {
+            self.remember_installed(&config.applier, pipeline);
+        }
     }
 
     /// Run the guests on the model of `objects`, keeping each one's last good output. Once
