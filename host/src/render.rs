@@ -772,7 +772,9 @@ impl Pipeline {
     pub fn claim(&self, fragments: &mut [Fragment]) -> Vec<String> {
         // Most renders change servers, not what is claimed: the last claim's outcome holds.
         let mut last = self.last_claim.lock().unwrap();
-        if let Some(last) = last.as_ref().filter(|l| claim_alike(&l.given, fragments)) {
+        if let Some(last) = last.as_mut().filter(|l| claim_alike(&l.given, fragments)) {
+            // Compared with next time: mostly the same sections, so mostly pointers.
+            last.given = fragments.to_vec();
             for (fragment, (sections, maps)) in fragments.iter_mut().zip(&last.kept) {
                 keep(&mut fragment.sections, sections);
                 keep(&mut fragment.maps, maps);
