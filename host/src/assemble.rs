@@ -280,7 +280,7 @@ impl Text {
                     }
                 }
             };
-            self.origins.push((self.lines + 1, written.origin.clone()));
+            self.origin(written.origin.clone());
             self.buf.push_str(&written.text);
             self.lines += written.lines;
             self.now.insert(key(&written.section), written);
@@ -449,9 +449,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_fragment_is_checked_where_it_differs_from_one_that_passed() {
-        let backend = |name: &str, server: &str| Section {
+    /// `backend NAME` with one server at `server`.
+    fn backend(name: &str, server: &str) -> Section {
+        Section {
             kind: SectionKind::Backend,
             name: Some(name.into()),
             directives: vec![crate::bindings::Directive {
@@ -459,7 +459,11 @@ mod tests {
                 args: vec!["s".into(), server.into()],
                 comment: None,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn a_fragment_is_checked_where_it_differs_from_one_that_passed() {
         let fragment = |sections: Vec<Section>| Fragment::new(sections, []);
         let good = fragment(vec![
             backend("a", "10.0.0.1:80"),
@@ -485,15 +489,6 @@ mod tests {
 
     #[test]
     fn assembling_again_takes_the_kept_texts_and_gives_what_a_first_assembly_gives() {
-        let backend = |name: &str, server: &str| Section {
-            kind: SectionKind::Backend,
-            name: Some(name.into()),
-            directives: vec![crate::bindings::Directive {
-                keyword: "server".into(),
-                args: vec!["s".into(), server.into()],
-                comment: None,
-            }],
-        };
         let part = Part {
             slot: "20-http".into(),
             origin: "bundled".into(),

@@ -108,7 +108,19 @@ impl SectionKind {
     }
 }
 
+impl SectionKind {
+    /// A backend or listen section: one that has servers.
+    pub fn has_servers(self) -> bool {
+        matches!(self, SectionKind::Backend | SectionKind::Listen)
+    }
+}
+
 impl Section {
+    /// Whether `other` is this section by kind and name, whatever its directives.
+    pub fn same_title(&self, other: &Section) -> bool {
+        self.kind == other.kind && self.name == other.name
+    }
+
     /// How messages name the section: `backend NAME`, `global`.
     pub fn title(&self) -> String {
         match &self.name {

@@ -174,17 +174,16 @@ fn render_loop(
             }
         } else {
             failures = 0;
-            let pause = match state.fragments_owed {
-                Some(_) => changed.recv_timeout(FRAGMENTS_IDLE),
-                None => Err(mpsc::RecvTimeoutError::Timeout),
-            };
-            match pause {
-                Ok(()) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    state.remember_installed(&config.applier, &pipeline);
-                    state.wait_for_change(changed)?;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+            // The fragments file is written once changes pause.
+            let changed_meanwhile = state.fragments_owed.is_some()
+                && match changed.recv_timeout(FRAGMENTS_IDLE) {
+                    Ok(()) => true,
+                    Err(mpsc::RecvTimeoutError::Timeout) => false,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+                };
+            if !changed_meanwhile {
+                state.remember_installed(&config.applier, &pipeline);
+                state.wait_for_change(changed)?;
             }
         }
         coalesce(changed, config.debounce, config.max_delay);

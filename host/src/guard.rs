@@ -7,7 +7,7 @@
 //! Servers are not counted one by one: one service scaling from 10 replicas to 1 removes 90% of
 //! a small cluster's servers and is routine, but leaves its backend serving.
 
-use crate::bindings::{Section, SectionKind};
+use crate::bindings::Section;
 use crate::fragment::Fragment;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ pub fn excessive_removal(
         // that are not the very ones installed can have lost their servers.
         Some(pairs) => {
             let serves = |s: &Section| s.directives.iter().any(|d| d.keyword == "server");
-            let backends = pairs.filter(|(old, _)| has_servers(old));
+            let backends = pairs.filter(|(old, _)| old.kind.has_servers());
             let (mut lost, mut total) = (0, 0);
             for (old, new) in backends.filter(|(old, _)| serves(old)) {
                 total += 1;
@@ -122,11 +122,6 @@ pub fn excessive_removal(
     })
 }
 
-/// A backend or listen section, which may have servers.
-fn has_servers(section: &Section) -> bool {
-    matches!(section.kind, SectionKind::Backend | SectionKind::Listen)
-}
-
 /// The sections of `a` and `b` side by side, when both have the same sections (kind and name)
 /// in the same places.
 fn aligned<'a>(
@@ -136,8 +131,7 @@ fn aligned<'a>(
     let same = a.len() == b.len()
         && a.iter().zip(b).all(|(a, b)| {
             a.sections.len() == b.sections.len()
-                && (a.sections.iter().zip(&b.sections))
-                    .all(|(x, y)| x.kind == y.kind && x.name == y.name)
+                && (a.sections.iter().zip(&b.sections)).all(|(x, y)| x.same_title(y))
         });
     same.then(|| {
         let pairs = a.iter().zip(b);
@@ -150,7 +144,7 @@ fn backends(fragments: &[Fragment]) -> BTreeMap<&str, usize> {
     fragments
         .iter()
         .flat_map(|f| &f.sections)
-        .filter(|s| has_servers(s))
+        .filter(|s| s.kind.has_servers())
         .filter_map(|s| {
             let servers = s
                 .directives
@@ -165,7 +159,7 @@ fn backends(fragments: &[Fragment]) -> BTreeMap<&str, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::{Directive, Section};
+    use crate::bindings::{Directive, Section, SectionKind};
 
     /// One backend per service, `servers` servers in all, spread over `backends` backends.
     fn cluster(backends: usize, servers: usize) -> Vec<Fragment> {

@@ -311,7 +311,7 @@ impl<'a> Team<'a> {
             backends: fragment
                 .sections
                 .iter()
-                .filter(|s| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
+                .filter(|s| s.kind.has_servers())
                 .filter_map(|s| s.name.as_deref())
                 .collect(),
             maps: fragment
@@ -351,7 +351,7 @@ impl<'a> Team<'a> {
         let kind = section.kind;
         let keyword = directive.keyword.as_str();
         let front = matches!(kind, SectionKind::Frontend | SectionKind::Listen);
-        let back = matches!(kind, SectionKind::Backend | SectionKind::Listen);
+        let back = kind.has_servers();
         let allowed = DIRECTIVES.iter().any(|(k, place)| {
             *k == keyword
                 && match place {

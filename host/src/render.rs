@@ -4,7 +4,7 @@
 //! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
-use crate::bindings::{Context, Input, Placement, Section, SectionKind, Service, Tls};
+use crate::bindings::{Context, Input, Placement, Section, Service, Tls};
 use crate::claims::{Claims, static_binds, static_sections};
 use crate::fragment::Fragment;
 use crate::guests::parts::{self, Part, PartsError, Source};
@@ -76,7 +76,7 @@ fn claim_alike(a: &[Fragment], b: &[Fragment]) -> bool {
         binds.map(|d| d.args.first())
     }
     let section = |(x, y): (&Arc<Section>, &Arc<Section>)| {
-        Arc::ptr_eq(x, y) || (x.kind == y.kind && x.name == y.name && binds(x).eq(binds(y)))
+        Arc::ptr_eq(x, y) || (x.same_title(y) && binds(x).eq(binds(y)))
     };
     a.len() == b.len()
         && a.iter().zip(b).all(|(a, b)| {
@@ -529,7 +529,7 @@ impl Pipeline {
             .sections
             .iter()
             .enumerate()
-            .filter(|(_, s)| matches!(s.kind, SectionKind::Backend | SectionKind::Listen))
+            .filter(|(_, s)| s.kind.has_servers())
             .filter_map(|(i, s)| Some((s.name.as_deref()?, i)))
             .collect();
         let mut additions: Vec<Vec<(Arc<[Placement]>, usize)>> =
@@ -1038,6 +1038,7 @@ pub async fn load_missing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::SectionKind;
 
     /// The model of two http services and a redis one; `shop` served at `shop_ip`.
     fn services(shop_ip: &str) -> Vec<Arc<Service>> {

@@ -295,8 +295,7 @@ fn sections(
     ops: &mut Vec<Op>,
     reasons: &mut Vec<String>,
 ) {
-    let same_place = |(a, b): (&Arc<Section>, &Arc<Section>)| a.kind == b.kind && a.name == b.name;
-    if old.len() != new.len() || !old.iter().zip(new).all(same_place) {
+    if old.len() != new.len() || !old.iter().zip(new).all(|(a, b)| a.same_title(b)) {
         let names = |sections: &[Arc<Section>]| sections.iter().map(|s| s.title()).collect();
         let (before, after): (Vec<String>, Vec<String>) = (names(old), names(new));
         let listed = |names: Vec<&String>| {
@@ -330,7 +329,7 @@ fn sections(
             reasons.push(format!("section `{}` changed", new.title()));
             continue;
         }
-        let has_servers = matches!(new.kind, SectionKind::Backend | SectionKind::Listen);
+        let has_servers = new.kind.has_servers();
         if has_servers {
             servers(
                 new.name.as_deref().unwrap_or_default(),
