@@ -407,32 +407,30 @@ impl Candidate<'_> {
             Backing::Slices(slices) => slice_endpoints(slices, problems),
             Backing::Legacy(endpoints) => legacy_endpoints(*endpoints, problems),
         };
-        let mut by_address: BTreeMap<String, Endpoint> = BTreeMap::new();
+        let mut endpoints = Vec::with_capacity(found.len());
         for (object, endpoint) in found {
-            let endpoint = match check_endpoint(endpoint, rules) {
-                Ok(endpoint) => endpoint,
-                Err(reason) => {
-                    problems.push(Problem::part(&object, &reason));
-                    continue;
-                }
-            };
-            match by_address.get_mut(&endpoint.address) {
-                Some(seen) => {
-                    seen.ready |= endpoint.ready;
-                    seen.serving |= endpoint.serving;
-                    seen.terminating &= endpoint.terminating;
-                    for port in endpoint.ports {
-                        if !seen.ports.contains(&port) {
-                            seen.ports.push(port);
-                        }
-                    }
-                }
-                None => {
-                    by_address.insert(endpoint.address.clone(), endpoint);
-                }
+            match check_endpoint(endpoint, rules) {
+                Ok(endpoint) => endpoints.push(endpoint),
+                Err(reason) => problems.push(Problem::part(&object, &reason)),
             }
         }
-        by_address.into_values().collect()
+        // One endpoint per address, sorted by it: the first seen, with what the others add.
+        endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+        endpoints.dedup_by(|later, seen| {
+            if later.address != seen.address {
+                return false;
+            }
+            seen.ready |= later.ready;
+            seen.serving |= later.serving;
+            seen.terminating &= later.terminating;
+            for port in std::mem::take(&mut later.ports) {
+                if !seen.ports.contains(&port) {
+                    seen.ports.push(port);
+                }
+            }
+            true
+        });
+        endpoints
     }
 }
 

@@ -413,12 +413,20 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let mut cache = loaded.servers.lock().unwrap();
         let stripped = cache.stripped(&input);
-        let mut output = self.render_cached(part, loaded, stripped, tls);
+        // The two calls are independent: on a full render, each has every service.
+        let (mut output, ran) = std::thread::scope(|scope| {
+            let rendered = scope.spawn(|| self.render_cached(part, loaded, stripped, tls));
+            let ran = self.place_servers(part, loaded, &mut cache);
+            let rendered = rendered.join();
+            (
+                rendered.unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                ran,
+            )
+        });
         output.services = input.len();
         let Ok(fragment) = output.result else {
             return output;
         };
-        let ran = self.place_servers(part, loaded, &mut cache);
         output.result = ran.and_then(|ran| match (ran, output.took, &cache.last_merged) {
             // Neither part ran: the output is the last one.
             (false, None, Some(last)) => Ok(last.clone()),

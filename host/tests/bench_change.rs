@@ -109,6 +109,15 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values[values.len() / 2]
 }
 
+fn mean(values: &[Duration]) -> Duration {
+    values.iter().sum::<Duration>() / values.len() as u32
+}
+
+/// `d` in milliseconds with one decimal, for the `bench:` lines `scripts/bench-scale.sh` reads.
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
 #[test]
 #[ignore = "a benchmark: run with --ignored --nocapture, in release"]
 fn one_endpoint_change() {
@@ -137,7 +146,7 @@ fn one_endpoint_change() {
         &dir.path().join("haproxy.log"),
     );
     let daemon = Killed(
-        wasmconfd()
+        daemon(dir.path())
             .args([
                 "run",
                 "--allow-loopback-endpoints",
@@ -192,12 +201,17 @@ fn one_endpoint_change() {
         std::thread::sleep(Duration::from_millis(300));
         spent.push(cpu(pid) - cpu_before);
     }
+    let (in_haproxy, written, spent) = (median(in_haproxy), median(written), mean(&spent));
     println!(
-        "{n} services x 3 endpoints, debounce {DEBOUNCE:?}: in HAProxy after {:?}, files checked \
-         and written after {:?} (medians of 10), wasmconfd CPU {:?} per change (mean)",
-        median(in_haproxy),
-        median(written),
-        spent.iter().sum::<Duration>() / spent.len() as u32
+        "{n} services x 3 endpoints, debounce {DEBOUNCE:?}: in HAProxy after {in_haproxy:?}, \
+         files checked and written after {written:?} (medians of 10), wasmconfd CPU {spent:?} \
+         per change (mean)"
+    );
+    println!(
+        "bench: in_haproxy_ms={} written_ms={} cpu_ms={}",
+        ms(in_haproxy),
+        ms(written),
+        ms(spent)
     );
 }
 
@@ -266,11 +280,14 @@ fn one_endpoint_change_without_haproxy() {
         std::thread::sleep(Duration::from_millis(300));
         spent.push(cpu(pid) - cpu_before);
     }
+    let (written, spent, rss) = (median(written), mean(&spent), peak_rss_mib(pid));
     println!(
-        "{n} services x 3 endpoints, debounce {DEBOUNCE:?}, no HAProxy: written after {:?} \
-         (median of 10), wasmconfd CPU {:?} per change (mean), peak RSS {} MiB",
-        median(written),
-        spent.iter().sum::<Duration>() / spent.len() as u32,
-        peak_rss_mib(pid)
+        "{n} services x 3 endpoints, debounce {DEBOUNCE:?}, no HAProxy: written after {written:?} \
+         (median of 10), wasmconfd CPU {spent:?} per change (mean), peak RSS {rss} MiB"
+    );
+    println!(
+        "bench: written_ms={} cpu_ms={} rss_mib={rss}",
+        ms(written),
+        ms(spent)
     );
 }

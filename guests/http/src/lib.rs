@@ -251,12 +251,17 @@ mod tests {
         assert!(take_logs().iter().any(|(_, m)| m.contains("a/b")));
     }
 
-    /// Not a test: this guest's render of 10,000 services x 3 endpoints natively, to compare
-    /// with the same render through Wasm (`host/tests/bench_render.rs`; docs/benchmarks.md).
+    /// Not a test: this guest's render of N services x 3 endpoints (`BENCH_SERVICES`, default
+    /// 10,000) natively, to compare with the same render through Wasm
+    /// (`host/tests/bench_render.rs`; docs/benchmarks.md).
     #[test]
     #[ignore = "a benchmark: cargo test --release -p wasmconfd-guest-http -- --ignored --nocapture"]
-    fn native_render_of_10k_services() {
-        let services: Vec<_> = (0..10_000)
+    fn native_render() {
+        let n: usize = std::env::var("BENCH_SERVICES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let services: Vec<_> = (0..n)
             .map(|i| {
                 let namespace = format!("ns-{}", i % 100);
                 let mut service = service(&namespace, &format!("svc-{i}"), "http")
@@ -278,7 +283,7 @@ mod tests {
                 let took = started.elapsed();
                 assert_eq!(
                     output.sections.len(),
-                    10_002,
+                    n + 2,
                     "frontend, 404 backend and one per service"
                 );
                 took
@@ -286,8 +291,9 @@ mod tests {
             .collect();
         times.sort();
         println!(
-            "native render of 10,000 services: {:?} (median of 7)",
+            "native render of {n} services: {:?} (median of 7)",
             times[3]
         );
+        println!("bench: native_ms={:.1}", times[3].as_secs_f64() * 1000.0);
     }
 }

@@ -131,7 +131,11 @@ pub fn read_snapshot(path: &Path) -> Result<(Objects, Vec<Problem>), SnapshotErr
 pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), (&'static str, String)> {
     let json = text.trim_start().starts_with(['{', '[']);
     let format = if json { "JSON" } else { "YAML" };
-    let depth = nesting_depth(text, json);
+    let depth = if json {
+        json_depth(text)
+    } else {
+        yaml_flow_depth(text)
+    };
     if depth > MAX_DEPTH {
         return Err((
             format,
@@ -148,9 +152,7 @@ pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), (&'static s
                 serde_json::from_str(document.get()).map_err(|e| (format, e.to_string()))?;
             match parsed.items {
                 Some(items) if parsed.kind.ends_with("List") => {
-                    for item in items {
-                        objects.add_json(item, &mut problems);
-                    }
+                    objects.add_all_json(&items, &mut problems)
                 }
                 _ => objects.add_json(document, &mut problems),
             }
@@ -205,11 +207,37 @@ struct HeaderMeta {
     name: Option<String>,
 }
 
-/// How deep `text` nests: exactly for JSON (brackets outside strings); for YAML, its flow
-/// collections (`[`, `{` where a value starts, outside quoted strings, comments and block
-/// scalars), which is where a YAML parser's time goes. Block nesting costs the parser nothing
-/// and is bounded by its recursion limit.
-fn nesting_depth(text: &str, json: bool) -> usize {
+/// How deep JSON `text` nests: its brackets outside strings.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// How deep YAML `text` nests in flow collections (`[`, `{` where a value starts, outside
+/// quoted strings, comments and block scalars), which is where a YAML parser's time goes. Block
+/// nesting costs the parser nothing and is bounded by its recursion limit.
+fn yaml_flow_depth(text: &str) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
     let mut quote: Option<u8> = None;
     // YAML: inside a block scalar (`|`, `>`), the indentation its lines are deeper than.
@@ -241,15 +269,15 @@ fn nesting_depth(text: &str, json: bool) -> usize {
                     continue;
                 }
                 b'"' if value_starts => quote = Some(b),
-                b'\'' if value_starts && !json => quote = Some(b),
-                b'#' if after_space && !json => break,
-                b'[' | b'{' if json || depth > 0 || value_starts => {
+                b'\'' if value_starts => quote = Some(b),
+                b'#' if after_space => break,
+                b'[' | b'{' if depth > 0 || value_starts => {
                     depth += 1;
                     deepest = deepest.max(depth);
                     next_value_starts = true;
                 }
-                b']' | b'}' if json || depth > 0 => depth = depth.saturating_sub(1),
-                b'|' | b'>' if value_starts && depth == 0 && !json => {
+                b']' | b'}' if depth > 0 => depth = depth.saturating_sub(1),
+                b'|' | b'>' if value_starts && depth == 0 => {
                     block_scalar = Some(indent);
                     break;
                 }
@@ -311,6 +339,41 @@ impl Objects {
             _ => header.ignore(),
         }
         Ok(())
+    }
+
+    /// Add the objects of a JSON list in order, reading them on as many threads as there are
+    /// cores (up to 4): reading is most of a full render's time at scale.
+    fn add_all_json(&mut self, items: &[&RawValue], problems: &mut Vec<Problem>) {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let read = |items: &[&RawValue]| {
+            let mut read = (Objects::default(), Vec::new());
+            for item in items {
+                read.0.add_json(item, &mut read.1);
+            }
+            read
+        };
+        let parts = std::thread::scope(|scope| {
+            let chunks = items.chunks(items.len().div_ceil(threads).max(1000));
+            let threads: Vec<_> = chunks
+                .map(|chunk| scope.spawn(move || read(chunk)))
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Vec<_>>()
+        });
+        for (objects, more_problems) in parts {
+            self.services.extend(objects.services);
+            self.endpoint_slices.extend(objects.endpoint_slices);
+            self.endpoints.extend(objects.endpoints);
+            self.namespaces.extend(objects.namespaces);
+            self.secrets.extend(objects.secrets);
+            problems.extend(more_problems);
+        }
     }
 
     /// Add one object read from JSON, straight into its Kubernetes type; other kinds are
@@ -399,6 +462,37 @@ mod tests {
     }
 
     #[test]
+    fn a_long_list_is_read_in_order_with_its_problems() {
+        let items: Vec<String> = (0..2500)
+            .map(|i| {
+                let port = if i == 1700 { r#""eighty""# } else { "80" };
+                format!(
+                    r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "s{i}", "namespace": "ns"}}, "spec": {{"ports": [{{"port": {port}}}]}}}}"#
+                )
+            })
+            .collect();
+        let list = format!(r#"{{"kind": "List", "items": [{}]}}"#, items.join(","));
+        let (objects, problems) = parse_snapshot(&list).unwrap();
+        let names: Vec<String> = objects
+            .services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..2500)
+            .filter(|&i| i != 1700)
+            .map(|i| format!("s{i}"))
+            .collect();
+        assert_eq!(names, expected);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].object, "Service ns/s1700");
+    }
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings() {
+        assert_eq!(json_depth(r#"{"a": "[[{\"[", "b": [[1]], "c": "\\"}"#), 3);
+    }
+
+    #[test]
     fn a_malformed_object_is_a_problem_naming_it_and_the_rest_is_read() {
         let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: ns}\nspec: {ports: [{port: eighty}]}\n---\n\
                     apiVersion: v1\nkind: Service\nmetadata: {name: good}\n";
@@ -464,6 +558,6 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let annotations = objects.services[0].metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations["block"], format!("{brackets}\n\"\n"));
-        assert_eq!(nesting_depth(&yaml, false), 3);
+        assert_eq!(yaml_flow_depth(&yaml), 3);
     }
 }
