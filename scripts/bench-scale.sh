@@ -93,7 +93,7 @@ gnuplot <<EOF
 set terminal pngcairo size 1200,480 font ",10"
 set output "$out/scale.png"
 set datafile separator tab
-set key autotitle columnhead top left
+set key below
 set logscale xy
 set xlabel "services (x 3 endpoints)"
 set grid
