@@ -138,17 +138,18 @@ impl Model {
             self.rules = Some(rules.clone());
         }
         let mut previous = std::mem::take(&mut self.built);
+        self.built.reserve(previous.len());
         let mut problems = Vec::new();
         let mut services = Vec::new();
         for candidate in candidates(objects) {
-            let key = candidate.sources.key();
+            let key = candidate.key();
             let built = match previous.remove(&key) {
-                Some(built) if built.sources.same(&candidate.sources) => built,
+                Some(built) if built.sources.same(&candidate) => built,
                 _ => {
                     let mut found = Vec::new();
                     let service = candidate.to_service(rules, &mut found);
                     Built {
-                        sources: candidate.sources.clone(),
+                        sources: candidate.sources(),
                         service: service.map(|s| s.map(Arc::new)),
                         problems: found,
                     }
@@ -178,30 +179,18 @@ struct Sources {
 }
 
 impl Sources {
-    /// The address of the Service, or of the Endpoints object of a candidate without one.
-    fn key(&self) -> usize {
-        match (&self.service, &self.endpoints) {
-            (Some(service), _) => Arc::as_ptr(service) as usize,
-            (None, Some(endpoints)) => Arc::as_ptr(endpoints) as usize,
-            (None, None) => unreachable!("a candidate has a Service or an Endpoints object"),
-        }
-    }
-
-    fn same(&self, other: &Sources) -> bool {
-        fn same_object<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    /// Whether `candidate` is made of these very objects.
+    fn same(&self, candidate: &Candidate) -> bool {
+        fn same_object<T>(a: &Option<Arc<T>>, b: Option<&Arc<T>>) -> bool {
             match (a, b) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (a, b) => a.is_none() && b.is_none(),
             }
         }
-        same_object(&self.service, &other.service)
-            && same_object(&self.endpoints, &other.endpoints)
-            && self.slices.len() == other.slices.len()
-            && self
-                .slices
-                .iter()
-                .zip(&other.slices)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+        same_object(&self.service, candidate.service)
+            && same_object(&self.endpoints, candidate.endpoints)
+            && self.slices.len() == candidate.slices.len()
+            && (self.slices.iter().zip(&candidate.slices)).all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
@@ -227,25 +216,12 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
     let mut candidates = Vec::new();
     for service in &objects.services {
         let key = (namespace(&service.metadata), name(&service.metadata));
-        let endpoints = legacy.remove(&key);
-        let slices = slices.remove(&key).unwrap_or_default();
-        let backing = if slices.is_empty() {
-            Backing::Legacy(endpoints.map(Arc::as_ref))
-        } else {
-            Backing::Slices(slices.iter().map(|&s| s.as_ref()).collect())
-        };
         candidates.push(Candidate {
             kind: "Service",
             meta: &service.metadata,
-            // python-confd annotated Endpoints objects: their keys count where the Service has none.
-            extra: endpoints.map(|e| &e.metadata),
-            service: Some(service.as_ref()),
-            backing,
-            sources: Sources {
-                service: Some(service.clone()),
-                endpoints: endpoints.cloned(),
-                slices: slices.into_iter().cloned().collect(),
-            },
+            service: Some(service),
+            endpoints: legacy.remove(&key),
+            slices: slices.remove(&key).unwrap_or_default(),
         });
     }
     // The legacy Endpoints objects left have no Service.
@@ -255,38 +231,45 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
             candidates.push(Candidate {
                 kind: "Endpoints",
                 meta: &endpoints.metadata,
-                extra: None,
                 service: None,
-                backing: Backing::Legacy(Some(endpoints.as_ref())),
-                sources: Sources {
-                    service: None,
-                    endpoints: Some(endpoints.clone()),
-                    slices: Vec::new(),
-                },
+                endpoints: Some(endpoints),
+                slices: Vec::new(),
             });
         }
     }
     candidates
 }
 
-/// Where a service's endpoints come from: its EndpointSlices when it has any, else its legacy
-/// Endpoints object (the same addresses, so never both).
-enum Backing<'a> {
-    Slices(Vec<&'a discovery::EndpointSlice>),
-    Legacy(Option<&'a core::Endpoints>),
-}
-
 struct Candidate<'a> {
     kind: &'static str,
     meta: &'a ObjectMeta,
-    extra: Option<&'a ObjectMeta>,
     /// The Service, unless this is a legacy Endpoints object without one.
-    service: Option<&'a core::Service>,
-    backing: Backing<'a>,
-    sources: Sources,
+    service: Option<&'a Arc<core::Service>>,
+    /// The legacy Endpoints object of the same name. Its endpoints count when the Service has
+    /// no EndpointSlice (they list the same addresses, so never both); python-confd annotated
+    /// these objects, so their annotations count where the Service has none.
+    endpoints: Option<&'a Arc<core::Endpoints>>,
+    slices: Vec<&'a Arc<discovery::EndpointSlice>>,
 }
 
 impl Candidate<'_> {
+    /// The address of the Service, or of the Endpoints object of a candidate without one.
+    fn key(&self) -> usize {
+        match (self.service, self.endpoints) {
+            (Some(service), _) => Arc::as_ptr(service) as usize,
+            (None, Some(endpoints)) => Arc::as_ptr(endpoints) as usize,
+            (None, None) => unreachable!("a candidate has a Service or an Endpoints object"),
+        }
+    }
+
+    fn sources(&self) -> Sources {
+        Sources {
+            service: self.service.cloned(),
+            endpoints: self.endpoints.cloned(),
+            slices: self.slices.iter().map(|&s| s.clone()).collect(),
+        }
+    }
+
     fn id(&self) -> String {
         format!("{} {}/{}", self.kind, namespace(self.meta), name(self.meta))
     }
@@ -294,7 +277,8 @@ impl Candidate<'_> {
     /// The annotations: the object's own, then the legacy Endpoints' for keys it lacks.
     fn annotations(&self) -> BTreeMap<String, String> {
         let mut all = BTreeMap::new();
-        for meta in self.extra.into_iter().chain([self.meta]) {
+        let extra = self.service.and(self.endpoints).map(|e| &e.metadata);
+        for meta in extra.into_iter().chain([self.meta]) {
             all.extend(meta.annotations.clone().unwrap_or_default());
         }
         all.remove(LAST_APPLIED);
@@ -403,9 +387,10 @@ impl Candidate<'_> {
     /// Every valid endpoint, one per address (ports merged, ready if ready anywhere), sorted by
     /// address. An invalid endpoint or port is left out with a problem naming its object.
     fn endpoints(&self, rules: &Rules, problems: &mut Vec<Problem>) -> Vec<Endpoint> {
-        let found = match &self.backing {
-            Backing::Slices(slices) => slice_endpoints(slices, problems),
-            Backing::Legacy(endpoints) => legacy_endpoints(*endpoints, problems),
+        let found = if self.slices.is_empty() {
+            legacy_endpoints(self.endpoints.map(Arc::as_ref), problems)
+        } else {
+            slice_endpoints(&self.slices, problems)
         };
         let mut endpoints = Vec::with_capacity(found.len());
         for (object, endpoint) in found {
@@ -436,7 +421,7 @@ impl Candidate<'_> {
 
 /// Every endpoint address of `slices` (but FQDN ones), unchecked, with the slice it is in.
 fn slice_endpoints(
-    slices: &[&discovery::EndpointSlice],
+    slices: &[&Arc<discovery::EndpointSlice>],
     problems: &mut Vec<Problem>,
 ) -> Vec<(String, Endpoint)> {
     let mut found = Vec::new();

@@ -10,6 +10,7 @@ pub mod watch;
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kubernetes::Slim;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::Path;
@@ -319,26 +320,20 @@ impl Objects {
     /// Add one object read from YAML; other kinds are ignored.
     fn add(&mut self, item: serde_json::Value) -> Result<(), Problem> {
         let header = Header::deserialize(&item).unwrap_or_default();
-        let invalid = |e: serde_json::Error| header.problem(e);
-        match (header.api_version.as_str(), header.kind.as_str()) {
-            ("v1", "Service") => self
-                .services
-                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
-            ("v1", "Endpoints") => self
-                .endpoints
-                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
-            ("discovery.k8s.io/v1", "EndpointSlice") => self
-                .endpoint_slices
-                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
-            ("v1", "Namespace") => self
-                .namespaces
-                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
-            ("v1", "Secret") => self
-                .secrets
-                .push(Arc::new(serde_json::from_value(item).map_err(invalid)?)),
-            _ => header.ignore(),
-        }
-        Ok(())
+        let result = match (header.api_version.as_str(), header.kind.as_str()) {
+            ("v1", "Service") => push(&mut self.services, serde_json::from_value(item)),
+            ("v1", "Endpoints") => push(&mut self.endpoints, serde_json::from_value(item)),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                push(&mut self.endpoint_slices, serde_json::from_value(item))
+            }
+            ("v1", "Namespace") => push(&mut self.namespaces, serde_json::from_value(item)),
+            ("v1", "Secret") => push(&mut self.secrets, serde_json::from_value(item)),
+            _ => {
+                header.ignore();
+                Ok(())
+            }
+        };
+        result.map_err(|e| header.problem(e))
     }
 
     /// Add the objects of a JSON list in order, reading them on as many threads as there are
@@ -383,22 +378,15 @@ impl Objects {
             Ok(header) => header,
             Err(error) => return problems.push(Header::default().problem(error)),
         };
+        let text = item.get();
         let result = match (header.api_version.as_str(), header.kind.as_str()) {
-            ("v1", "Service") => {
-                serde_json::from_str(item.get()).map(|o| self.services.push(Arc::new(o)))
-            }
-            ("v1", "Endpoints") => {
-                serde_json::from_str(item.get()).map(|o| self.endpoints.push(Arc::new(o)))
-            }
+            ("v1", "Service") => push(&mut self.services, serde_json::from_str(text)),
+            ("v1", "Endpoints") => push(&mut self.endpoints, serde_json::from_str(text)),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                serde_json::from_str(item.get()).map(|o| self.endpoint_slices.push(Arc::new(o)))
+                push(&mut self.endpoint_slices, serde_json::from_str(text))
             }
-            ("v1", "Namespace") => {
-                serde_json::from_str(item.get()).map(|o| self.namespaces.push(Arc::new(o)))
-            }
-            ("v1", "Secret") => {
-                serde_json::from_str(item.get()).map(|o| self.secrets.push(Arc::new(o)))
-            }
+            ("v1", "Namespace") => push(&mut self.namespaces, serde_json::from_str(text)),
+            ("v1", "Secret") => push(&mut self.secrets, serde_json::from_str(text)),
             _ => {
                 header.ignore();
                 Ok(())
@@ -408,6 +396,17 @@ impl Objects {
             problems.push(header.problem(error));
         }
     }
+}
+
+/// `read`, slimmed, onto `objects`.
+fn push<K: Slim>(
+    objects: &mut Vec<Arc<K>>,
+    read: Result<K, serde_json::Error>,
+) -> Result<(), serde_json::Error> {
+    let mut object = read?;
+    object.slim();
+    objects.push(Arc::new(object));
+    Ok(())
 }
 
 impl Header {

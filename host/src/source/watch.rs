@@ -3,7 +3,7 @@
 //! another API server. A re-list replaces a cache whole when it completes.
 
 use super::Objects;
-use super::kubernetes::{Connection, strip};
+use super::kubernetes::{Connection, Slim};
 use crate::status::Status;
 use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
@@ -277,7 +277,7 @@ fn watch<K>(
     apply: fn(&mut Caches, watcher::Event<K>),
 ) -> BoxStream<'static, Result<bool, Failure>>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Slim + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
 {
     let caches = caches.clone();
@@ -290,7 +290,7 @@ where
                 tokio::time::sleep(wait).await;
                 let item = match events.next().await? {
                     Ok(event) => {
-                        let event = event.modify(|object| strip(object.meta_mut()));
+                        let event = event.modify(Slim::slim);
                         let answered = !matches!(event, watcher::Event::Init);
                         if answered {
                             failures = 0;
