@@ -64,6 +64,9 @@ fn key<T>(item: &Arc<T>) -> usize {
 pub struct Written {
     sections: foldhash::HashMap<usize, WrittenSection>,
     maps: foldhash::HashMap<usize, WrittenMap>,
+    /// The length of the last text, and how many origins it had: room made at once.
+    config_len: usize,
+    origins: usize,
 }
 
 struct WrittenSection {
@@ -135,9 +138,13 @@ pub fn assemble_with(
     outputs: &[(&Part, Output)],
     written: &mut Written,
 ) -> Result<Assembled, AssembleError> {
+    let before = std::mem::take(&mut written.sections);
     let mut text = Text {
-        before: std::mem::take(&mut written.sections),
-        ..Text::default()
+        buf: String::with_capacity(written.config_len),
+        origins: Vec::with_capacity(written.origins),
+        now: foldhash::HashMap::with_capacity_and_hasher(before.len(), Default::default()),
+        before,
+        lines: 0,
     };
     let mut maps_before = std::mem::take(&mut written.maps);
     text.push("# Written by wasmconfd. Changes made here are overwritten.\n");
@@ -188,6 +195,7 @@ pub fn assemble_with(
     }
     maps.sort();
     written.sections = text.now;
+    (written.config_len, written.origins) = (text.buf.len(), text.origins.len());
     Ok(Assembled {
         config: text.buf,
         maps: maps
@@ -238,7 +246,6 @@ fn map_contents(map: &MapFile) -> Result<String, String> {
 
 /// Configuration text that knows how many lines it has, and which part (and section) wrote
 /// them.
-#[derive(Default)]
 struct Text {
     buf: String,
     lines: usize,

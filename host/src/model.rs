@@ -140,7 +140,7 @@ impl Model {
         let mut previous = std::mem::take(&mut self.built);
         self.built.reserve(previous.len());
         let mut problems = Vec::new();
-        let mut services = Vec::new();
+        let mut services = Vec::with_capacity(previous.len());
         for candidate in candidates(objects) {
             let key = candidate.key();
             let built = match previous.remove(&key) {
@@ -197,7 +197,7 @@ impl Sources {
 /// Every Service with what backs it, and every legacy Endpoints object without a Service.
 fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
     let mut slices: foldhash::HashMap<(&str, &str), Vec<&Arc<discovery::EndpointSlice>>> =
-        foldhash::HashMap::default();
+        foldhash::HashMap::with_capacity_and_hasher(objects.services.len(), Default::default());
     for slice in &objects.endpoint_slices {
         let labels = slice.metadata.labels.as_ref();
         if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
@@ -213,7 +213,7 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
         .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e))
         .collect();
 
-    let mut candidates = Vec::new();
+    let mut candidates = Vec::with_capacity(objects.services.len());
     for service in &objects.services {
         let key = (namespace(&service.metadata), name(&service.metadata));
         candidates.push(Candidate {
