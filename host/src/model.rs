@@ -120,6 +120,49 @@ pub struct Model {
     rules: Option<Rules>,
     /// By the address of each candidate's first object.
     built: HashMap<usize, Built, foldhash::fast::RandomState>,
+    conflicts: Option<Conflicts>,
+}
+
+/// The last resolution of domain conflicts: which of the services given were kept, and the
+/// problems of the others. It holds while every service claims what it claimed then.
+struct Conflicts {
+    given: Vec<Arc<Service>>,
+    kept: Vec<bool>,
+    problems: Vec<Problem>,
+}
+
+impl Conflicts {
+    fn holds_for(&self, services: &[Arc<Service>]) -> bool {
+        self.given.len() == services.len()
+            && (self.given.iter().zip(services))
+                .all(|(a, b)| Arc::ptr_eq(a, b) || same_claims(a, b))
+    }
+}
+
+/// Whether `a` and `b` are the same service claiming the same domains, as old as each other.
+fn same_claims(a: &Service, b: &Service) -> bool {
+    (
+        &a.namespace,
+        &a.name,
+        &a.proto,
+        &a.domains,
+        a.creation_time,
+        path_of(a),
+    ) == (
+        &b.namespace,
+        &b.name,
+        &b.proto,
+        &b.domains,
+        b.creation_time,
+        path_of(b),
+    )
+}
+
+/// The service's path annotation, or "".
+fn path_of(service: &Service) -> &str {
+    (service.annotations.iter())
+        .find(|(k, _)| k == PATH)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 /// What one candidate became, and the objects it was made of.
@@ -163,7 +206,27 @@ impl Model {
             }
             self.built.insert(key, built);
         }
-        let mut services = resolve_domain_conflicts(services, &mut problems);
+        let conflicts = match self.conflicts.take() {
+            Some(last) if last.holds_for(&services) => Conflicts {
+                given: services,
+                ..last
+            },
+            _ => {
+                let mut problems = Vec::new();
+                let kept = resolve_domain_conflicts(&services, &mut problems);
+                Conflicts {
+                    given: services,
+                    kept,
+                    problems,
+                }
+            }
+        };
+        problems.extend(conflicts.problems.iter().cloned());
+        let mut services: Vec<Arc<Service>> = (conflicts.given.iter().zip(&conflicts.kept))
+            .filter(|(_, kept)| **kept)
+            .map(|(service, _)| service.clone())
+            .collect();
+        self.conflicts = Some(conflicts);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         (services, problems)
     }
@@ -756,22 +819,19 @@ fn default_port(ports: &[ServicePort], proto: &str) -> Option<String> {
 }
 
 /// The oldest service keeps a (proto, domain, path); a younger one claiming it is skipped whole.
-fn resolve_domain_conflicts(
-    mut services: Vec<Arc<Service>>,
-    problems: &mut Vec<Problem>,
-) -> Vec<Arc<Service>> {
-    services.sort_by(|a, b| {
+/// Which of `services` are kept.
+fn resolve_domain_conflicts(services: &[Arc<Service>], problems: &mut Vec<Problem>) -> Vec<bool> {
+    let mut by_age: Vec<usize> = (0..services.len()).collect();
+    by_age.sort_by(|&a, &b| {
+        let (a, b) = (&services[a], &services[b]);
         let age = |s: &Service| s.creation_time.unwrap_or(i64::MAX);
         (age(a), &a.namespace, &a.name).cmp(&(age(b), &b.namespace, &b.name))
     });
     let mut owners: foldhash::HashMap<(&str, &str, &str), &Service> = foldhash::HashMap::default();
-    let mut kept = Vec::with_capacity(services.len());
-    for service in &services {
-        let path = service
-            .annotations
-            .iter()
-            .find(|(k, _)| k == PATH)
-            .map_or("", |(_, v)| v.as_str());
+    let mut kept = vec![true; services.len()];
+    for i in by_age {
+        let service = &services[i];
+        let path = path_of(service);
         let proto = service.proto.as_str();
         let taken = service
             .domains
@@ -791,12 +851,12 @@ fn resolve_domain_conflicts(
                     service.proto, owner.namespace, owner.name
                 ),
             ));
+            kept[i] = false;
             continue;
         }
         for domain in &service.domains {
             owners.insert((proto, domain, path), service);
         }
-        kept.push(service.clone());
     }
     kept
 }

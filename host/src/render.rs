@@ -144,42 +144,69 @@ struct ServersEntry {
     placements: Option<Result<Arc<[Placement]>, String>>,
 }
 
+impl ServersEntry {
+    /// A service not yet asked for its servers.
+    fn new(service: &Arc<Service>) -> ServersEntry {
+        ServersEntry {
+            service: service.clone(),
+            stripped: Arc::new(Service {
+                endpoints: Vec::new(),
+                ..Service::clone(service)
+            }),
+            placements: None,
+        }
+    }
+}
+
 impl ServersCache {
     /// Make the entries those of `input`, keeping the entries of the services that did not
     /// change (the same object, as the daemon's kept model gives, or an equal one); `input`
     /// without endpoints.
     fn stripped(&mut self, input: &[Arc<Service>]) -> Vec<Arc<Service>> {
-        let mut before: Vec<Option<ServersEntry>> = std::mem::take(&mut self.entries)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let services: Vec<Arc<Service>> = before
-            .iter()
-            .flatten()
-            .map(|entry| entry.service.clone())
-            .collect();
-        let index: foldhash::HashMap<(&str, &str), usize> = services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ((s.namespace.as_str(), s.name.as_str()), i))
-            .collect();
-        self.entries = input
-            .iter()
-            .map(|service| {
-                let key = (service.namespace.as_str(), service.name.as_str());
-                match index.get(&key).and_then(|&i| before[i].take()) {
-                    Some(entry) if entry.service == *service => entry,
-                    _ => ServersEntry {
-                        service: service.clone(),
-                        stripped: Arc::new(Service {
-                            endpoints: Vec::new(),
-                            ..Service::clone(service)
-                        }),
-                        placements: None,
-                    },
-                }
-            })
-            .collect();
+        let before = std::mem::take(&mut self.entries);
+        let kept = |entry: ServersEntry, service: &Arc<Service>| {
+            if entry.service == *service {
+                entry
+            } else {
+                ServersEntry::new(service)
+            }
+        };
+        // Mostly the same services in the same order: compared in step, by pointer first.
+        let same_service = |entry: &ServersEntry, service: &Arc<Service>| {
+            Arc::ptr_eq(&entry.service, service)
+                || (&entry.service.namespace, &entry.service.name)
+                    == (&service.namespace, &service.name)
+        };
+        if before.len() == input.len() && before.iter().zip(input).all(|(e, s)| same_service(e, s))
+        {
+            self.entries = before
+                .into_iter()
+                .zip(input)
+                .map(|(e, s)| kept(e, s))
+                .collect();
+        } else {
+            let mut before: Vec<Option<ServersEntry>> = before.into_iter().map(Some).collect();
+            let services: Vec<Arc<Service>> = before
+                .iter()
+                .flatten()
+                .map(|entry| entry.service.clone())
+                .collect();
+            let index: foldhash::HashMap<(&str, &str), usize> = services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ((s.namespace.as_str(), s.name.as_str()), i))
+                .collect();
+            self.entries = input
+                .iter()
+                .map(|service| {
+                    let key = (service.namespace.as_str(), service.name.as_str());
+                    match index.get(&key).and_then(|&i| before[i].take()) {
+                        Some(entry) => kept(entry, service),
+                        None => ServersEntry::new(service),
+                    }
+                })
+                .collect();
+        }
         self.entries.iter().map(|e| e.stripped.clone()).collect()
     }
 }
