@@ -1,4 +1,5 @@
-//! `wasmconfd snapshot`: save what `run` would read, for offline renders.
+//! `wasmconfd snapshot`: save what `run` would read, for offline renders: the objects as
+//! `run` keeps them (see [`crate::source::kubernetes::Slim`]), not whole.
 
 use super::args::KubernetesArgs;
 use crate::source;
