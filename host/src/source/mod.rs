@@ -320,20 +320,7 @@ impl Objects {
     /// Add one object read from YAML; other kinds are ignored.
     fn add(&mut self, item: serde_json::Value) -> Result<(), Problem> {
         let header = Header::deserialize(&item).unwrap_or_default();
-        let result = match (header.api_version.as_str(), header.kind.as_str()) {
-            ("v1", "Service") => push(&mut self.services, serde_json::from_value(item)),
-            ("v1", "Endpoints") => push(&mut self.endpoints, serde_json::from_value(item)),
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                push(&mut self.endpoint_slices, serde_json::from_value(item))
-            }
-            ("v1", "Namespace") => push(&mut self.namespaces, serde_json::from_value(item)),
-            ("v1", "Secret") => push(&mut self.secrets, serde_json::from_value(item)),
-            _ => {
-                header.ignore();
-                Ok(())
-            }
-        };
-        result.map_err(|e| header.problem(e))
+        self.add_kind(&header, item).map_err(|e| header.problem(e))
     }
 
     /// Add the objects of a JSON list in order, reading them on as many threads as there are
@@ -378,32 +365,38 @@ impl Objects {
             Ok(header) => header,
             Err(error) => return problems.push(Header::default().problem(error)),
         };
-        let text = item.get();
-        let result = match (header.api_version.as_str(), header.kind.as_str()) {
-            ("v1", "Service") => push(&mut self.services, serde_json::from_str(text)),
-            ("v1", "Endpoints") => push(&mut self.endpoints, serde_json::from_str(text)),
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                push(&mut self.endpoint_slices, serde_json::from_str(text))
-            }
-            ("v1", "Namespace") => push(&mut self.namespaces, serde_json::from_str(text)),
-            ("v1", "Secret") => push(&mut self.secrets, serde_json::from_str(text)),
+        let object = &mut serde_json::Deserializer::from_str(item.get());
+        if let Err(error) = self.add_kind(&header, object) {
+            problems.push(header.problem(error));
+        }
+    }
+
+    /// Add `object`, slimmed, if `header` says it is of a kind read; other kinds are ignored.
+    fn add_kind<'de, D>(&mut self, header: &Header, object: D) -> Result<(), serde_json::Error>
+    where
+        D: serde::Deserializer<'de, Error = serde_json::Error>,
+    {
+        match (header.api_version.as_str(), header.kind.as_str()) {
+            ("v1", "Service") => push(&mut self.services, object),
+            ("v1", "Endpoints") => push(&mut self.endpoints, object),
+            ("discovery.k8s.io/v1", "EndpointSlice") => push(&mut self.endpoint_slices, object),
+            ("v1", "Namespace") => push(&mut self.namespaces, object),
+            ("v1", "Secret") => push(&mut self.secrets, object),
             _ => {
                 header.ignore();
                 Ok(())
             }
-        };
-        if let Err(error) = result {
-            problems.push(header.problem(error));
         }
     }
 }
 
-/// `read`, slimmed, onto `objects`.
-fn push<K: Slim>(
-    objects: &mut Vec<Arc<K>>,
-    read: Result<K, serde_json::Error>,
-) -> Result<(), serde_json::Error> {
-    let mut object = read?;
+/// `object`, read and slimmed, onto `objects`.
+fn push<'de, K, D>(objects: &mut Vec<Arc<K>>, object: D) -> Result<(), serde_json::Error>
+where
+    K: Slim + Deserialize<'de>,
+    D: serde::Deserializer<'de, Error = serde_json::Error>,
+{
+    let mut object = K::deserialize(object)?;
     object.slim();
     objects.push(Arc::new(object));
     Ok(())
