@@ -5,10 +5,8 @@
 //! an object that fails is skipped with a [`Problem`] that names it, and the rest renders.
 
 use crate::bindings::{Endpoint, EndpointPort, Protocol, Service, ServicePort};
+use crate::source::compact::{self, Meta};
 use crate::source::{LAST_APPLIED, Objects, Problem};
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -101,7 +99,8 @@ pub fn namespace_labels(objects: &Objects) -> NamespaceLabels {
         .iter()
         .map(|ns| {
             let labels = ns.metadata.labels.clone().unwrap_or_default();
-            (name(&ns.metadata).to_string(), labels.into_iter().collect())
+            let name = ns.metadata.name.clone().unwrap_or_default();
+            (name, labels.into_iter().collect())
         })
         .collect()
 }
@@ -236,9 +235,9 @@ impl Model {
 /// so the same addresses mean the same objects.
 #[derive(Clone)]
 struct Sources {
-    service: Option<Arc<core::Service>>,
-    endpoints: Option<Arc<core::Endpoints>>,
-    slices: Vec<Arc<discovery::EndpointSlice>>,
+    service: Option<Arc<compact::Service>>,
+    endpoints: Option<Arc<compact::Endpoints>>,
+    slices: Vec<Arc<compact::EndpointSlice>>,
 }
 
 impl Sources {
@@ -259,29 +258,28 @@ impl Sources {
 
 /// Every Service with what backs it, and every legacy Endpoints object without a Service.
 fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
-    let mut slices: foldhash::HashMap<(&str, &str), Vec<&Arc<discovery::EndpointSlice>>> =
+    let mut slices: foldhash::HashMap<(&str, &str), Vec<&Arc<compact::EndpointSlice>>> =
         foldhash::HashMap::with_capacity_and_hasher(objects.services.len(), Default::default());
     for slice in &objects.endpoint_slices {
-        let labels = slice.metadata.labels.as_ref();
-        if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+        if let Some(service) = slice.meta.labels.get(SERVICE_NAME_LABEL) {
             slices
-                .entry((namespace(&slice.metadata), service))
+                .entry((namespace(&slice.meta), service))
                 .or_default()
                 .push(slice);
         }
     }
-    let mut legacy: foldhash::HashMap<(&str, &str), &Arc<core::Endpoints>> = objects
+    let mut legacy: foldhash::HashMap<(&str, &str), &Arc<compact::Endpoints>> = objects
         .endpoints
         .iter()
-        .map(|e| ((namespace(&e.metadata), name(&e.metadata)), e))
+        .map(|e| ((namespace(&e.meta), name(&e.meta)), e))
         .collect();
 
     let mut candidates = Vec::with_capacity(objects.services.len());
     for service in &objects.services {
-        let key = (namespace(&service.metadata), name(&service.metadata));
+        let key = (namespace(&service.meta), name(&service.meta));
         candidates.push(Candidate {
             kind: "Service",
-            meta: &service.metadata,
+            meta: &service.meta,
             service: Some(service),
             endpoints: legacy.remove(&key),
             slices: slices.remove(&key).unwrap_or_default(),
@@ -289,11 +287,11 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
     }
     // The legacy Endpoints objects left have no Service.
     for endpoints in &objects.endpoints {
-        let key = (namespace(&endpoints.metadata), name(&endpoints.metadata));
+        let key = (namespace(&endpoints.meta), name(&endpoints.meta));
         if legacy.contains_key(&key) {
             candidates.push(Candidate {
                 kind: "Endpoints",
-                meta: &endpoints.metadata,
+                meta: &endpoints.meta,
                 service: None,
                 endpoints: Some(endpoints),
                 slices: Vec::new(),
@@ -305,14 +303,14 @@ fn candidates(objects: &Objects) -> Vec<Candidate<'_>> {
 
 struct Candidate<'a> {
     kind: &'static str,
-    meta: &'a ObjectMeta,
+    meta: &'a Meta,
     /// The Service, unless this is a legacy Endpoints object without one.
-    service: Option<&'a Arc<core::Service>>,
+    service: Option<&'a Arc<compact::Service>>,
     /// The legacy Endpoints object of the same name. Its endpoints count when the Service has
     /// no EndpointSlice (they list the same addresses, so never both); python-confd annotated
     /// these objects, so their annotations count where the Service has none.
-    endpoints: Option<&'a Arc<core::Endpoints>>,
-    slices: Vec<&'a Arc<discovery::EndpointSlice>>,
+    endpoints: Option<&'a Arc<compact::Endpoints>>,
+    slices: Vec<&'a Arc<compact::EndpointSlice>>,
 }
 
 impl Candidate<'_> {
@@ -340,9 +338,10 @@ impl Candidate<'_> {
     /// The annotations: the object's own, then the legacy Endpoints' for keys it lacks.
     fn annotations(&self) -> BTreeMap<String, String> {
         let mut all = BTreeMap::new();
-        let extra = self.service.and(self.endpoints).map(|e| &e.metadata);
+        let extra = self.service.and(self.endpoints).map(|e| &e.meta);
         for meta in extra.into_iter().chain([self.meta]) {
-            all.extend(meta.annotations.clone().unwrap_or_default());
+            let annotations = meta.annotations.iter();
+            all.extend(annotations.map(|(k, v)| (k.to_string(), v.to_string())));
         }
         all.remove(LAST_APPLIED);
         all
@@ -398,7 +397,7 @@ impl Candidate<'_> {
 
         let mut endpoints = self.endpoints(rules, problems);
         let (ports, port) = self.ports(annotations.get(PORT), proto, &mut endpoints, problems)?;
-        let labels = self.meta.labels.clone().unwrap_or_default();
+        let labels = self.meta.labels.iter();
         Ok(Some(Service {
             namespace: namespace(self.meta).to_string(),
             name: name(self.meta).to_string(),
@@ -409,12 +408,10 @@ impl Candidate<'_> {
             listen_port,
             endpoints,
             annotations: annotations.into_iter().collect(),
-            labels: labels.into_iter().collect(),
-            creation_time: self
-                .meta
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second()),
+            labels: labels
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            creation_time: self.meta.created.as_ref().map(|t| t.0.as_second()),
         }))
     }
 
@@ -484,36 +481,36 @@ impl Candidate<'_> {
 
 /// Every endpoint address of `slices` (but FQDN ones), unchecked, with the slice it is in.
 fn slice_endpoints(
-    slices: &[&Arc<discovery::EndpointSlice>],
+    slices: &[&Arc<compact::EndpointSlice>],
     problems: &mut Vec<Problem>,
 ) -> Vec<(String, Endpoint)> {
     let mut found = Vec::new();
-    for slice in slices.iter().filter(|s| s.address_type != "FQDN") {
+    for slice in slices.iter().filter(|s| &*s.address_type != "FQDN") {
         let object = format!(
             "EndpointSlice {}/{}",
-            namespace(&slice.metadata),
-            name(&slice.metadata)
+            namespace(&slice.meta),
+            name(&slice.meta)
         );
-        let ports = slice.ports.iter().flatten().map(|p| {
-            let number = p.port.unwrap_or(0);
+        let ports = slice.ports.iter().map(|p| {
+            let number = p.number.unwrap_or(0);
             (p.name.as_deref(), number, p.protocol.as_deref(), None)
         });
         let ports = endpoint_ports(ports, &object, problems);
         for endpoint in &slice.endpoints {
-            let conditions = endpoint.conditions.clone().unwrap_or_default();
             // Kubernetes: an unknown ready condition is to be read as ready.
-            let ready = conditions.ready.unwrap_or(true);
+            let ready = endpoint.ready.unwrap_or(true);
+            let text = |t: &Option<compact::Text>| t.as_deref().map(str::to_string);
             for address in &endpoint.addresses {
                 let found_endpoint = Endpoint {
-                    address: address.clone(),
+                    address: address.to_string(),
                     port: None,
                     ports: ports.clone(),
                     ready,
-                    serving: conditions.serving.unwrap_or(ready),
-                    terminating: conditions.terminating.unwrap_or(false),
-                    node: endpoint.node_name.clone(),
-                    zone: endpoint.zone.clone(),
-                    target_pod: pod_name(endpoint.target_ref.as_ref()),
+                    serving: endpoint.serving.unwrap_or(ready),
+                    terminating: endpoint.terminating.unwrap_or(false),
+                    node: text(&endpoint.node),
+                    zone: text(&endpoint.zone),
+                    target_pod: text(&endpoint.pod),
                 };
                 found.push((object.clone(), found_endpoint));
             }
@@ -524,7 +521,7 @@ fn slice_endpoints(
 
 /// Every address of a legacy Endpoints object, ready or not, unchecked, with the object.
 fn legacy_endpoints(
-    endpoints: Option<&core::Endpoints>,
+    endpoints: Option<&compact::Endpoints>,
     problems: &mut Vec<Problem>,
 ) -> Vec<(String, Endpoint)> {
     let Some(endpoints) = endpoints else {
@@ -532,11 +529,11 @@ fn legacy_endpoints(
     };
     let object = format!(
         "Endpoints {}/{}",
-        namespace(&endpoints.metadata),
-        name(&endpoints.metadata)
+        namespace(&endpoints.meta),
+        name(&endpoints.meta)
     );
     let mut found = Vec::new();
-    for subset in endpoints.subsets.iter().flatten() {
+    for subset in &endpoints.subsets {
         let ports = subset
             .ports
             .iter()
@@ -567,15 +564,15 @@ fn legacy_endpoints(
     found
 }
 
-fn namespace(meta: &ObjectMeta) -> &str {
+fn namespace(meta: &Meta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 
-fn name(meta: &ObjectMeta) -> &str {
+fn name(meta: &Meta) -> &str {
     meta.name.as_deref().unwrap_or("")
 }
 
-fn pod_name(target: Option<&core::ObjectReference>) -> Option<String> {
+fn pod_name(target: Option<&k8s_openapi::api::core::v1::ObjectReference>) -> Option<String> {
     target
         .filter(|t| t.kind.as_deref() == Some("Pod"))
         .and_then(|t| t.name.clone())
@@ -644,16 +641,16 @@ fn endpoint_ports<'a>(
 }
 
 fn service_ports(
-    service: &core::Service,
+    service: &compact::Service,
     object: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<ServicePort> {
-    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
-    let ports = ports.into_iter().flatten().map(|p| {
+    let ports = service.ports.iter().map(|p| {
         let app_protocol = p.app_protocol.as_deref();
+        let number = p.number.unwrap_or(0);
         (
             p.name.as_deref(),
-            p.port,
+            number,
             p.protocol.as_deref(),
             app_protocol,
         )
@@ -1057,7 +1054,7 @@ mod tests {
             match random(5) {
                 0 => objects
                     .services
-                    .retain(|s| s.metadata.name.as_deref() != Some(&name)),
+                    .retain(|s| s.meta.name.as_deref() != Some(&name)),
                 1 => {
                     let path = ["", "    wasmconfd.io/path: /x\n"][random(2) as usize];
                     let annotations = format!(
@@ -1067,7 +1064,7 @@ mod tests {
                     let new = object(service(&name, annotations.trim_end(), &created)).services;
                     objects
                         .services
-                        .retain(|s| s.metadata.name.as_deref() != Some(&name));
+                        .retain(|s| s.meta.name.as_deref() != Some(&name));
                     objects.services.extend(new);
                 }
                 2 | 3 => {
@@ -1081,7 +1078,7 @@ mod tests {
                     let slice_name = format!("{name}-a");
                     objects
                         .endpoint_slices
-                        .retain(|s| s.metadata.name.as_deref() != Some(&slice_name));
+                        .retain(|s| s.meta.name.as_deref() != Some(&slice_name));
                     if random(4) > 0 {
                         objects.endpoint_slices.extend(new.endpoint_slices);
                     }
@@ -1094,7 +1091,7 @@ mod tests {
                     ));
                     objects
                         .endpoints
-                        .retain(|e| e.metadata.name.as_deref() != Some(&name));
+                        .retain(|e| e.meta.name.as_deref() != Some(&name));
                     if random(3) > 0 {
                         objects.endpoints.extend(new.endpoints);
                     }

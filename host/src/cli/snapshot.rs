@@ -43,10 +43,7 @@ pub fn snapshot(args: &SnapshotArgs, runtime: &Runtime) -> anyhow::Result<()> {
     let named_secrets = objects
         .services
         .iter()
-        .filter(|s| {
-            let annotations = s.metadata.annotations.as_ref();
-            annotations.is_some_and(|a| a.contains_key(crate::tls::ANNOTATION))
-        })
+        .filter(|s| s.meta.annotations.get(crate::tls::ANNOTATION).is_some())
         .count();
     if !args.include_secrets && named_secrets > 0 {
         tracing::warn!(

@@ -8,8 +8,11 @@
 //! and a failure is logged once until publishing works again.
 
 use super::Objects;
+use super::compact::Meta;
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource as _;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The reason of every Event wasmconfd publishes.
@@ -105,24 +108,34 @@ fn truncate(mut note: String) -> String {
 pub fn reference(objects: &Objects, id: &str) -> Option<ObjectReference> {
     let (kind, rest) = id.split_once(' ')?;
     let (namespace, name) = rest.split_once('/')?;
-    fn find<K: kube::Resource<DynamicType = ()>>(
-        items: &[std::sync::Arc<K>],
+    fn find<'a, T>(
+        items: &'a [Arc<T>],
         namespace: &str,
         name: &str,
-    ) -> Option<ObjectReference> {
-        let item = items.iter().find(|o| {
-            o.meta().namespace.as_deref() == Some(namespace)
-                && o.meta().name.as_deref() == Some(name)
-        })?;
-        Some(item.object_ref(&()))
+        meta: fn(&T) -> &Meta,
+    ) -> Option<&'a Meta> {
+        let named = |m: &&Meta| {
+            m.namespace.as_deref() == Some(namespace) && m.name.as_deref() == Some(name)
+        };
+        items.iter().map(|item| meta(item)).find(named)
     }
-    match kind {
-        "Service" => find(&objects.services, namespace, name),
-        "EndpointSlice" => find(&objects.endpoint_slices, namespace, name),
-        "Endpoints" => find(&objects.endpoints, namespace, name),
-        "Secret" => find(&objects.secrets, namespace, name),
-        _ => None,
-    }
+    let (api_version, meta) = match kind {
+        "Service" => ("v1", find(&objects.services, namespace, name, |s| &s.meta)),
+        "EndpointSlice" => (
+            "discovery.k8s.io/v1",
+            find(&objects.endpoint_slices, namespace, name, |s| &s.meta),
+        ),
+        "Endpoints" => ("v1", find(&objects.endpoints, namespace, name, |e| &e.meta)),
+        "Secret" => {
+            let secret = objects.secrets.iter().find(|s| {
+                s.metadata.namespace.as_deref() == Some(namespace)
+                    && s.metadata.name.as_deref() == Some(name)
+            });
+            return secret.map(|s| s.object_ref(&()));
+        }
+        _ => return None,
+    };
+    Some(meta?.reference(api_version, kind))
 }
 
 #[cfg(test)]

@@ -3,9 +3,8 @@
 
 use super::LAST_APPLIED;
 use super::Objects;
-use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, ObjectReference, Secret, Service, ServiceSpec,
-};
+use super::compact;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -259,13 +258,10 @@ impl Connection {
 }
 
 /// `items`, slimmed, to be shared.
-fn shared<K: Slim>(items: Vec<K>) -> Vec<std::sync::Arc<K>> {
+fn shared<K: Slim>(items: Vec<K>) -> Vec<std::sync::Arc<K::Kept>> {
     items
         .into_iter()
-        .map(|mut item| {
-            item.slim();
-            std::sync::Arc::new(item)
-        })
+        .map(|item| std::sync::Arc::new(item.slim()))
         .collect()
 }
 
@@ -284,12 +280,12 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// What is kept of an object read (from the API or a snapshot): what the model, the events and
-/// snapshots use. Managed fields and kubectl's last-applied annotation go from every object;
-/// the rest is per kind. At 10,000 services what goes is about a quarter of the objects' memory.
-pub trait Slim: kube::Resource {
-    fn slim(&mut self) {
-        slim_meta(self.meta_mut());
-    }
+/// snapshots use. Services, EndpointSlices and legacy Endpoints are kept in types of our own
+/// ([`super::compact`]); Namespaces and Secrets, which are few, lose their managed fields (and
+/// Namespaces their spec and status).
+pub trait Slim: kube::Resource + Sized {
+    type Kept;
+    fn slim(self) -> Self::Kept;
 }
 
 fn slim_meta(meta: &mut ObjectMeta) {
@@ -299,56 +295,43 @@ fn slim_meta(meta: &mut ObjectMeta) {
     }
 }
 
-/// A Service keeps its ports of its spec, and no status.
 impl Slim for Service {
-    fn slim(&mut self) {
-        slim_meta(&mut self.metadata);
-        self.status = None;
-        if let Some(spec) = &mut self.spec {
-            let ports = spec.ports.take().map(shrunk);
-            *spec = ServiceSpec {
-                ports,
-                ..ServiceSpec::default()
-            };
-        }
+    type Kept = compact::Service;
+    fn slim(self) -> compact::Service {
+        self.into()
     }
 }
 
-/// An EndpointSlice's endpoints keep their addresses, conditions, node, zone and the kind and
-/// name of what they point to.
 impl Slim for EndpointSlice {
-    fn slim(&mut self) {
-        slim_meta(&mut self.metadata);
-        for endpoint in &mut self.endpoints {
-            endpoint.hints = None;
-            endpoint.deprecated_topology = None;
-            endpoint.hostname = None;
-            endpoint.target_ref = endpoint.target_ref.take().map(|target| ObjectReference {
-                kind: target.kind,
-                name: target.name,
-                ..ObjectReference::default()
-            });
-        }
-        self.endpoints.shrink_to_fit();
-        self.ports = self.ports.take().map(shrunk);
+    type Kept = compact::EndpointSlice;
+    fn slim(self) -> compact::EndpointSlice {
+        self.into()
     }
 }
 
-impl Slim for Endpoints {}
+impl Slim for Endpoints {
+    type Kept = compact::Endpoints;
+    fn slim(self) -> compact::Endpoints {
+        self.into()
+    }
+}
 
 impl Slim for Namespace {
-    fn slim(&mut self) {
+    type Kept = Namespace;
+    fn slim(mut self) -> Namespace {
         slim_meta(&mut self.metadata);
         self.spec = None;
         self.status = None;
+        self
     }
 }
 
-impl Slim for Secret {}
-
-fn shrunk<T>(mut items: Vec<T>) -> Vec<T> {
-    items.shrink_to_fit();
-    items
+impl Slim for Secret {
+    type Kept = Secret;
+    fn slim(mut self) -> Secret {
+        slim_meta(&mut self.metadata);
+        self
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! `secrets` of type `kubernetes.io/tls` for certificates), or
 //! the API server itself ([`kubernetes`]).
 
+pub mod compact;
 pub mod events;
 pub mod kubernetes;
 pub mod watch;
@@ -22,9 +23,9 @@ use std::borrow::Cow;
 /// objects, and a render takes them without copying a cluster's worth of objects.
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
-    pub services: Vec<Arc<Service>>,
-    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
-    pub endpoints: Vec<Arc<Endpoints>>,
+    pub services: Vec<Arc<compact::Service>>,
+    pub endpoint_slices: Vec<Arc<compact::EndpointSlice>>,
+    pub endpoints: Vec<Arc<compact::Endpoints>>,
     /// Read only for scopes that select namespaces by label.
     pub namespaces: Vec<Arc<Namespace>>,
     /// `kubernetes.io/tls` Secrets, read only with `--tls-secrets` (`--include-secrets` for a
@@ -295,13 +296,13 @@ fn yaml_flow_depth(text: &str) -> usize {
 pub fn to_snapshot(objects: &Objects) -> Result<String, serde_yaml::Error> {
     let mut items = Vec::new();
     for service in &objects.services {
-        items.push(serde_yaml::to_value(&**service)?);
+        items.push(serde_yaml::to_value(Service::from(&**service))?);
     }
     for slice in &objects.endpoint_slices {
-        items.push(serde_yaml::to_value(&**slice)?);
+        items.push(serde_yaml::to_value(EndpointSlice::from(&**slice))?);
     }
     for endpoints in &objects.endpoints {
-        items.push(serde_yaml::to_value(&**endpoints)?);
+        items.push(serde_yaml::to_value(Endpoints::from(&**endpoints))?);
     }
     for namespace in &objects.namespaces {
         items.push(serde_yaml::to_value(&**namespace)?);
@@ -377,11 +378,13 @@ impl Objects {
         D: serde::Deserializer<'de, Error = serde_json::Error>,
     {
         match (header.api_version.as_str(), header.kind.as_str()) {
-            ("v1", "Service") => push(&mut self.services, object),
-            ("v1", "Endpoints") => push(&mut self.endpoints, object),
-            ("discovery.k8s.io/v1", "EndpointSlice") => push(&mut self.endpoint_slices, object),
-            ("v1", "Namespace") => push(&mut self.namespaces, object),
-            ("v1", "Secret") => push(&mut self.secrets, object),
+            ("v1", "Service") => push::<Service, _>(&mut self.services, object),
+            ("v1", "Endpoints") => push::<Endpoints, _>(&mut self.endpoints, object),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                push::<EndpointSlice, _>(&mut self.endpoint_slices, object)
+            }
+            ("v1", "Namespace") => push::<Namespace, _>(&mut self.namespaces, object),
+            ("v1", "Secret") => push::<Secret, _>(&mut self.secrets, object),
             _ => {
                 header.ignore();
                 Ok(())
@@ -390,15 +393,13 @@ impl Objects {
     }
 }
 
-/// `object`, read and slimmed, onto `objects`.
-fn push<'de, K, D>(objects: &mut Vec<Arc<K>>, object: D) -> Result<(), serde_json::Error>
+/// `object`, read as a `K` and slimmed, onto `objects`.
+fn push<'de, K, D>(objects: &mut Vec<Arc<K::Kept>>, object: D) -> Result<(), serde_json::Error>
 where
     K: Slim + Deserialize<'de>,
     D: serde::Deserializer<'de, Error = serde_json::Error>,
 {
-    let mut object = K::deserialize(object)?;
-    object.slim();
-    objects.push(Arc::new(object));
+    objects.push(Arc::new(K::deserialize(object)?.slim()));
     Ok(())
 }
 
@@ -468,7 +469,7 @@ mod tests {
         let names: Vec<String> = objects
             .services
             .iter()
-            .map(|s| s.metadata.name.clone().unwrap())
+            .map(|s| s.meta.name.as_deref().unwrap().to_string())
             .collect();
         let expected: Vec<String> = (0..2500)
             .filter(|&i| i != 1700)
@@ -510,9 +511,12 @@ mod tests {
         );
         let (objects, problems) = parse_snapshot(&json).unwrap();
         assert_eq!(objects.services.len(), 1);
-        let annotations = objects.services[0].metadata.annotations.as_ref().unwrap();
-        assert_eq!(annotations["note"], "del \u{7f} c1 \u{85} nonchar \u{fffe}");
-        assert!(annotations.contains_key(&long_key));
+        let annotations = &objects.services[0].meta.annotations;
+        assert_eq!(
+            annotations.get("note"),
+            Some("del \u{7f} c1 \u{85} nonchar \u{fffe}")
+        );
+        assert_eq!(annotations.get(&long_key), Some("x"));
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].object, "Service ?/bad");
         let (format, _) = parse_snapshot("{\"kind\": ").unwrap_err();
@@ -548,8 +552,11 @@ mod tests {
         );
         let (objects, problems) = parse_snapshot(&yaml).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
-        let annotations = objects.services[0].metadata.annotations.as_ref().unwrap();
-        assert_eq!(annotations["block"], format!("{brackets}\n\"\n"));
+        let annotations = &objects.services[0].meta.annotations;
+        assert_eq!(
+            annotations.get("block"),
+            Some(format!("{brackets}\n\"\n").as_str())
+        );
         assert_eq!(yaml_flow_depth(&yaml), 3);
     }
 }

@@ -28,15 +28,19 @@ pub struct Caches {
     secrets: Cache<Secret>,
 }
 
-struct Cache<K> {
-    objects: BTreeMap<(String, String), Arc<K>>,
+/// Objects read as `K`, kept as `K::Kept`.
+struct Cache<K: Slim> {
+    objects: Kept<K>,
     /// A re-list in progress.
-    listing: Option<BTreeMap<(String, String), Arc<K>>>,
+    listing: Option<Kept<K>>,
     /// A first list completed.
     ready: bool,
 }
 
-impl<K> Default for Cache<K> {
+/// Objects by namespace and name.
+type Kept<K> = BTreeMap<(String, String), Arc<<K as Slim>::Kept>>;
+
+impl<K: Slim> Default for Cache<K> {
     fn default() -> Self {
         Cache {
             objects: BTreeMap::new(),
@@ -46,7 +50,7 @@ impl<K> Default for Cache<K> {
     }
 }
 
-impl<K: kube::Resource> Cache<K> {
+impl<K: Slim> Cache<K> {
     fn apply(&mut self, event: watcher::Event<K>) {
         let key = |o: &K| {
             (
@@ -56,7 +60,7 @@ impl<K: kube::Resource> Cache<K> {
         };
         match event {
             watcher::Event::Apply(o) => {
-                self.objects.insert(key(&o), Arc::new(o));
+                self.objects.insert(key(&o), Arc::new(o.slim()));
             }
             watcher::Event::Delete(o) => {
                 self.objects.remove(&key(&o));
@@ -65,7 +69,7 @@ impl<K: kube::Resource> Cache<K> {
             watcher::Event::InitApply(o) => {
                 self.listing
                     .get_or_insert_default()
-                    .insert(key(&o), Arc::new(o));
+                    .insert(key(&o), Arc::new(o.slim()));
             }
             watcher::Event::InitDone => {
                 self.objects = self.listing.take().unwrap_or_default();
@@ -290,7 +294,6 @@ where
                 tokio::time::sleep(wait).await;
                 let item = match events.next().await? {
                     Ok(event) => {
-                        let event = event.modify(Slim::slim);
                         let answered = !matches!(event, watcher::Event::Init);
                         if answered {
                             failures = 0;
