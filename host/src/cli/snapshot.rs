@@ -1,5 +1,5 @@
 //! `wasmconfd snapshot`: save what `run` would read, for offline renders: the objects as
-//! `run` keeps them (see [`crate::source::kubernetes::Slim`]), not whole.
+//! `run` keeps them (see [`crate::source::compact`]), not whole.
 
 use super::args::KubernetesArgs;
 use crate::source;
