@@ -117,8 +117,8 @@ pub fn build(objects: &Objects, rules: &Rules) -> (Vec<Arc<Service>>, Vec<Proble
 #[derive(Default)]
 pub struct Model {
     rules: Option<Rules>,
-    /// By the address of each candidate's first object.
-    built: HashMap<usize, Built, foldhash::fast::RandomState>,
+    /// In the order of the last build's candidates, by the address of each one's first object.
+    built: Vec<(usize, Option<Built>)>,
     conflicts: Option<Conflicts>,
 }
 
@@ -164,6 +164,39 @@ fn path_of(service: &Service) -> &str {
         .map_or("", |(_, v)| v.as_str())
 }
 
+/// The last build's candidates, taken in the order they come again: the objects come sorted
+/// by namespace and name each time, so most are where they were, and only those that are not
+/// are looked up.
+struct Previous {
+    built: Vec<(usize, Option<Built>)>,
+    /// Where the next candidate is expected.
+    next: usize,
+    /// Positions by key, made when a candidate is first not where expected.
+    index: Option<HashMap<usize, usize, foldhash::fast::RandomState>>,
+}
+
+impl Previous {
+    /// What the candidate `key` became last time, if it was there.
+    fn take(&mut self, key: usize) -> Option<Built> {
+        let at = match self.built.get(self.next) {
+            Some((k, _)) if *k == key => self.next,
+            _ => {
+                let built = &self.built;
+                let index = (self.index).get_or_insert_with(|| {
+                    built
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (*k, i))
+                        .collect()
+                });
+                *index.get(&key)?
+            }
+        };
+        self.next = at + 1;
+        self.built[at].1.take()
+    }
+}
+
 /// What one candidate became, and the objects it was made of.
 struct Built {
     sources: Sources,
@@ -179,13 +212,16 @@ impl Model {
             self.built.clear();
             self.rules = Some(rules.clone());
         }
-        let mut previous = std::mem::take(&mut self.built);
-        self.built.reserve(previous.len());
+        let mut previous = Previous {
+            built: std::mem::replace(&mut self.built, Vec::with_capacity(objects.services.len())),
+            next: 0,
+            index: None,
+        };
         let mut problems = Vec::new();
-        let mut services = Vec::with_capacity(previous.len());
+        let mut services = Vec::with_capacity(previous.built.len());
         for candidate in candidates(objects) {
             let key = candidate.key();
-            let built = match previous.remove(&key) {
+            let built = match previous.take(key) {
                 Some(built) if built.sources.same(&candidate) => built,
                 _ => {
                     let mut found = Vec::new();
@@ -203,7 +239,7 @@ impl Model {
                 Ok(None) => {}
                 Err(reason) => problems.push(Problem::new(&candidate.id(), reason)),
             }
-            self.built.insert(key, built);
+            self.built.push((key, Some(built)));
         }
         let conflicts = match self.conflicts.take() {
             Some(last) if last.holds_for(&services) => Conflicts {
