@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
 /// does not give it back at all: at 10,000 services the peak RSS of a render then counts the
 /// snapshot's text and every object read, long freed, with what the guests use. Given back 10 ms
 /// after it is freed, and arenas committed as they are used, a render's peak RSS was 93 MB
-/// rather than 132, at the same speed (docs/benchmarks.md). `MIMALLOC_PURGE_DELAY` and
+/// rather than 132, for about 5% more time (docs/benchmarks.md). `MIMALLOC_PURGE_DELAY` and
 /// `MIMALLOC_ARENA_EAGER_COMMIT` still decide when set.
 ///
 /// It runs before `main`, as the program loads: whether an arena is committed at once is decided

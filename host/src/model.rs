@@ -6,7 +6,7 @@
 
 use crate::bindings::{Endpoint, EndpointPort, Protocol, Service, ServicePort};
 use crate::source::compact::{self, Meta};
-use crate::source::{LAST_APPLIED, Objects, Problem};
+use crate::source::{Objects, Problem};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -371,7 +371,8 @@ impl Candidate<'_> {
         format!("{} {}/{}", self.kind, namespace(self.meta), name(self.meta))
     }
 
-    /// The annotations: the object's own, then the legacy Endpoints' for keys it lacks.
+    /// The annotations: the object's own, then the legacy Endpoints' for keys it lacks (never
+    /// kubectl's last-applied copy, which is not kept).
     fn annotations(&self) -> BTreeMap<String, String> {
         let mut all = BTreeMap::new();
         let extra = self.service.and(self.endpoints).map(|e| &e.meta);
@@ -379,7 +380,6 @@ impl Candidate<'_> {
             let annotations = meta.annotations.iter();
             all.extend(annotations.map(|(k, v)| (k.to_string(), v.to_string())));
         }
-        all.remove(LAST_APPLIED);
         all
     }
 
@@ -535,7 +535,6 @@ fn slice_endpoints(
         for endpoint in &slice.endpoints {
             // Kubernetes: an unknown ready condition is to be read as ready.
             let ready = endpoint.ready.unwrap_or(true);
-            let text = |t: &Option<compact::Text>| t.as_deref().map(str::to_string);
             for address in &endpoint.addresses {
                 let found_endpoint = Endpoint {
                     address: address.to_string(),
@@ -544,9 +543,9 @@ fn slice_endpoints(
                     ready,
                     serving: endpoint.serving.unwrap_or(ready),
                     terminating: endpoint.terminating.unwrap_or(false),
-                    node: text(&endpoint.node),
-                    zone: text(&endpoint.zone),
-                    target_pod: text(&endpoint.pod),
+                    node: compact::owned(&endpoint.node),
+                    zone: compact::owned(&endpoint.zone),
+                    target_pod: compact::owned(&endpoint.pod),
                 };
                 found.push((object.clone(), found_endpoint));
             }

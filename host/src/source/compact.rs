@@ -12,6 +12,11 @@ use std::collections::BTreeMap;
 /// Text that is read once and never changed.
 pub type Text = Box<str>;
 
+/// `text` as a `String`, for Kubernetes' types and the model's.
+pub fn owned(text: &Option<Text>) -> Option<String> {
+    text.as_deref().map(str::to_string)
+}
+
 /// What is kept of an object's metadata.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Meta {
@@ -70,12 +75,11 @@ impl From<ObjectMeta> for Meta {
 
 impl Meta {
     fn to_meta(&self) -> ObjectMeta {
-        let text = |t: &Option<Text>| t.as_deref().map(str::to_string);
         ObjectMeta {
-            namespace: text(&self.namespace),
-            name: text(&self.name),
-            uid: text(&self.uid),
-            resource_version: text(&self.resource_version),
+            namespace: owned(&self.namespace),
+            name: owned(&self.name),
+            uid: owned(&self.uid),
+            resource_version: owned(&self.resource_version),
             creation_timestamp: self.created.clone(),
             labels: self.labels.to_map(),
             annotations: self.annotations.to_map(),
@@ -85,14 +89,13 @@ impl Meta {
 
     /// A reference to the object, for an Event on it.
     pub fn reference(&self, api_version: &str, kind: &str) -> core::ObjectReference {
-        let meta = self.to_meta();
         core::ObjectReference {
             api_version: Some(api_version.into()),
             kind: Some(kind.into()),
-            namespace: meta.namespace,
-            name: meta.name,
-            uid: meta.uid,
-            resource_version: meta.resource_version,
+            namespace: owned(&self.namespace),
+            name: owned(&self.name),
+            uid: owned(&self.uid),
+            resource_version: owned(&self.resource_version),
             field_path: None,
         }
     }
@@ -138,10 +141,10 @@ impl From<core::Service> for Service {
 impl From<&Service> for core::Service {
     fn from(service: &Service) -> core::Service {
         let ports = service.ports.iter().map(|p| core::ServicePort {
-            name: p.name.as_deref().map(str::to_string),
+            name: owned(&p.name),
             port: p.number.unwrap_or_default(),
-            protocol: p.protocol.as_deref().map(str::to_string),
-            app_protocol: p.app_protocol.as_deref().map(str::to_string),
+            protocol: owned(&p.protocol),
+            app_protocol: owned(&p.app_protocol),
             ..core::ServicePort::default()
         });
         core::Service {
@@ -209,12 +212,11 @@ impl From<discovery::EndpointSlice> for EndpointSlice {
 
 impl From<&EndpointSlice> for discovery::EndpointSlice {
     fn from(slice: &EndpointSlice) -> discovery::EndpointSlice {
-        let text = |t: &Option<Text>| t.as_deref().map(str::to_string);
         let ports = slice.ports.iter().map(|p| discovery::EndpointPort {
-            name: text(&p.name),
+            name: owned(&p.name),
             port: p.number,
-            protocol: text(&p.protocol),
-            app_protocol: text(&p.app_protocol),
+            protocol: owned(&p.protocol),
+            app_protocol: owned(&p.app_protocol),
         });
         let endpoints = slice.endpoints.iter().map(|e| discovery::Endpoint {
             addresses: e.addresses.iter().map(|a| a.to_string()).collect(),
@@ -223,8 +225,8 @@ impl From<&EndpointSlice> for discovery::EndpointSlice {
                 serving: e.serving,
                 terminating: e.terminating,
             }),
-            node_name: text(&e.node),
-            zone: text(&e.zone),
+            node_name: owned(&e.node),
+            zone: owned(&e.zone),
             target_ref: e.pod.as_ref().map(|pod| core::ObjectReference {
                 kind: Some("Pod".into()),
                 name: Some(pod.to_string()),
