@@ -36,8 +36,11 @@ pub struct Assembled {
     /// ([`crate::tls::Certificates::files`]); empty until [`Assembled::with_certificates`].
     pub certs: Vec<(String, String)>,
     /// `(first line number, description)` of each part and section, in order.
-    origins: Vec<(usize, Arc<str>)>,
+    origins: Arc<Origins>,
 }
+
+/// `(first line number, description)` of each part and section, in order.
+type Origins = Vec<(usize, Arc<str>)>;
 
 impl Assembled {
     /// This configuration with the files of `certificates`.
@@ -64,9 +67,10 @@ fn key<T>(item: &Arc<T>) -> usize {
 pub struct Written {
     sections: foldhash::HashMap<usize, WrittenSection>,
     maps: foldhash::HashMap<usize, WrittenMap>,
-    /// The length of the last text, and how many origins it had: room made at once.
+    /// The length of the last text: room made at once.
     config_len: usize,
-    origins: usize,
+    /// The origins of the last text.
+    origins: Arc<Origins>,
 }
 
 struct WrittenSection {
@@ -146,7 +150,11 @@ pub fn assemble_with(
     let before = std::mem::take(&mut written.sections);
     let mut text = Text {
         buf: String::with_capacity(written.config_len),
-        origins: Vec::with_capacity(written.origins),
+        origins: OriginsSoFar {
+            last: std::mem::take(&mut written.origins),
+            same: 0,
+            own: None,
+        },
         now: foldhash::HashMap::with_capacity_and_hasher(before.len(), Default::default()),
         before,
         lines: 0,
@@ -162,7 +170,7 @@ pub fn assemble_with(
         };
         let label: Arc<str> = format!("{kind} {} ({})", part.slot, part.origin).into();
         text.push(&format!("\n# --- {label} ---\n"));
-        text.origin(label.clone());
+        text.origin(&label);
         match output {
             Output::Static(conf) => {
                 text.push(conf);
@@ -200,7 +208,8 @@ pub fn assemble_with(
     }
     maps.sort();
     written.sections = text.now;
-    (written.config_len, written.origins) = (text.buf.len(), text.origins.len());
+    written.config_len = text.buf.len();
+    written.origins = text.origins.finish();
     Ok(Assembled {
         config: text.buf,
         maps: maps
@@ -208,7 +217,7 @@ pub fn assemble_with(
             .map(|(name, _, contents)| (name, contents))
             .collect(),
         certs: Vec::new(),
-        origins: text.origins,
+        origins: written.origins.clone(),
     })
 }
 
@@ -254,8 +263,7 @@ fn map_contents(map: &MapFile) -> Result<String, String> {
 struct Text {
     buf: String,
     lines: usize,
-    /// `(first line number, description)` of each part and section, in order.
-    origins: Vec<(usize, Arc<str>)>,
+    origins: OriginsSoFar,
     /// The sections' texts of the last assembly, and of this one.
     before: foldhash::HashMap<usize, WrittenSection>,
     now: foldhash::HashMap<usize, WrittenSection>,
@@ -268,8 +276,8 @@ impl Text {
     }
 
     /// The next line is where `description` starts.
-    fn origin(&mut self, description: Arc<str>) {
-        self.origins.push((self.lines + 1, description));
+    fn origin(&mut self, description: &Arc<str>) {
+        self.origins.push(self.lines + 1, description);
     }
 
     /// `sections` of the part `label`, each argument quoted.
@@ -292,12 +300,51 @@ impl Text {
                     }
                 }
             };
-            self.origin(written.origin.clone());
+            self.origin(&written.origin);
             self.buf.push_str(&written.text);
             self.lines += written.lines;
             self.now.insert(key(&written.section), written);
         }
         Ok(())
+    }
+}
+
+/// The origins of a text being written: those of the last text, shared, as long as they are the
+/// same. Most changes move no line, and copying every section's description (an `Arc` each,
+/// scattered in memory) was most of the assembly's time at each change.
+struct OriginsSoFar {
+    last: Arc<Origins>,
+    /// How many of `last` this text has so far, when it has only those.
+    same: usize,
+    /// This text's own, once they differ.
+    own: Option<Origins>,
+}
+
+impl OriginsSoFar {
+    fn push(&mut self, line: usize, description: &Arc<str>) {
+        let own = match &mut self.own {
+            Some(own) => own,
+            None => {
+                let next = self.last.get(self.same);
+                let alike = |(l, d): &(usize, Arc<str>)| {
+                    *l == line && (Arc::ptr_eq(d, description) || d == description)
+                };
+                if next.is_some_and(alike) {
+                    self.same += 1;
+                    return;
+                }
+                self.own.insert(self.last[..self.same].to_vec())
+            }
+        };
+        own.push((line, description.clone()));
+    }
+
+    fn finish(self) -> Arc<Origins> {
+        match self.own {
+            Some(own) => Arc::new(own),
+            None if self.same == self.last.len() => self.last,
+            None => Arc::new(self.last[..self.same].to_vec()),
+        }
     }
 }
 
@@ -544,6 +591,31 @@ mod tests {
             Some("guest 20-http (bundled), section `backend b`")
         );
         assert_eq!(written.json(std::slice::from_ref(&second)), json(&second));
+
+        // A section that grows moves the lines of the ones after it, and one that goes takes
+        // its own: the origins are those of a first assembly each time.
+        let mut grown = backend("a", "10.0.0.1:80");
+        grown
+            .directives
+            .extend(backend("a", "10.0.0.4:80").directives);
+        let mut third = second.clone();
+        third.sections[0] = Arc::new(grown);
+        let fresh = |f: &Fragment| assemble(&[(&part, Output::Fragment(f))]).unwrap();
+        let last_line = |a: &Assembled| a.origin_of(a.config.lines().count()).map(str::to_string);
+        let again = once(&third, &mut written);
+        assert_eq!(again, fresh(&third));
+        assert_eq!(
+            last_line(&again).as_deref(),
+            Some("guest 20-http (bundled), section `backend b`")
+        );
+        let mut fourth = third.clone();
+        fourth.sections.pop();
+        let again = once(&fourth, &mut written);
+        assert_eq!(again, fresh(&fourth));
+        assert_eq!(
+            last_line(&again).as_deref(),
+            Some("guest 20-http (bundled), section `backend a`")
+        );
         // What was not assembled is written from the fragment itself.
         assert_eq!(written.json(std::slice::from_ref(&first)), json(&first));
     }
