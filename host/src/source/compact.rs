@@ -3,7 +3,6 @@
 //! every field of the API, nearly all of them empty: a Service is 824 bytes before any of its
 //! strings, and a map of one label takes 544. At 10,000 services they were most of the memory.
 
-use super::LAST_APPLIED;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -56,11 +55,8 @@ impl Pairs {
 }
 
 impl From<ObjectMeta> for Meta {
-    fn from(meta: ObjectMeta) -> Meta {
-        let mut annotations = meta.annotations;
-        if let Some(annotations) = &mut annotations {
-            annotations.remove(LAST_APPLIED);
-        }
+    fn from(mut meta: ObjectMeta) -> Meta {
+        super::kubernetes::slim_meta(&mut meta);
         Meta {
             namespace: meta.namespace.map(Into::into),
             name: meta.name.map(Into::into),
@@ -68,7 +64,7 @@ impl From<ObjectMeta> for Meta {
             resource_version: meta.resource_version.map(Into::into),
             created: meta.creation_timestamp,
             labels: Pairs::from_map(meta.labels),
-            annotations: Pairs::from_map(annotations),
+            annotations: Pairs::from_map(meta.annotations),
         }
     }
 }
@@ -272,6 +268,7 @@ impl From<&Endpoints> for core::Endpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::LAST_APPLIED;
 
     #[test]
     fn what_is_kept_reads_back_as_the_kubernetes_object_it_came_from() {

@@ -288,7 +288,8 @@ pub trait Slim: kube::Resource + Sized {
     fn slim(self) -> Self::Kept;
 }
 
-fn slim_meta(meta: &mut ObjectMeta) {
+/// Managed fields and kubectl's last-applied annotation go from every object kept.
+pub(super) fn slim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = &mut meta.annotations {
         annotations.remove(LAST_APPLIED);
