@@ -37,33 +37,120 @@ pub mod v0_1 {
 
 pub use self::wasmconfd::haproxy::host::Level;
 pub use self::wasmconfd::haproxy::types::*;
+use std::sync::Arc;
+use wasmtime::component::{ComponentType, Lower};
 
 /// The WIT `fragment`, as a guest returns it; the host holds it as [`crate::fragment::Fragment`].
 pub type WitFragment = self::wasmconfd::haproxy::types::Fragment;
 
 /// A guest's input as the host holds it: the WIT record `cluster`, with the services shared
-/// with the model rather than copied for each guest (an `Arc` lowers as what it points to).
-#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
-#[component(record)]
+/// with the model rather than copied for each guest.
 pub struct Input {
     pub context: Context,
-    pub services: Vec<std::sync::Arc<Service>>,
+    pub services: Vec<Arc<Service>>,
     pub tls: Tls,
+    /// Whether the services go with their endpoints. A guest that writes its `server` lines
+    /// apart renders the rest from services without them, which an endpoint change leaves as
+    /// they were.
+    pub endpoints: bool,
+}
+
+/// A service as a guest receives it (the WIT record `service`): the model's, lowered without
+/// being copied, with its endpoints or without.
+#[derive(ComponentType, Lower, PartialEq)]
+#[component(record)]
+pub struct ServiceView<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    domains: &'a [String],
+    proto: &'a str,
+    ports: &'a [ServicePort],
+    port: Option<&'a str>,
+    #[component(name = "listen-port")]
+    listen_port: Option<u16>,
+    endpoints: &'a [Endpoint],
+    annotations: &'a [(String, String)],
+    labels: &'a [(String, String)],
+    #[component(name = "creation-time")]
+    creation_time: Option<i64>,
+}
+
+impl Service {
+    /// This service as a guest receives it, with its endpoints or without.
+    pub fn view(&self, endpoints: bool) -> ServiceView<'_> {
+        ServiceView {
+            namespace: &self.namespace,
+            name: &self.name,
+            domains: &self.domains,
+            proto: &self.proto,
+            ports: &self.ports,
+            port: self.port.as_deref(),
+            listen_port: self.listen_port,
+            endpoints: if endpoints { &self.endpoints } else { &[] },
+            annotations: &self.annotations,
+            labels: &self.labels,
+            creation_time: self.creation_time,
+        }
+    }
+}
+
+/// The WIT record `cluster`, as [`Input`] lowers.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct ClusterView<'a> {
+    context: &'a Context,
+    services: Vec<ServiceView<'a>>,
+    tls: &'a Tls,
 }
 
 /// The `cluster` record of 0.2.0 and 0.1.0: no `tls`.
-#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[derive(ComponentType, Lower)]
 #[component(record)]
-pub struct OlderInput<'a> {
-    pub context: &'a Context,
-    pub services: &'a [std::sync::Arc<Service>],
+pub struct OlderClusterView<'a> {
+    context: &'a Context,
+    services: &'a [ServiceView<'a>],
 }
 
 impl Input {
-    /// This input as a guest built for 0.2.0 or 0.1.0 takes it: without the certificates.
-    pub fn older(&self) -> OlderInput<'_> {
-        OlderInput {
+    /// Whether `self` and `other` give a guest the same services and certificates (the model
+    /// shares unchanged services, so most of the comparison is of pointers).
+    pub fn same(&self, other: &Input) -> bool {
+        self.endpoints == other.endpoints
+            && self.tls == other.tls
+            && self.services.len() == other.services.len()
+            && (self.services.iter().zip(&other.services))
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a.view(self.endpoints) == b.view(self.endpoints))
+    }
+
+    /// This input with `services` instead of its own.
+    pub fn with(&self, services: Vec<Arc<Service>>) -> Input {
+        Input {
+            context: self.context.clone(),
+            services,
+            tls: self.tls.clone(),
+            endpoints: self.endpoints,
+        }
+    }
+
+    /// This input as a guest receives it.
+    pub fn view(&self) -> ClusterView<'_> {
+        ClusterView {
             context: &self.context,
+            services: self
+                .services
+                .iter()
+                .map(|s| s.view(self.endpoints))
+                .collect(),
+            tls: &self.tls,
+        }
+    }
+}
+
+impl ClusterView<'_> {
+    /// This input as a guest built for 0.2.0 or 0.1.0 takes it: without the certificates.
+    pub fn older(&self) -> OlderClusterView<'_> {
+        OlderClusterView {
+            context: self.context,
             services: &self.services,
         }
     }

@@ -43,16 +43,18 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Check the output `fragment` of guest `guest`, which received `services`, against `scope`;
-/// its map files are referenced as `<maps_dir>/<name>`.
+/// Check the output `fragment` of guest `guest`, which received `services` (with their
+/// endpoints, or without them), against `scope`; its map files are referenced as
+/// `<maps_dir>/<name>`.
 pub fn check(
     guest: &str,
     scope: &Scope,
-    services: &[Arc<Service>],
+    (services, endpoints): (&[Arc<Service>], bool),
     fragment: &Fragment,
     maps_dir: &str,
 ) -> Result<(), Refusal> {
-    let team = (scope.trust == Trust::Team).then(|| Team::new(guest, services, fragment, maps_dir));
+    let team = (scope.trust == Trust::Team)
+        .then(|| Team::new(guest, services, endpoints, fragment, maps_dir));
     for section in &fragment.sections {
         let refuse = |rule: String| Refusal {
             section: Some(section.title()),
@@ -292,6 +294,7 @@ impl<'a> Team<'a> {
     fn new(
         guest: &'a str,
         services: &'a [Arc<Service>],
+        endpoints: bool,
         fragment: &'a Fragment,
         maps_dir: &'a str,
     ) -> Self {
@@ -305,6 +308,7 @@ impl<'a> Team<'a> {
                 .collect(),
             addresses: services
                 .iter()
+                .filter(|_| endpoints)
                 .flat_map(|s| &s.endpoints)
                 .filter_map(|e| e.address.parse().ok())
                 .collect(),
@@ -759,7 +763,7 @@ mod tests {
     fn a_team_guest_that_keeps_to_its_scope_passes() {
         let (scope, services, fragment) = team_a();
         assert_eq!(
-            check("team-a", &scope, &services, &fragment, "maps"),
+            check("team-a", &scope, (&services, true), &fragment, "maps"),
             Ok(())
         );
     }
@@ -1022,7 +1026,7 @@ mod tests {
         for (change, rule) in cases {
             let (scope, services, mut fragment) = team_a();
             change(&mut fragment);
-            let refusal = check("team-a", &scope, &services, &fragment, "maps")
+            let refusal = check("team-a", &scope, (&services, true), &fragment, "maps")
                 .expect_err(&format!("allowed, but should break: {rule}"));
             assert!(
                 refusal.to_string().contains(rule),
@@ -1041,13 +1045,13 @@ mod tests {
         )));
         let platform = Scope::default();
         assert_eq!(
-            check("team-a", &platform, &services, &fragment, "maps"),
+            check("team-a", &platform, (&services, true), &fragment, "maps"),
             Ok(())
         );
         Arc::make_mut(&mut fragment.sections[1])
             .directives
             .push(directive(".notice", &["x"]));
-        let refusal = check("team-a", &platform, &services, &fragment, "maps").unwrap_err();
+        let refusal = check("team-a", &platform, (&services, true), &fragment, "maps").unwrap_err();
         assert!(
             refusal.to_string().contains("keywords starting with `.`"),
             "{refusal}"
@@ -1057,7 +1061,7 @@ mod tests {
             ..Scope::default()
         };
         let (_, services, fragment) = team_a();
-        let refusal = check("team-a", &limited, &services, &fragment, "maps").unwrap_err();
+        let refusal = check("team-a", &limited, (&services, true), &fragment, "maps").unwrap_err();
         assert!(refusal.to_string().contains("binds :8081"), "{refusal}");
     }
 

@@ -138,8 +138,6 @@ struct Merged {
 
 struct ServersEntry {
     service: Arc<Service>,
-    /// The service without its endpoints, as `render` receives it.
-    stripped: Arc<Service>,
     /// Its placements, once `servers` gave them; or why `servers` fails on it (quarantined).
     placements: Option<Result<Arc<[Placement]>, String>>,
 }
@@ -149,10 +147,6 @@ impl ServersEntry {
     fn new(service: &Arc<Service>) -> ServersEntry {
         ServersEntry {
             service: service.clone(),
-            stripped: Arc::new(Service {
-                endpoints: Vec::new(),
-                ..Service::clone(service)
-            }),
             placements: None,
         }
     }
@@ -160,9 +154,8 @@ impl ServersEntry {
 
 impl ServersCache {
     /// Make the entries those of `input`, keeping the entries of the services that did not
-    /// change (the same object, as the daemon's kept model gives, or an equal one); `input`
-    /// without endpoints.
-    fn stripped(&mut self, input: &[Arc<Service>]) -> Vec<Arc<Service>> {
+    /// change (the same object, as the daemon's kept model gives, or an equal one).
+    fn update(&mut self, input: &[Arc<Service>]) {
         let before = std::mem::take(&mut self.entries);
         let kept = |entry: ServersEntry, service: &Arc<Service>| {
             if entry.service == *service {
@@ -207,16 +200,13 @@ impl ServersCache {
                 })
                 .collect();
         }
-        self.entries.iter().map(|e| e.stripped.clone()).collect()
     }
 }
 
 /// A guest's successful output, its quarantine, and the input they came from. Inputs are
-/// compared whole, not by a hash an object's author could make collide; the model shares
-/// unchanged services, so most of the comparison is of pointers.
+/// compared whole ([`Input::same`]), not by a hash an object's author could make collide.
 struct LastOutput {
-    input: Vec<Arc<Service>>,
-    tls: Tls,
+    input: Input,
     fragment: Fragment,
     quarantined: Vec<(String, String)>,
 }
@@ -382,7 +372,7 @@ impl Pipeline {
                     admitted.cloned().collect()
                 };
                 let tls = certificates.for_services(&input);
-                self.render_if_changed(part, loaded, input, tls)
+                self.render_if_changed(part, loaded, self.cluster(loaded, input, tls))
             })
             .collect();
         conflicts.extend(self.unserved(services));
@@ -424,25 +414,21 @@ impl Pipeline {
 
     /// Render one guest, unless its input is the one its last successful output came from; a
     /// guest that writes servers apart is asked only for what changed.
-    fn render_if_changed(
-        &self,
-        part: &Part,
-        loaded: &Loaded,
-        input: Vec<Arc<Service>>,
-        tls: Tls,
-    ) -> GuestOutput {
+    fn render_if_changed(&self, part: &Part, loaded: &Loaded, mut input: Input) -> GuestOutput {
         if !loaded.servers_apart {
-            return self.render_cached(part, loaded, input, tls);
+            return self.render_cached(part, loaded, input);
         }
         // The rest of the configuration from the services without their endpoints, which an
         // endpoint change leaves as they were; then the `server` lines of the services that
         // changed, placed into it.
         let started = std::time::Instant::now();
         let mut cache = loaded.servers.lock().unwrap();
-        let stripped = cache.stripped(&input);
+        cache.update(&input.services);
+        let services = input.services.clone();
+        input.endpoints = false;
         // The two calls are independent: on a full render, each has every service.
         let (mut output, ran) = std::thread::scope(|scope| {
-            let rendered = scope.spawn(|| self.render_cached(part, loaded, stripped, tls));
+            let rendered = scope.spawn(|| self.render_cached(part, loaded, input));
             let ran = self.place_servers(part, loaded, &mut cache);
             let rendered = rendered.join();
             (
@@ -450,7 +436,6 @@ impl Pipeline {
                 ran,
             )
         });
-        output.services = input.len();
         let Ok(fragment) = output.result else {
             return output;
         };
@@ -459,7 +444,7 @@ impl Pipeline {
             (false, None, Some(last)) => Ok(last.clone()),
             _ => {
                 output.took = Some(started.elapsed());
-                self.merge_servers(part, loaded, &mut cache, &input, fragment)
+                self.merge_servers(part, loaded, &mut cache, &services, fragment)
             }
         });
         output
@@ -612,44 +597,42 @@ impl Pipeline {
             .collect();
         fragment.sections = merged.iter().map(|m| m.section.clone()).collect();
         assemble::check_fragment(&fragment, cache.last_merged.as_ref()).map_err(refused)?;
-        crate::policy::check(part.name(), &loaded.scope, input, &fragment, MAPS_DIR)
-            .map_err(|refusal| refused(refusal.to_string()))?;
+        crate::policy::check(
+            part.name(),
+            &loaded.scope,
+            (input, true),
+            &fragment,
+            MAPS_DIR,
+        )
+        .map_err(|refusal| refused(refusal.to_string()))?;
         cache.merged = merged;
         cache.last_merged = Some(fragment.clone());
         Ok(fragment)
     }
 
     /// Render one guest, unless its input is the one its last successful output came from.
-    fn render_cached(
-        &self,
-        part: &Part,
-        loaded: &Loaded,
-        input: Vec<Arc<Service>>,
-        tls: Tls,
-    ) -> GuestOutput {
+    fn render_cached(&self, part: &Part, loaded: &Loaded, input: Input) -> GuestOutput {
         let mut last = loaded.last.lock().unwrap();
-        if let Some(same) = last
-            .as_ref()
-            .filter(|last| last.input == input && last.tls == tls)
-        {
+        if let Some(same) = last.as_mut().filter(|last| last.input.same(&input)) {
+            // The newest objects, so that the next comparison is of pointers again.
+            same.input = input;
             return GuestOutput {
                 slot: part.slot.clone(),
                 team: loaded.scope.trust == Trust::Team,
                 result: Ok(same.fragment.clone()),
                 quarantined: same.quarantined.clone(),
                 took: None,
-                services: input.len(),
+                services: same.input.services.len(),
             };
         }
         let checked = last.as_ref().map(|last| &last.fragment);
         let started = std::time::Instant::now();
-        let mut output = self.render_guest(part, loaded, input.clone(), &tls, checked);
+        let mut output = self.render_guest(part, loaded, &input, checked);
         output.took = Some(started.elapsed());
-        output.services = input.len();
+        output.services = input.services.len();
         if let Ok(fragment) = &output.result {
             *last = Some(LastOutput {
                 input,
-                tls,
                 fragment: fragment.clone(),
                 quarantined: output.quarantined.clone(),
             });
@@ -672,12 +655,14 @@ impl Pipeline {
         }
     }
 
-    /// What guest `loaded` receives: `services` and `tls`, with its settings.
-    fn cluster(&self, loaded: &Loaded, services: Vec<Arc<Service>>, tls: &Tls) -> Input {
+    /// What guest `loaded` receives: `services`, with their endpoints, and `tls`, with its
+    /// settings.
+    fn cluster(&self, loaded: &Loaded, services: Vec<Arc<Service>>, tls: Tls) -> Input {
         Input {
             context: self.context(loaded),
             services,
-            tls: tls.clone(),
+            tls,
+            endpoints: true,
         }
     }
 
@@ -696,7 +681,7 @@ impl Pipeline {
             reason,
         };
         assemble::check_fragment(&fragment, checked).map_err(refused)?;
-        let services = &cluster.services;
+        let services = (&cluster.services[..], cluster.endpoints);
         crate::policy::check(part.name(), &loaded.scope, services, &fragment, MAPS_DIR)
             .map_err(|refusal| refused(refusal.to_string()))?;
         Ok(fragment)
@@ -710,8 +695,7 @@ impl Pipeline {
         &self,
         part: &Part,
         loaded: &Loaded,
-        services: Vec<Arc<Service>>,
-        tls: &Tls,
+        cluster: &Input,
         checked: Option<&Fragment>,
     ) -> GuestOutput {
         let output = |result, quarantined| GuestOutput {
@@ -722,26 +706,17 @@ impl Pipeline {
             took: None,
             services: 0,
         };
-        let cluster = self.cluster(loaded, services, tls);
-        let error = match self.attempt(part, loaded, &cluster, checked) {
+        let error = match self.attempt(part, loaded, cluster, checked) {
             Err(error) if !cluster.services.is_empty() => error,
             result => return output(result, Vec::new()),
         };
-        if self
-            .attempt(
-                part,
-                loaded,
-                &self.cluster(loaded, Vec::new(), tls),
-                checked,
-            )
-            .is_err()
-        {
+        if (self.attempt(part, loaded, &cluster.with(Vec::new()), checked)).is_err() {
             return output(Err(error), Vec::new());
         }
         let services = &cluster.services;
         let render = |indices: &[usize]| {
             let subset = indices.iter().map(|&i| services[i].clone()).collect();
-            self.attempt(part, loaded, &self.cluster(loaded, subset, tls), checked)
+            self.attempt(part, loaded, &cluster.with(subset), checked)
         };
         let mut budget = Budget {
             renders: QUARANTINE_RENDERS,

@@ -81,6 +81,7 @@ fn cluster(n: usize) -> Input {
         },
         services: services.into_iter().map(std::sync::Arc::new).collect(),
         tls: Tls::without_certificates(),
+        endpoints: true,
     }
 }
 

@@ -33,6 +33,7 @@ fn cluster(mode: &str) -> Input {
         },
         services: Vec::new(),
         tls: Tls::without_certificates(),
+        endpoints: true,
     }
 }
 

@@ -449,10 +449,11 @@ impl Sandbox {
     /// contract gets it without what that version lacks.
     pub fn render(&self, guest: &Guest, input: &Input) -> Result<Fragment, GuestError> {
         let mut store = self.store(&guest.name);
+        let cluster = input.view();
         let result = match &guest.pre {
-            Pre::Current(pre) => call_render(pre.instance_pre(), &mut store, input),
-            Pre::V0_2(pre) => call_render(pre.instance_pre(), &mut store, &input.older()),
-            Pre::V0_1(pre) => call_render(pre.instance_pre(), &mut store, &input.older()),
+            Pre::Current(pre) => call_render(pre.instance_pre(), &mut store, &cluster),
+            Pre::V0_2(pre) => call_render(pre.instance_pre(), &mut store, &cluster.older()),
+            Pre::V0_1(pre) => call_render(pre.instance_pre(), &mut store, &cluster.older()),
         };
         let said = store.data().stderr.text();
         if !said.trim().is_empty() {
