@@ -110,8 +110,11 @@ pub enum SnapshotError {
     },
 }
 
-/// Deeper nesting than this is refused before parsing. Kubernetes objects nest about ten
+/// YAML nesting deeper than this is refused before parsing. Kubernetes objects nest about ten
 /// levels; a file nested thousands deep is an attack on the parser (YAML's is quadratic in it).
+/// JSON's parser skips what is not read without recursion and stops at 128 levels in what is,
+/// so it needs no pass before: a JSON document that does not parse is reported as too deep
+/// when it nests deeper than this.
 pub const MAX_DEPTH: usize = 100;
 
 /// Read a snapshot file. Objects that do not parse are reported as problems, not fatal.
@@ -131,36 +134,37 @@ pub fn read_snapshot(path: &Path) -> Result<(Objects, Vec<Problem>), SnapshotErr
 /// Parse snapshot text: JSON (when it starts with `{` or `[`, as `kubectl -o json` prints it)
 /// or YAML, one `List` or many documents. The error says which format was read, and why not.
 pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), (&'static str, String)> {
-    let json = text.trim_start().starts_with(['{', '[']);
-    let format = if json { "JSON" } else { "YAML" };
-    let depth = if json {
-        json_depth(text)
-    } else {
-        yaml_flow_depth(text)
-    };
-    if depth > MAX_DEPTH {
-        return Err((
-            format,
-            format!("it nests deeper than {MAX_DEPTH} levels, which no Kubernetes object does"),
-        ));
-    }
+    let too_deep =
+        || format!("it nests deeper than {MAX_DEPTH} levels, which no Kubernetes object does");
     let mut objects = Objects::default();
     let mut problems = Vec::new();
-    if json {
-        let documents = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
-        for document in documents {
-            let document = document.map_err(|e| (format, e.to_string()))?;
-            let parsed: Document =
-                serde_json::from_str(document.get()).map_err(|e| (format, e.to_string()))?;
-            match parsed.items {
-                Some(items) if parsed.kind.ends_with("List") => {
+    if text.trim_start().starts_with(['{', '[']) {
+        // serde_json has a nesting limit of its own, so the depth is counted (for a clearer
+        // message) only when the text does not parse: a full pass less on the way of every
+        // render.
+        let error = |e: serde_json::Error| match json_depth(text) > MAX_DEPTH {
+            true => ("JSON", too_deep()),
+            false => ("JSON", e.to_string()),
+        };
+        let mut documents = serde_json::Deserializer::from_str(text).into_iter::<Document>();
+        let mut start = 0;
+        while let Some(document) = documents.next() {
+            let document = document.map_err(error)?;
+            let end = documents.byte_offset();
+            match document.items {
+                Some(items) if document.kind.ends_with("List") => {
                     objects.add_all_json(&items, &mut problems)
                 }
-                _ => objects.add_json(document, &mut problems),
+                _ => objects.add_json(&text[start..end], &mut problems),
             }
+            start = end;
         }
         return Ok((objects, problems));
     }
+    if yaml_flow_depth(text) > MAX_DEPTH {
+        return Err(("YAML", too_deep()));
+    }
+    let format = "YAML";
     for document in serde_yaml::Deserializer::from_str(text) {
         let value =
             serde_json::Value::deserialize(document).map_err(|e| (format, e.to_string()))?;
@@ -207,6 +211,49 @@ struct Header {
 struct HeaderMeta {
     namespace: Option<String>,
     name: Option<String>,
+}
+
+/// The `apiVersion` and `kind` of a JSON object, read from its first keys, where
+/// `kubectl` puts them, without reading the rest of it.
+#[derive(Default)]
+struct TypeMeta {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+impl TypeMeta {
+    fn of(item: &str) -> TypeMeta {
+        let mut found = TypeMeta::default();
+        // Stopping early leaves the object unfinished, which is an error to serde_json; what
+        // was found by then is what counts.
+        let _ = serde::Deserializer::deserialize_map(
+            &mut serde_json::Deserializer::from_str(item),
+            &mut found,
+        );
+        found
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut TypeMeta {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while self.api_version.is_none() || self.kind.is_none() {
+            let Some(key) = map.next_key::<Cow<str>>()? else {
+                break;
+            };
+            match key.as_ref() {
+                "apiVersion" => self.api_version = Some(map.next_value()?),
+                "kind" => self.kind = Some(map.next_value()?),
+                _ => map.next_value::<serde::de::IgnoredAny>().map(drop)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How deep JSON `text` nests: its brackets outside strings.
@@ -321,7 +368,11 @@ impl Objects {
     /// Add one object read from YAML; other kinds are ignored.
     fn add(&mut self, item: serde_json::Value) -> Result<(), Problem> {
         let header = Header::deserialize(&item).unwrap_or_default();
-        self.add_kind(&header, item).map_err(|e| header.problem(e))
+        let read = self.add_kind(&header, item);
+        if read.is_none() {
+            header.ignore();
+        }
+        read.unwrap_or(Ok(())).map_err(|e| header.problem(e))
     }
 
     /// Add the objects of a JSON list in order, reading them on as many threads as there are
@@ -331,7 +382,7 @@ impl Objects {
         let read = |items: &[&RawValue]| {
             let mut read = (Objects::default(), Vec::new());
             for item in items {
-                read.0.add_json(item, &mut read.1);
+                read.0.add_json(item.get(), &mut read.1);
             }
             read
         };
@@ -360,24 +411,38 @@ impl Objects {
     }
 
     /// Add one object read from JSON, straight into its Kubernetes type; other kinds are
-    /// ignored.
-    fn add_json(&mut self, item: &RawValue, problems: &mut Vec<Problem>) {
-        let header: Header = match serde_json::from_str(item.get()) {
-            Ok(header) => header,
-            Err(error) => return problems.push(Header::default().problem(error)),
+    /// ignored. The whole header is read only when the object is not read, to name it.
+    fn add_json(&mut self, item: &str, problems: &mut Vec<Problem>) {
+        let found = TypeMeta::of(item);
+        let header = Header {
+            api_version: found.api_version.unwrap_or_default(),
+            kind: found.kind.unwrap_or_default(),
+            ..Header::default()
         };
-        let object = &mut serde_json::Deserializer::from_str(item.get());
-        if let Err(error) = self.add_kind(&header, object) {
-            problems.push(header.problem(error));
+        let read = self.add_kind(&header, &mut serde_json::Deserializer::from_str(item));
+        if let Some(Ok(())) = read {
+            return;
+        }
+        let header: Header = match serde_json::from_str(item) {
+            Ok(header) => header,
+            Err(error) => return problems.push(header.problem(error)),
+        };
+        match read {
+            Some(Err(error)) => problems.push(header.problem(error)),
+            _ => header.ignore(),
         }
     }
 
-    /// Add `object`, slimmed, if `header` says it is of a kind read; other kinds are ignored.
-    fn add_kind<'de, D>(&mut self, header: &Header, object: D) -> Result<(), serde_json::Error>
+    /// Add `object`, slimmed, if `header` says it is of a kind read (`None` when not).
+    fn add_kind<'de, D>(
+        &mut self,
+        header: &Header,
+        object: D,
+    ) -> Option<Result<(), serde_json::Error>>
     where
         D: serde::Deserializer<'de, Error = serde_json::Error>,
     {
-        match (header.api_version.as_str(), header.kind.as_str()) {
+        Some(match (header.api_version.as_str(), header.kind.as_str()) {
             ("v1", "Service") => push::<Service, _>(&mut self.services, object),
             ("v1", "Endpoints") => push::<Endpoints, _>(&mut self.endpoints, object),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
@@ -385,11 +450,8 @@ impl Objects {
             }
             ("v1", "Namespace") => push::<Namespace, _>(&mut self.namespaces, object),
             ("v1", "Secret") => push::<Secret, _>(&mut self.secrets, object),
-            _ => {
-                header.ignore();
-                Ok(())
-            }
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -540,6 +602,38 @@ mod tests {
         );
         // A guard against the parser's quadratic time, not a speed target.
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn deep_nesting_inside_a_json_object_costs_that_object_at_most() {
+        let deep = |n| "[".repeat(n) + &"]".repeat(n);
+        let service = |name: &str, rest: &str| {
+            format!(
+                r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}", "namespace": "ns"{rest}}}}}"#
+            )
+        };
+        let items = [
+            // A field not read is skipped without recursion, however deep.
+            service("unknown", &format!(r#", "x": {}"#, deep(180_000))),
+            // One read as a free-form value hits the parser's nesting limit: that object only.
+            service(
+                "free-form",
+                &format!(r#", "managedFields": [{{"fieldsV1": {}}}]"#, deep(150)),
+            ),
+            service("plain", ""),
+        ];
+        let list = format!(r#"{{"kind": "List", "items": [{}]}}"#, items.join(","));
+        let (objects, problems) = parse_snapshot(&list).unwrap();
+        let names: Vec<_> = (objects.services.iter())
+            .map(|s| s.meta.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(names, ["unknown", "plain"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].object, "Service ns/free-form");
+        assert!(
+            problems[0].reason.contains("recursion limit"),
+            "{problems:?}"
+        );
     }
 
     #[test]
