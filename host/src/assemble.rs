@@ -7,6 +7,7 @@
 use crate::bindings::{MapFile, Section, SectionKind};
 use crate::fragment::Fragment;
 use crate::guests::Part;
+use crate::in_step::InStep;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -65,7 +66,8 @@ fn key<T>(item: &Arc<T>) -> usize {
 /// object it was written from: assembling again costs a look-up for what did not change.
 #[derive(Default)]
 pub struct Written {
-    sections: foldhash::HashMap<usize, WrittenSection>,
+    /// In the order they were written.
+    sections: Vec<(usize, Option<WrittenSection>)>,
     maps: foldhash::HashMap<usize, WrittenMap>,
     /// The length of the last text: room made at once.
     config_len: usize,
@@ -94,26 +96,36 @@ impl Written {
     /// The JSON of `fragments` (as `serde_json` writes them), from the texts kept where they
     /// were assembled.
     pub fn json(&self, fragments: &[Fragment]) -> String {
-        let section = |s: &Arc<Section>| Some(self.sections.get(&key(s))?.json.as_str());
+        // The fragments of the last assembly have the sections kept, in the same order; a
+        // section that is not the one kept in its place is written anew.
+        let mut in_order = (self.sections.iter()).filter_map(|(k, s)| Some((*k, s.as_ref()?)));
+        let mut section = |s: &Arc<Section>| {
+            let (k, written) = in_order.next()?;
+            (k == key(s)).then_some(written.json.as_str())
+        };
         let map = |m: &Arc<MapFile>| Some(self.maps.get(&key(m))?.json.as_str());
+        // Each fragment's sections, then its map files.
+        let mut kept: Vec<Option<&str>> = Vec::new();
+        for fragment in fragments {
+            kept.extend(fragment.sections.iter().map(&mut section));
+            kept.extend(fragment.maps.iter().map(map));
+        }
         // Made once at its full size: at 10,000 services it is 4 MB, which growing by doubling
         // took to 8.
-        let kept_len: usize = (fragments.iter())
-            .flat_map(|f| f.sections.iter().map(section).chain(f.maps.iter().map(map)))
-            .map(|json| json.map_or(0, str::len) + 1)
-            .sum();
+        let kept_len: usize = kept.iter().map(|json| json.map_or(0, str::len) + 1).sum();
         let mut out = String::with_capacity(kept_len + 32 * fragments.len() + 2);
+        let mut kept = kept.into_iter();
         fn list<'a, T: serde::Serialize>(
             out: &mut String,
             items: &[Arc<T>],
-            kept: impl Fn(&Arc<T>) -> Option<&'a str>,
+            kept: &mut impl Iterator<Item = Option<&'a str>>,
         ) {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                match kept(item) {
+                match kept.next().flatten() {
                     Some(json) => out.push_str(json),
                     None => out.push_str(&serde_json::to_string(item).expect("plain data")),
                 }
@@ -126,9 +138,9 @@ impl Written {
                 out.push(',');
             }
             out.push_str("{\"sections\":");
-            list(&mut out, &fragment.sections, section);
+            list(&mut out, &fragment.sections, &mut kept);
             out.push_str(",\"maps\":");
-            list(&mut out, &fragment.maps, map);
+            list(&mut out, &fragment.maps, &mut kept);
             out.push('}');
         }
         out.push(']');
@@ -147,7 +159,8 @@ pub fn assemble_with(
     outputs: &[(&Part, Output)],
     written: &mut Written,
 ) -> Result<Assembled, AssembleError> {
-    let before = std::mem::take(&mut written.sections);
+    let sections = written.sections.len();
+    let before = InStep::new(std::mem::take(&mut written.sections));
     let mut text = Text {
         buf: String::with_capacity(written.config_len),
         origins: OriginsSoFar {
@@ -155,7 +168,7 @@ pub fn assemble_with(
             same: 0,
             own: None,
         },
-        now: foldhash::HashMap::with_capacity_and_hasher(before.len(), Default::default()),
+        now: Vec::with_capacity(sections),
         before,
         lines: 0,
     };
@@ -265,8 +278,8 @@ struct Text {
     lines: usize,
     origins: OriginsSoFar,
     /// The sections' texts of the last assembly, and of this one.
-    before: foldhash::HashMap<usize, WrittenSection>,
-    now: foldhash::HashMap<usize, WrittenSection>,
+    before: InStep<WrittenSection>,
+    now: Vec<(usize, Option<WrittenSection>)>,
 }
 
 impl Text {
@@ -286,7 +299,7 @@ impl Text {
             if i > 0 {
                 self.push("\n");
             }
-            let written = match self.before.remove(&key(section)) {
+            let written = match self.before.take(key(section)) {
                 Some(kept) if kept.label == *label => kept,
                 _ => {
                     let (header, text) = section_text(section)?;
@@ -303,7 +316,7 @@ impl Text {
             self.origin(&written.origin);
             self.buf.push_str(&written.text);
             self.lines += written.lines;
-            self.now.insert(key(&written.section), written);
+            self.now.push((key(&written.section), Some(written)));
         }
         Ok(())
     }
@@ -616,6 +629,11 @@ mod tests {
             last_line(&again).as_deref(),
             Some("guest 20-http (bundled), section `backend a`")
         );
+        // Sections kept but moved are found where they went.
+        let mut fifth = second.clone();
+        fifth.sections.reverse();
+        assert_eq!(once(&fifth, &mut written), fresh(&fifth));
+        assert_eq!(written.json(std::slice::from_ref(&fifth)), json(&fifth));
         // What was not assembled is written from the fragment itself.
         assert_eq!(written.json(std::slice::from_ref(&first)), json(&first));
     }

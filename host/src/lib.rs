@@ -20,6 +20,7 @@ pub mod files;
 pub mod fragment;
 pub mod guard;
 pub mod guests;
+pub mod in_step;
 pub mod model;
 pub mod policy;
 pub mod render;

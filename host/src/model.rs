@@ -5,9 +5,10 @@
 //! an object that fails is skipped with a [`Problem`] that names it, and the rest renders.
 
 use crate::bindings::{Endpoint, EndpointPort, Protocol, Service, ServicePort};
+use crate::in_step::InStep;
 use crate::source::compact::{self, Meta};
 use crate::source::{Objects, Problem};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -164,39 +165,6 @@ fn path_of(service: &Service) -> &str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-/// The last build's candidates, taken in the order they come again: the objects come sorted
-/// by namespace and name each time, so most are where they were, and only those that are not
-/// are looked up.
-struct Previous {
-    built: Vec<(usize, Option<Built>)>,
-    /// Where the next candidate is expected.
-    next: usize,
-    /// Positions by key, made when a candidate is first not where expected.
-    index: Option<HashMap<usize, usize, foldhash::fast::RandomState>>,
-}
-
-impl Previous {
-    /// What the candidate `key` became last time, if it was there.
-    fn take(&mut self, key: usize) -> Option<Built> {
-        let at = match self.built.get(self.next) {
-            Some((k, _)) if *k == key => self.next,
-            _ => {
-                let built = &self.built;
-                let index = (self.index).get_or_insert_with(|| {
-                    built
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (k, _))| (*k, i))
-                        .collect()
-                });
-                *index.get(&key)?
-            }
-        };
-        self.next = at + 1;
-        self.built[at].1.take()
-    }
-}
-
 /// What one candidate became, and the objects it was made of.
 struct Built {
     sources: Sources,
@@ -212,34 +180,29 @@ impl Model {
             self.built.clear();
             self.rules = Some(rules.clone());
         }
-        let mut previous = Previous {
-            built: std::mem::replace(&mut self.built, Vec::with_capacity(objects.services.len())),
-            next: 0,
-            index: None,
-        };
+        // The objects come sorted by namespace and name each time, so the last build's
+        // candidates are found in step.
+        let mut previous = InStep::new(std::mem::take(&mut self.built));
+        let candidates = candidates(objects);
+        let mut built: Vec<Option<Built>> = (candidates.iter())
+            .map(|candidate| {
+                let last = previous.take(candidate.key())?;
+                last.sources.same(candidate).then_some(last)
+            })
+            .collect();
+        convert_missing(&candidates, &mut built, rules);
+        self.built.reserve(candidates.len());
         let mut problems = Vec::new();
-        let mut services = Vec::with_capacity(previous.built.len());
-        for candidate in candidates(objects) {
-            let key = candidate.key();
-            let built = match previous.take(key) {
-                Some(built) if built.sources.same(&candidate) => built,
-                _ => {
-                    let mut found = Vec::new();
-                    let service = candidate.to_service(rules, &mut found);
-                    Built {
-                        sources: candidate.sources(),
-                        service: service.map(|s| s.map(Arc::new)),
-                        problems: found,
-                    }
-                }
-            };
+        let mut services = Vec::with_capacity(candidates.len());
+        for (candidate, built) in candidates.iter().zip(built) {
+            let built = built.expect("every candidate is converted");
             problems.extend(built.problems.iter().cloned());
             match &built.service {
                 Ok(Some(service)) => services.push(service.clone()),
                 Ok(None) => {}
                 Err(reason) => problems.push(Problem::new(&candidate.id(), reason)),
             }
-            self.built.push((key, Some(built)));
+            self.built.push((candidate.key(), Some(built)));
         }
         let conflicts = match self.conflicts.take() {
             Some(last) if last.holds_for(&services) => Conflicts {
@@ -265,6 +228,35 @@ impl Model {
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         (services, problems)
     }
+}
+
+/// Convert the candidates that have nothing `built`: on as many threads as there are cores (up
+/// to 4) when there are many, as on a first render.
+fn convert_missing(candidates: &[Candidate], built: &mut [Option<Built>], rules: &Rules) {
+    let convert = |candidate: &Candidate, built: &mut Option<Built>| {
+        if built.is_none() {
+            let mut problems = Vec::new();
+            let service = candidate.to_service(rules, &mut problems);
+            *built = Some(Built {
+                sources: candidate.sources(),
+                service: service.map(|s| s.map(Arc::new)),
+                problems,
+            });
+        }
+    };
+    let threads = match built.iter().filter(|b| b.is_none()).count() {
+        ..2000 => 1,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+    };
+    if threads == 1 {
+        return (candidates.iter().zip(built)).for_each(|(c, b)| convert(c, b));
+    }
+    let chunk = candidates.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (candidates, built) in candidates.chunks(chunk).zip(built.chunks_mut(chunk)) {
+            scope.spawn(move || (candidates.iter().zip(built)).for_each(|(c, b)| convert(c, b)));
+        }
+    });
 }
 
 /// The objects a candidate is made of. Holding them keeps their addresses from being reused,
