@@ -509,7 +509,25 @@ impl Pipeline {
             }
             Ok(placements)
         };
-        match ask(&services) {
+        // A first render asks for thousands at once: in two halves, on two threads, beside the
+        // guest's `render`.
+        let asked = match services.len() {
+            ..2000 => ask(&services),
+            n => {
+                let (left, right) = services.split_at(n / 2);
+                let (left, right) = std::thread::scope(|scope| {
+                    let right = scope.spawn(|| ask(right));
+                    let left = ask(left);
+                    let right = right.join();
+                    (left, right.unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                });
+                left.and_then(|mut left| {
+                    left.extend(right?);
+                    Ok(left)
+                })
+            }
+        };
+        match asked {
             Ok(placements) => {
                 for (&i, placements) in missing.iter().zip(placements) {
                     cache.entries[i].placements = Some(Ok(placements.into()));
@@ -1099,6 +1117,44 @@ mod tests {
         );
         assert!(moved.config.contains("10.0.0.9:8080"), "{}", moved.config);
         assert!(!moved.config.contains("10.0.0.1:8080"), "{}", moved.config);
+    }
+
+    #[test]
+    fn thousands_of_services_asked_for_their_servers_in_halves_each_have_them() {
+        let address = |i: usize| format!("10.1.{}.{}", i / 200, i % 200 + 1);
+        let items: Vec<String> = (0..2_001)
+            .flat_map(|i| {
+                [
+                    format!(
+                        r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "s{i}", "namespace": "t", "annotations": {{"wasmconfd.io/proto": "http", "wasmconfd.io/domain": "s{i}.test"}}}}, "spec": {{"ports": [{{"name": "http", "port": 80}}]}}}}"#
+                    ),
+                    format!(
+                        r#"{{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4", "metadata": {{"name": "s{i}-1", "namespace": "t", "labels": {{"kubernetes.io/service-name": "s{i}"}}}}, "ports": [{{"name": "http", "port": 8080}}], "endpoints": [{{"addresses": ["{}"]}}]}}"#,
+                        address(i)
+                    ),
+                ]
+            })
+            .collect();
+        let text = format!(r#"{{"kind": "List", "items": [{}]}}"#, items.join(","));
+        let (objects, _) = crate::source::parse_snapshot(&text).unwrap();
+        let services = crate::model::build(&objects, &Default::default()).0;
+        let pipeline = Pipeline::new(&GuestConfig::default()).unwrap();
+        let certificates = Certificates::only_default().unwrap();
+        let assembled = (pipeline.render(&services, &NamespaceLabels::new(), &certificates))
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert_eq!(
+            pipeline.renders(),
+            6,
+            "base, http (render, and servers in two halves), https and redis"
+        );
+        for i in [0, 1_000, 1_001, 2_000] {
+            let server = format!(" {}:8080", address(i));
+            assert!(assembled.config.contains(&server), "no server{server}");
+        }
+        let servers = (assembled.config.lines())
+            .filter(|line| line.trim_start().starts_with("server "))
+            .count();
+        assert_eq!(servers, 2_001, "one server per service");
     }
 
     #[test]
