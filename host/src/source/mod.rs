@@ -142,9 +142,13 @@ pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), (&'static s
         // serde_json has a nesting limit of its own, so the depth is counted (for a clearer
         // message) only when the text does not parse: a full pass less on the way of every
         // render.
-        let error = |e: serde_json::Error| match json_depth(text) > MAX_DEPTH {
-            true => ("JSON", too_deep()),
-            false => ("JSON", e.to_string()),
+        let error = |e: serde_json::Error| {
+            let message = if json_depth(text) > MAX_DEPTH {
+                too_deep()
+            } else {
+                e.to_string()
+            };
+            ("JSON", message)
         };
         let mut documents = serde_json::Deserializer::from_str(text).into_iter::<Document>();
         let mut start = 0;
@@ -368,11 +372,13 @@ impl Objects {
     /// Add one object read from YAML; other kinds are ignored.
     fn add(&mut self, item: serde_json::Value) -> Result<(), Problem> {
         let header = Header::deserialize(&item).unwrap_or_default();
-        let read = self.add_kind(&header, item);
-        if read.is_none() {
-            header.ignore();
+        match self.add_kind(&header, item) {
+            Some(read) => read.map_err(|e| header.problem(e)),
+            None => {
+                header.ignore();
+                Ok(())
+            }
         }
-        read.unwrap_or(Ok(())).map_err(|e| header.problem(e))
     }
 
     /// Add the objects of a JSON list in order, reading them on as many threads as there are
