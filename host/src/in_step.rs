@@ -23,17 +23,6 @@ impl<T> InStep<T> {
 
     /// What the last pass made of the item `key`, if it had it and it was not taken yet.
     pub fn take(&mut self, key: usize) -> Option<T> {
-        let at = self.position(key)?;
-        self.kept[at].1.take()
-    }
-
-    /// What the last pass made of the item `key`, left in place.
-    pub fn get(&mut self, key: usize) -> Option<&T> {
-        let at = self.position(key)?;
-        self.kept[at].1.as_ref()
-    }
-
-    fn position(&mut self, key: usize) -> Option<usize> {
         let at = match self.kept.get(self.next) {
             Some((k, _)) if *k == key => self.next,
             _ => {
@@ -47,7 +36,7 @@ impl<T> InStep<T> {
             }
         };
         self.next = at + 1;
-        Some(at)
+        self.kept[at].1.take()
     }
 }
 
@@ -59,10 +48,9 @@ mod tests {
     fn items_are_found_in_step_moved_or_not_at_all() {
         let mut kept = InStep::new(vec![(1, Some("a")), (2, Some("b")), (3, Some("c"))]);
         assert_eq!(kept.take(1), Some("a"));
-        assert_eq!(kept.get(3), Some(&"c"), "out of step: looked up");
+        assert_eq!(kept.take(3), Some("c"), "out of step: looked up");
         assert_eq!(kept.take(2), Some("b"));
         assert_eq!(kept.take(4), None, "not there");
         assert_eq!(kept.take(1), None, "taken already");
-        assert_eq!(kept.take(3), Some("c"));
     }
 }
