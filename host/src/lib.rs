@@ -22,6 +22,7 @@ pub mod guard;
 pub mod guests;
 pub mod in_step;
 pub mod model;
+pub mod parallel;
 pub mod policy;
 pub mod render;
 pub mod scaffold;

@@ -233,30 +233,15 @@ impl Model {
 /// Convert the candidates that have nothing `built`: on as many threads as there are cores (up
 /// to 4) when there are many, as on a first render.
 fn convert_missing(candidates: &[Candidate], built: &mut [Option<Built>], rules: &Rules) {
-    let convert = |candidate: &Candidate, built: &mut Option<Built>| {
-        if built.is_none() {
-            let mut problems = Vec::new();
-            let service = candidate.to_service(rules, &mut problems);
-            *built = Some(Built {
-                sources: candidate.sources(),
-                service: service.map(|s| s.map(Arc::new)),
-                problems,
-            });
-        }
-    };
-    let threads = match built.iter().filter(|b| b.is_none()).count() {
-        ..2000 => 1,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-    };
-    if threads == 1 {
-        return (candidates.iter().zip(built)).for_each(|(c, b)| convert(c, b));
-    }
-    let chunk = candidates.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (candidates, built) in candidates.chunks(chunk).zip(built.chunks_mut(chunk)) {
-            scope.spawn(move || (candidates.iter().zip(built)).for_each(|(c, b)| convert(c, b)));
-        }
+    let missing: Vec<usize> = (0..built.len()).filter(|&i| built[i].is_none()).collect();
+    let converted = crate::parallel::by_chunks(&missing, 2000, |missing| {
+        (missing.iter())
+            .map(|&i| candidates[i].built(rules))
+            .collect::<Vec<_>>()
     });
+    for (i, made) in missing.iter().zip(converted.into_iter().flatten()) {
+        built[*i] = Some(made);
+    }
 }
 
 /// The objects a candidate is made of. Holding them keeps their addresses from being reused,
@@ -348,6 +333,17 @@ impl Candidate<'_> {
             (Some(service), _) => Arc::as_ptr(service) as usize,
             (None, Some(endpoints)) => Arc::as_ptr(endpoints) as usize,
             (None, None) => unreachable!("a candidate has a Service or an Endpoints object"),
+        }
+    }
+
+    /// What this candidate becomes.
+    fn built(&self, rules: &Rules) -> Built {
+        let mut problems = Vec::new();
+        let service = self.to_service(rules, &mut problems);
+        Built {
+            sources: self.sources(),
+            service: service.map(|s| s.map(Arc::new)),
+            problems,
         }
     }
 

@@ -306,6 +306,7 @@ impl<'a> Team<'a> {
                 .iter()
                 .flat_map(|s| s.domains.iter().map(String::as_str))
                 .collect(),
+            // A guest given its services without their endpoints has none to place servers on.
             addresses: services
                 .iter()
                 .filter(|_| endpoints)
@@ -765,6 +766,18 @@ mod tests {
         assert_eq!(
             check("team-a", &scope, (&services, true), &fragment, "maps"),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_team_guest_given_no_endpoints_places_no_server() {
+        let (scope, services, fragment) = team_a();
+        let refusal = check("team-a", &scope, (&services, false), &fragment, "maps").unwrap_err();
+        assert!(
+            refusal
+                .to_string()
+                .contains("is not an endpoint of its services"),
+            "{refusal}"
         );
     }
 

@@ -509,24 +509,11 @@ impl Pipeline {
             }
             Ok(placements)
         };
-        // A first render asks for thousands at once: in two halves, on two threads, beside the
-        // guest's `render`.
-        let asked = match services.len() {
-            ..2000 => ask(&services),
-            n => {
-                let (left, right) = services.split_at(n / 2);
-                let (left, right) = std::thread::scope(|scope| {
-                    let right = scope.spawn(|| ask(right));
-                    let left = ask(left);
-                    let right = right.join();
-                    (left, right.unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                });
-                left.and_then(|mut left| {
-                    left.extend(right?);
-                    Ok(left)
-                })
-            }
-        };
+        // A first render asks for thousands at once: in parts, one per core, beside the guest's
+        // `render`.
+        let asked = (crate::parallel::by_chunks(&services, 2000, ask).into_iter())
+            .collect::<Result<Vec<_>, _>>()
+            .map(|parts| parts.into_iter().flatten().collect::<Vec<_>>());
         match asked {
             Ok(placements) => {
                 for (&i, placements) in missing.iter().zip(placements) {
@@ -1120,7 +1107,7 @@ mod tests {
     }
 
     #[test]
-    fn thousands_of_services_asked_for_their_servers_in_halves_each_have_them() {
+    fn thousands_of_services_asked_for_their_servers_in_parts_each_have_them() {
         let address = |i: usize| format!("10.1.{}.{}", i / 200, i % 200 + 1);
         let items: Vec<String> = (0..2_001)
             .flat_map(|i| {
@@ -1144,8 +1131,8 @@ mod tests {
             .unwrap_or_else(|errors| panic!("{errors:?}"));
         assert_eq!(
             pipeline.renders(),
-            6,
-            "base, http (render, and servers in two halves), https and redis"
+            4 + crate::parallel::threads() as u64,
+            "base, http (render, and servers in a part per core), https and redis"
         );
         for i in [0, 1_000, 1_001, 2_000] {
             let server = format!(" {}:8080", address(i));

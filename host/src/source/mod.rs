@@ -381,10 +381,9 @@ impl Objects {
         }
     }
 
-    /// Add the objects of a JSON list in order, reading them on as many threads as there are
-    /// cores (up to 4): reading is most of a full render's time at scale.
+    /// Add the objects of a JSON list in order, reading a long one on as many threads as there
+    /// are cores (up to 4): reading is most of a full render's time at scale.
     fn add_all_json(&mut self, items: &[&RawValue], problems: &mut Vec<Problem>) {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let read = |items: &[&RawValue]| {
             let mut read = (Objects::default(), Vec::new());
             for item in items {
@@ -392,21 +391,7 @@ impl Objects {
             }
             read
         };
-        let parts = std::thread::scope(|scope| {
-            let chunks = items.chunks(items.len().div_ceil(threads).max(1000));
-            let threads: Vec<_> = chunks
-                .map(|chunk| scope.spawn(move || read(chunk)))
-                .collect();
-            threads
-                .into_iter()
-                .map(|thread| {
-                    thread
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect::<Vec<_>>()
-        });
-        for (objects, more_problems) in parts {
+        for (objects, more_problems) in crate::parallel::by_chunks(items, 2000, read) {
             self.services.extend(objects.services);
             self.endpoint_slices.extend(objects.endpoint_slices);
             self.endpoints.extend(objects.endpoints);
