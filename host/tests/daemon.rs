@@ -939,11 +939,11 @@ fn after_an_api_server_restart_a_change_applies_within_seconds() {
         "the change took {took:?}:\n{}",
         scene.log()
     );
-    assert!(
-        scene.log().contains("resource version gone"),
-        "{}",
-        scene.log()
-    );
+    // The watches list again once the API answers: under load the change can reach the daemon
+    // before that (see issue 15's notes), so the line is waited for rather than expected at once.
+    scene.wait_until(Duration::from_secs(4), || {
+        scene.log().contains("resource version gone")
+    });
 }
 
 #[test]
