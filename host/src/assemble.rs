@@ -293,32 +293,53 @@ impl Text {
         self.origins.push(self.lines + 1, description);
     }
 
-    /// `sections` of the part `label`, each argument quoted.
+    /// `sections` of the part `label`, each argument quoted. The text of a section the last
+    /// assembly wrote is taken from there; the others are written anew, on several threads
+    /// when there are thousands (a first render).
     fn sections(&mut self, label: &Arc<str>, sections: &[Arc<Section>]) -> Result<(), String> {
-        for (i, section) in sections.iter().enumerate() {
+        let kept: Vec<Option<WrittenSection>> = (sections.iter())
+            .map(|section| (self.before.take(key(section))).filter(|kept| kept.label == *label))
+            .collect();
+        let missing: Vec<&Arc<Section>> = (sections.iter().zip(&kept))
+            .filter_map(|(section, kept)| kept.is_none().then_some(section))
+            .collect();
+        let write = |missing: &[&Arc<Section>]| -> Result<Vec<WrittenSection>, String> {
+            (missing.iter())
+                .map(|section| WrittenSection::new(section, label))
+                .collect()
+        };
+        let mut anew = (crate::parallel::by_chunks(&missing, 2000, write).into_iter())
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten();
+        for (i, kept) in kept.into_iter().enumerate() {
             if i > 0 {
                 self.push("\n");
             }
-            let written = match self.before.take(key(section)) {
-                Some(kept) if kept.label == *label => kept,
-                _ => {
-                    let (header, text) = section_text(section)?;
-                    WrittenSection {
-                        section: section.clone(),
-                        label: label.clone(),
-                        origin: format!("{label}, section `{header}`").into(),
-                        lines: text.bytes().filter(|&b| b == b'\n').count(),
-                        text,
-                        json: serde_json::to_string(section).expect("plain data"),
-                    }
-                }
-            };
+            let written = kept
+                .or_else(|| anew.next())
+                .expect("one written per missing");
             self.origin(&written.origin);
             self.buf.push_str(&written.text);
             self.lines += written.lines;
             self.now.push((key(&written.section), Some(written)));
         }
         Ok(())
+    }
+}
+
+impl WrittenSection {
+    /// `section` of the part `label`, written.
+    fn new(section: &Arc<Section>, label: &Arc<str>) -> Result<WrittenSection, String> {
+        let (header, text) = section_text(section)?;
+        Ok(WrittenSection {
+            section: section.clone(),
+            label: label.clone(),
+            origin: format!("{label}, section `{header}`").into(),
+            lines: text.bytes().filter(|&b| b == b'\n').count(),
+            text,
+            json: serde_json::to_string(section).expect("plain data"),
+        })
     }
 }
 
@@ -559,13 +580,17 @@ mod tests {
         assert!(check_map_name("../x").is_err());
     }
 
-    #[test]
-    fn assembling_again_takes_the_kept_texts_and_gives_what_a_first_assembly_gives() {
-        let part = Part {
+    fn part() -> Part {
+        Part {
             slot: "20-http".into(),
             origin: "bundled".into(),
             source: crate::guests::parts::Source::Static(String::new()),
-        };
+        }
+    }
+
+    #[test]
+    fn assembling_again_takes_the_kept_texts_and_gives_what_a_first_assembly_gives() {
+        let part = part();
         let hosts = MapFile {
             name: "hosts.map".into(),
             entries: vec![crate::bindings::MapEntry {
@@ -636,5 +661,56 @@ mod tests {
         assert_eq!(written.json(std::slice::from_ref(&fifth)), json(&fifth));
         // What was not assembled is written from the fragment itself.
         assert_eq!(written.json(std::slice::from_ref(&first)), json(&first));
+    }
+
+    #[test]
+    fn thousands_of_sections_written_on_several_threads_come_in_order() {
+        let part = part();
+        let sections = || {
+            (0..5000).map(|i| {
+                backend(
+                    &format!("b{i}"),
+                    &format!("10.0.{}.{}:80", i / 250, i % 250),
+                )
+            })
+        };
+        let first = Fragment::new(sections(), []);
+        let mut written = Written::default();
+        let once =
+            |f: &Fragment, w: &mut Written| assemble_with(&[(&part, Output::Fragment(f))], w);
+        let assembled = once(&first, &mut written).unwrap();
+        let headers: Vec<&str> = (assembled.config.lines())
+            .filter(|l| l.starts_with("backend "))
+            .collect();
+        let expected: Vec<String> = (0..5000).map(|i| format!("backend b{i}")).collect();
+        assert_eq!(headers, expected);
+        assert!(
+            assembled
+                .config
+                .contains("backend b4999\n    server s 10.0.19.249:80\n")
+        );
+        assert_eq!(
+            assembled.origin_of(assembled.config.lines().count()),
+            Some("guest 20-http (bundled), section `backend b4999`")
+        );
+        let json = serde_json::to_string(std::slice::from_ref(&first)).unwrap();
+        assert_eq!(written.json(std::slice::from_ref(&first)), json);
+
+        // One kept among thousands written anew: in its place.
+        let mut second = Fragment::new(sections(), []);
+        second.sections[2500] = first.sections[2500].clone();
+        let fresh = assemble(&[(&part, Output::Fragment(&second))]).unwrap();
+        assert_eq!(once(&second, &mut written).unwrap(), fresh);
+        assert_eq!(fresh, assembled);
+
+        // Of two sections the host cannot write, in different threads' parts, the first is named.
+        let mut bad = Fragment::new(sections(), []);
+        bad.sections[1000] = Arc::new(backend("b1000", "bad\nline"));
+        bad.sections[4000] = Arc::new(backend("b4000", "bad\nline"));
+        let error = once(&bad, &mut written).unwrap_err().to_string();
+        assert!(
+            error.contains("backend b1000") && !error.contains("b4000"),
+            "{error}"
+        );
     }
 }

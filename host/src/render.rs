@@ -495,16 +495,25 @@ impl Pipeline {
                     ),
                 });
             }
+            // Checked here, in parts, so that merging them into a render that passed its own
+            // checks needs no check of every section again.
             for (service, placements) in services.iter().zip(&placements) {
-                let lines = placements.iter().flat_map(|p| &p.servers);
-                if let Some(other) = lines.into_iter().find(|d| d.keyword != "server") {
-                    return Err(GuestError::Refused {
-                        guest: part.name().to_string(),
-                        reason: format!(
-                            "servers of service {}/{}: `{}` where only `server` lines go",
-                            service.namespace, service.name, other.keyword
-                        ),
-                    });
+                for line in placements.iter().flat_map(|p| &p.servers) {
+                    let why = if line.keyword == "server" {
+                        let comment = line.comment.as_deref();
+                        assemble::directive_line("server", &line.args, comment).err()
+                    } else {
+                        Some(format!("`{}` where only `server` lines go", line.keyword))
+                    };
+                    if let Some(why) = why {
+                        return Err(GuestError::Refused {
+                            guest: part.name().to_string(),
+                            reason: format!(
+                                "servers of service {}/{}: {why}",
+                                service.namespace, service.name
+                            ),
+                        });
+                    }
                 }
             }
             Ok(placements)
@@ -600,8 +609,8 @@ impl Pipeline {
                 }
             })
             .collect();
+        // The render passed its checks, and each service's lines theirs when they were placed.
         fragment.sections = merged.iter().map(|m| m.section.clone()).collect();
-        assemble::check_fragment(&fragment, cache.last_merged.as_ref()).map_err(refused)?;
         crate::policy::check(
             part.name(),
             &loaded.scope,

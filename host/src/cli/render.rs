@@ -55,7 +55,24 @@ fn warn_without_namespaces(config: &crate::render::GuestConfig, objects: &source
 
 /// `wasmconfd render`.
 pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
-    let (objects, mut problems) = source::read_snapshot(&args.cluster)?;
+    let snapshot = source::Snapshot::read(&args.cluster)?;
+    // The guests load while the snapshot is parsed; a snapshot that does not parse is said first.
+    let (parsed, loaded) = std::thread::scope(|scope| {
+        let loading = scope.spawn(|| -> anyhow::Result<_> {
+            let (config, _) = runtime.block_on(args.guests.config())?;
+            let pipeline = Pipeline::new(&config)?;
+            Ok((config, pipeline))
+        });
+        let parsed = snapshot.parse();
+        let loaded = loading.join();
+        (
+            parsed,
+            loaded.unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        )
+    });
+    let (objects, mut problems) = parsed?;
+    let (config, pipeline) = loaded?;
+    drop_aside(snapshot);
     let (services, model_problems) = model::build(&objects, &args.model.rules());
     problems.extend(model_problems);
     let default = args.model.default_certificate(args.output.as_deref())?;
@@ -69,8 +86,6 @@ pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
         "model built"
     );
 
-    let (config, _) = runtime.block_on(args.guests.config())?;
-    let pipeline = Pipeline::new(&config)?;
     warn_without_namespaces(&config, &objects);
     let namespaces = model::namespace_labels(&objects);
     // Everything the render needs is in the model now: at 10,000 services the objects are half

@@ -117,18 +117,30 @@ pub enum SnapshotError {
 /// when it nests deeper than this.
 pub const MAX_DEPTH: usize = 100;
 
-/// Read a snapshot file. Objects that do not parse are reported as problems, not fatal.
-pub fn read_snapshot(path: &Path) -> Result<(Objects, Vec<Problem>), SnapshotError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| SnapshotError::Read {
-        path: name.clone(),
-        error,
-    })?;
-    parse_snapshot(&text).map_err(|(format, message)| SnapshotError::Syntax {
-        path: name,
-        format,
-        message,
-    })
+/// A snapshot file's text, read.
+pub struct Snapshot {
+    path: String,
+    text: String,
+}
+
+impl Snapshot {
+    /// Read the snapshot file at `path`.
+    pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
+        let path = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Snapshot { path, text }),
+            Err(error) => Err(SnapshotError::Read { path, error }),
+        }
+    }
+
+    /// Its objects. Objects that do not parse are reported as problems, not fatal.
+    pub fn parse(&self) -> Result<(Objects, Vec<Problem>), SnapshotError> {
+        parse_snapshot(&self.text).map_err(|(format, message)| SnapshotError::Syntax {
+            path: self.path.clone(),
+            format,
+            message,
+        })
+    }
 }
 
 /// Parse snapshot text: JSON (when it starts with `{` or `[`, as `kubectl -o json` prints it)
