@@ -126,8 +126,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Read the snapshot file at `path`.
     pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
+        let text = std::fs::read_to_string(path);
         let path = path.display().to_string();
-        match std::fs::read_to_string(&path) {
+        match text {
             Ok(text) => Ok(Snapshot { path, text }),
             Err(error) => Err(SnapshotError::Read { path, error }),
         }
