@@ -314,6 +314,8 @@ impl FakeApi {
     pub fn stop(&mut self) {
         if let Some(accept) = self.accept.take() {
             accept.abort();
+            // Once it has stopped, no connection is accepted after the ones closed below.
+            let _ = self.runtime.block_on(accept);
         }
         self.drop_connections();
     }
@@ -394,8 +396,10 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = shared.clone();
+        // Subscribed before the connection's task runs: a cut made after the connection was
+        // accepted closes it, however late the task starts.
+        let mut generation = shared.generation.subscribe();
         tokio::spawn(async move {
-            let mut generation = shared.generation.subscribe();
             let tls = shared.tls.clone();
             let service = hyper::service::service_fn(move |request| {
                 let shared = shared.clone();
