@@ -126,6 +126,9 @@ struct ServersCache {
     /// Each section of the last merged output, with what it was made of, so that a section
     /// whose render and placements are the same is not made again.
     merged: Vec<Merged>,
+    /// The services whose servers the last merge left out, and why: they name a section the
+    /// render does not have. Placed again at the next merge, as the render may change.
+    misplaced: Vec<(String, String)>,
 }
 
 /// A section of the render with the `server` lines placed into it.
@@ -447,6 +450,7 @@ impl Pipeline {
                 self.merge_servers(part, loaded, &mut cache, &services, fragment)
             }
         });
+        output.quarantined.extend(cache.misplaced.iter().cloned());
         output
             .quarantined
             .extend(cache.entries.iter().filter_map(|entry| {
@@ -568,19 +572,23 @@ impl Pipeline {
             .collect();
         let mut additions: Vec<Vec<(Arc<[Placement]>, usize)>> =
             vec![Vec::new(); fragment.sections.len()];
+        let mut misplaced = Vec::new();
         for entry in &cache.entries {
             let Some(Ok(placements)) = &entry.placements else {
                 continue;
             };
+            let service = &entry.service;
+            if let Some(p) = (placements.iter()).find(|p| !index.contains_key(p.section.as_str())) {
+                let why = refused(format!(
+                    "servers of service {}/{} for section {}, which its render does not have",
+                    service.namespace, service.name, p.section
+                ));
+                let id = format!("{}/{}", service.namespace, service.name);
+                misplaced.push((id, why.to_string()));
+                continue;
+            }
             for (k, placement) in placements.iter().enumerate() {
-                let Some(&i) = index.get(placement.section.as_str()) else {
-                    let service = &entry.service;
-                    return Err(refused(format!(
-                        "servers of service {}/{} for section {}, which its render does not have",
-                        service.namespace, service.name, placement.section
-                    )));
-                };
-                additions[i].push((placements.clone(), k));
+                additions[index[placement.section.as_str()]].push((placements.clone(), k));
             }
         }
         drop(index);
@@ -620,6 +628,7 @@ impl Pipeline {
         )
         .map_err(|refusal| refused(refusal.to_string()))?;
         cache.merged = merged;
+        cache.misplaced = misplaced;
         cache.last_merged = Some(fragment.clone());
         Ok(fragment)
     }

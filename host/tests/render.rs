@@ -587,3 +587,90 @@ fn a_reader_that_stops_early_is_not_an_error() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// A snapshot of http services in namespace `t`, each with one ready endpoint (on 10.x: for
+/// rendering only), annotated `apart.wasmconfd.io/servers` with the given value when there is
+/// one.
+fn apart_cluster(services: &[(&str, Option<&str>)]) -> String {
+    let mut items = Vec::new();
+    for (i, (name, told)) in services.iter().enumerate() {
+        let mut annotations = serde_json::json!({
+            "wasmconfd.io/domain": format!("{name}.test"),
+            "wasmconfd.io/proto": "http",
+        });
+        if let Some(told) = told {
+            annotations["apart.wasmconfd.io/servers"] = (*told).into();
+        }
+        items.push(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "t", "annotations": annotations},
+            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+        }));
+        items.push(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": format!("{name}-x"), "namespace": "t",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [format!("10.0.0.{}", i + 1)], "conditions": {"ready": true}}],
+        }));
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+#[test]
+fn a_service_whose_servers_the_guest_gets_wrong_is_quarantined_and_the_others_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = dir.path().join("guests");
+    std::fs::create_dir(&guests).unwrap();
+    std::fs::write(guests.join("20-http.conf"), "").unwrap();
+    std::fs::write(guests.join("25-apart.wasm"), common::apart_guest()).unwrap();
+    let cluster = dir.path().join("cluster.json");
+    let told = ["newline", "bind", "elsewhere", "panic"];
+    let mut services = vec![("shop", None), ("cart", None)];
+    services.extend(told.iter().map(|t| (*t, Some(*t))));
+    std::fs::write(&cluster, apart_cluster(&services)).unwrap();
+
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--check", "--cluster"])
+        .arg(&cluster)
+        .arg("--guests")
+        .arg(&guests));
+    assert!(ok, "{stderr}");
+    // Each good service has its server, in its own backend.
+    for (name, address) in [("shop", "10.0.0.1"), ("cart", "10.0.0.2")] {
+        let backend = format!("backend apart_t_{name}\n    mode http\n    server {address}:8080 ");
+        assert!(
+            stdout.contains(&backend),
+            "{backend:?} is missing:\n{stdout}"
+        );
+    }
+    // Each bad one is named with why, keeps its backend, and has no server.
+    for (name, why) in [
+        ("newline", "control character"),
+        ("bind", "`bind` where only `server` lines go"),
+        (
+            "elsewhere",
+            "for section nowhere, which its render does not have",
+        ),
+        ("panic", "apart was told to panic in servers"),
+    ] {
+        let quarantined = stderr
+            .lines()
+            .find(|l| l.contains("quarantined") && l.contains(&format!("t/{name}")));
+        assert!(
+            quarantined.is_some_and(|l| l.contains(why)),
+            "t/{name} is not quarantined for {why:?}:\n{stderr}"
+        );
+        let backend = format!("backend apart_t_{name}\n    mode http\n");
+        assert!(
+            stdout.contains(&backend),
+            "{backend:?} is missing:\n{stdout}"
+        );
+        let after = &stdout[stdout.find(&backend).unwrap() + backend.len()..];
+        assert!(
+            !after.starts_with("    server"),
+            "t/{name} has servers:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("frontend evil") && !stdout.contains("bind :1"));
+}

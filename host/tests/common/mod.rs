@@ -53,10 +53,20 @@ pub fn haproxy_check(config: &Path) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// The misbehaving test guest, built for wasm32-wasip2 once per test process, in its own target
-/// directory (the outer cargo holds the workspace's), with none of the outer build's flags.
+/// The misbehaving test guest (`tests/guests/misbehave`).
 pub fn misbehave_guest() -> &'static [u8] {
-    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    &test_guests()[0]
+}
+
+/// The test guest that writes its servers apart (`tests/guests/apart`).
+pub fn apart_guest() -> &'static [u8] {
+    &test_guests()[1]
+}
+
+/// The test guests, built for wasm32-wasip2 once per test process, in their own target
+/// directory (the outer cargo holds the workspace's), with none of the outer build's flags.
+fn test_guests() -> &'static [Vec<u8>; 2] {
+    static WASM: OnceLock<[Vec<u8>; 2]> = OnceLock::new();
     WASM.get_or_init(|| {
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-guests");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -68,7 +78,8 @@ pub fn misbehave_guest() -> &'static [u8] {
                 "--target",
                 "wasm32-wasip2",
             ])
-            .args(["-p", "wasmconfd-test-guest-misbehave", "--target-dir"])
+            .args(["-p", "wasmconfd-test-guest-misbehave"])
+            .args(["-p", "wasmconfd-test-guest-apart", "--target-dir"])
             .arg(&target)
             .current_dir(repo())
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -76,10 +87,15 @@ pub fn misbehave_guest() -> &'static [u8] {
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_BUILD_TARGET")
             .status()
-            .expect("cannot run cargo to build the test guest");
-        assert!(status.success(), "building the misbehave test guest failed");
-        std::fs::read(target.join("wasm32-wasip2/guest/wasmconfd_test_guest_misbehave.wasm"))
+            .expect("cannot run cargo to build the test guests");
+        assert!(status.success(), "building the test guests failed");
+        let read = |name: &str| {
+            std::fs::read(target.join(format!(
+                "wasm32-wasip2/guest/wasmconfd_test_guest_{name}.wasm"
+            )))
             .unwrap()
+        };
+        [read("misbehave"), read("apart")]
     })
 }
 
