@@ -549,8 +549,10 @@ impl Pipeline {
     }
 
     /// `fragment` with the `server` lines of each service of `input` in the sections their
-    /// placements name, checked as any output is. A section whose render and placements are
-    /// the ones of the last merge is that merge's, so an endpoint change makes one section.
+    /// placements name, checked against the guest's policy; a service whose placements name a
+    /// section the render lacks is left out (`misplaced`). A section whose render and
+    /// placements are the ones of the last merge is that merge's, so an endpoint change makes
+    /// one section.
     fn merge_servers(
         &self,
         part: &Part,
