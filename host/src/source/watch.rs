@@ -291,7 +291,11 @@ where
         move |(mut events, mut failures, wait)| {
             let caches = caches.clone();
             async move {
-                tokio::time::sleep(wait).await;
+                // Only after an error: even a zero sleep waits for the timer's next tick (a
+                // millisecond), which would hold every event of a list and of a burst that long.
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 let item = match events.next().await? {
                     Ok(event) => {
                         let answered = !matches!(event, watcher::Event::Init);
