@@ -76,6 +76,11 @@ pub struct ServiceView<'a> {
 }
 
 impl Service {
+    /// How messages name it: `namespace/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
     /// This service as a guest receives it, with its endpoints or without.
     pub fn view(&self, endpoints: bool) -> ServiceView<'_> {
         ServiceView {

@@ -399,8 +399,10 @@ impl Pipeline {
             .iter()
             .filter(|s| !served.contains(&s.proto.as_str()))
         {
-            let id = format!("{}/{}", service.namespace, service.name);
-            unserved.entry(&service.proto).or_default().push(id);
+            unserved
+                .entry(&service.proto)
+                .or_default()
+                .push(service.id());
         }
         unserved
             .into_iter()
@@ -457,11 +459,7 @@ impl Pipeline {
                 let Some(Err(why)) = &entry.placements else {
                     return None;
                 };
-                let service = &entry.service;
-                Some((
-                    format!("{}/{}", service.namespace, service.name),
-                    why.clone(),
-                ))
+                Some((entry.service.id(), why.clone()))
             }));
         output
     }
@@ -512,10 +510,7 @@ impl Pipeline {
                     if let Some(why) = why {
                         return Err(GuestError::Refused {
                             guest: part.name().to_string(),
-                            reason: format!(
-                                "servers of service {}/{}: {why}",
-                                service.namespace, service.name
-                            ),
+                            reason: format!("servers of service {}: {why}", service.id()),
                         });
                     }
                 }
@@ -579,13 +574,12 @@ impl Pipeline {
             let Some(Ok(placements)) = &entry.placements else {
                 continue;
             };
-            let service = &entry.service;
             if let Some(p) = (placements.iter()).find(|p| !index.contains_key(p.section.as_str())) {
+                let id = entry.service.id();
                 let why = refused(format!(
-                    "servers of service {}/{} for section {}, which its render does not have",
-                    service.namespace, service.name, p.section
+                    "servers of service {id} for section {}, which its render does not have",
+                    p.section
                 ));
-                let id = format!("{}/{}", service.namespace, service.name);
                 misplaced.push((id, why.to_string()));
                 continue;
             }
@@ -763,12 +757,7 @@ impl Pipeline {
             .collect();
         let quarantined = culprits
             .into_iter()
-            .map(|(i, why)| {
-                (
-                    format!("{}/{}", services[i].namespace, services[i].name),
-                    why,
-                )
-            })
+            .map(|(i, why)| (services[i].id(), why))
             .collect();
         output(render(&rest), quarantined)
     }
@@ -962,9 +951,10 @@ fn input<'a>(
                     if *holder != part.slot && (trust == Trust::Team || *theirs == Trust::Team) =>
                 {
                     conflicts.push(format!(
-                        "guest {}: domain {domain} of service {}/{} left out: guest {holder} \
+                        "guest {}: domain {domain} of service {} left out: guest {holder} \
                          routes it, and the earlier slot keeps a domain",
-                        part.slot, service.namespace, service.name
+                        part.slot,
+                        service.id()
                     ));
                     dropped.push(domain);
                 }
