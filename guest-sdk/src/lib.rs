@@ -175,7 +175,10 @@ pub fn not_found_backend(name: impl Into<String>, message: &str) -> Section {
 }
 
 pub mod log;
+mod one_call;
 pub mod testing;
+
+pub use one_call::OneCallAllocator;
 
 impl Cluster {
     /// This guest's setting `key`, if the host's guest configuration has one.

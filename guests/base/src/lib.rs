@@ -87,6 +87,10 @@ impl Guest for Base {
 
 wasmconfd_guest::export!(Base);
 
+// Each call runs in a fresh instance: see `OneCallAllocator`.
+#[global_allocator]
+static ALLOCATOR: wasmconfd_guest::OneCallAllocator = wasmconfd_guest::OneCallAllocator::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,6 +141,10 @@ fn backend_found() -> impl Iterator<Item = String> {
 
 wasmconfd_guest::export!(Http);
 
+// Each call runs in a fresh instance: see `OneCallAllocator`.
+#[global_allocator]
+static ALLOCATOR: wasmconfd_guest::OneCallAllocator = wasmconfd_guest::OneCallAllocator::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;

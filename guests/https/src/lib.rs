@@ -240,6 +240,10 @@ fn terminating_frontend(cluster: &Cluster, socket: &str) -> [Section; 2] {
 
 wasmconfd_guest::export!(Https);
 
+// Each call runs in a fresh instance: see `OneCallAllocator`.
+#[global_allocator]
+static ALLOCATOR: wasmconfd_guest::OneCallAllocator = wasmconfd_guest::OneCallAllocator::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;

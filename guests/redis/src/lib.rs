@@ -111,6 +111,10 @@ fn hex(text: &str) -> String {
 
 wasmconfd_guest::export!(Redis);
 
+// Each call runs in a fresh instance: see `OneCallAllocator`.
+#[global_allocator]
+static ALLOCATOR: wasmconfd_guest::OneCallAllocator = wasmconfd_guest::OneCallAllocator::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;
