@@ -611,7 +611,8 @@ fn apart_cluster(services: &[(&str, Option<&str>)]) -> String {
             "metadata": {"name": format!("{name}-x"), "namespace": "t",
                          "labels": {"kubernetes.io/service-name": name}},
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [format!("10.0.0.{}", i + 1)], "conditions": {"ready": true}}],
+            "endpoints": [{"addresses": [format!("10.0.{}.{}", i / 250, i % 250 + 1)],
+                           "conditions": {"ready": true}}],
         }));
     }
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
@@ -673,4 +674,51 @@ fn a_service_whose_servers_the_guest_gets_wrong_is_quarantined_and_the_others_ke
         );
     }
     assert!(!stdout.contains("frontend evil") && !stdout.contains("bind :1"));
+}
+
+#[test]
+fn among_thousands_of_services_those_the_guest_fails_on_lose_their_servers_and_no_other() {
+    // The guest is asked for servers a thousand services at a time: a bad service in the
+    // second thousand and one in the third fail their parts, which are asked again service by
+    // service. Every other service, in those parts or not, keeps its server.
+    let dir = tempfile::tempdir().unwrap();
+    let guests = dir.path().join("guests");
+    std::fs::create_dir(&guests).unwrap();
+    std::fs::write(guests.join("20-http.conf"), "").unwrap();
+    std::fs::write(guests.join("25-apart.wasm"), common::apart_guest()).unwrap();
+    let names: Vec<String> = (0..2500).map(|i| format!("s{i:04}")).collect();
+    let bad = [(1500, "panic"), (2400, "bind")];
+    let services: Vec<(&str, Option<&str>)> = (names.iter().enumerate())
+        .map(|(i, name)| {
+            (
+                name.as_str(),
+                bad.iter().find(|(b, _)| *b == i).map(|(_, t)| *t),
+            )
+        })
+        .collect();
+    let cluster = dir.path().join("cluster.json");
+    std::fs::write(&cluster, apart_cluster(&services)).unwrap();
+
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(&cluster)
+        .arg("--guests")
+        .arg(&guests));
+    assert!(ok, "{stderr}");
+    for (i, name) in names.iter().enumerate() {
+        let backend = format!("backend apart_t_{name}\n    mode http\n");
+        let Some(at) = stdout.find(&backend) else {
+            panic!("{backend:?} is missing");
+        };
+        let server = format!("    server 10.0.{}.{}:8080 ", i / 250, i % 250 + 1);
+        let has_server = stdout[at + backend.len()..].starts_with(&server);
+        let quarantined = (stderr.lines()).any(|l| l.contains("quarantined") && l.contains(name));
+        match bad.iter().find(|(b, _)| *b == i) {
+            None => assert!(has_server && !quarantined, "t/{name} has no server"),
+            Some((_, told)) => assert!(
+                !has_server && quarantined,
+                "t/{name}, told to {told}, is not quarantined"
+            ),
+        }
+    }
 }
