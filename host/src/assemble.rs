@@ -62,8 +62,8 @@ fn key<T>(item: &Arc<T>) -> usize {
     Arc::as_ptr(item).addr()
 }
 
-/// The text of each section and map file of the last assembly, and its JSON, by the shared
-/// object it was written from: assembling again costs a look-up for what did not change.
+/// The text of each section and map file of the last assembly, by the shared object it was
+/// written from: assembling again costs a look-up for what did not change.
 #[derive(Default)]
 pub struct Written {
     /// In the order they were written.
@@ -83,69 +83,11 @@ struct WrittenSection {
     origin: Arc<str>,
     text: String,
     lines: usize,
-    json: String,
 }
 
 struct WrittenMap {
     map: Arc<MapFile>,
     contents: String,
-    json: String,
-}
-
-impl Written {
-    /// The JSON of `fragments` (as `serde_json` writes them), from the texts kept where they
-    /// were assembled.
-    pub fn json(&self, fragments: &[Fragment]) -> String {
-        // The fragments of the last assembly have the sections kept, in the same order; a
-        // section that is not the one kept in its place is written anew.
-        let mut in_order = (self.sections.iter()).filter_map(|(k, s)| Some((*k, s.as_ref()?)));
-        let mut section = |s: &Arc<Section>| {
-            let (k, written) = in_order.next()?;
-            (k == key(s)).then_some(written.json.as_str())
-        };
-        let map = |m: &Arc<MapFile>| Some(self.maps.get(&key(m))?.json.as_str());
-        // Each fragment's sections, then its map files.
-        let mut kept: Vec<Option<&str>> = Vec::new();
-        for fragment in fragments {
-            kept.extend(fragment.sections.iter().map(&mut section));
-            kept.extend(fragment.maps.iter().map(map));
-        }
-        // Made once at its full size: at 10,000 services it is 4 MB, which growing by doubling
-        // took to 8.
-        let kept_len: usize = kept.iter().map(|json| json.map_or(0, str::len) + 1).sum();
-        let mut out = String::with_capacity(kept_len + 32 * fragments.len() + 2);
-        let mut kept = kept.into_iter();
-        fn list<'a, T: serde::Serialize>(
-            out: &mut String,
-            items: &[Arc<T>],
-            kept: &mut impl Iterator<Item = Option<&'a str>>,
-        ) {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                match kept.next().flatten() {
-                    Some(json) => out.push_str(json),
-                    None => out.push_str(&serde_json::to_string(item).expect("plain data")),
-                }
-            }
-            out.push(']');
-        }
-        out.push('[');
-        for (i, fragment) in fragments.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"sections\":");
-            list(&mut out, &fragment.sections, &mut kept);
-            out.push_str(",\"maps\":");
-            list(&mut out, &fragment.maps, &mut kept);
-            out.push('}');
-        }
-        out.push(']');
-        out
-    }
 }
 
 /// Write the configuration text of `outputs`, in order.
@@ -209,7 +151,6 @@ pub fn assemble_with(
                         None => WrittenMap {
                             map: map.clone(),
                             contents: map_contents(map).map_err(invalid)?,
-                            json: serde_json::to_string(map).expect("plain data"),
                         },
                     };
                     let contents = kept.contents.clone();
@@ -338,7 +279,6 @@ impl WrittenSection {
             origin: format!("{label}, section `{header}`").into(),
             lines: text.bytes().filter(|&b| b == b'\n').count(),
             text,
-            json: serde_json::to_string(section).expect("plain data"),
         })
     }
 }
@@ -610,8 +550,6 @@ mod tests {
             once(&first, &mut written),
             assemble(&[(&part, Output::Fragment(&first))]).unwrap()
         );
-        let json = |f: &Fragment| serde_json::to_string(std::slice::from_ref(f)).unwrap();
-        assert_eq!(written.json(std::slice::from_ref(&first)), json(&first));
 
         // One section changed: its new text, the others as kept.
         let mut second = first.clone();
@@ -628,7 +566,6 @@ mod tests {
             again.origin_of(again.config.lines().count()),
             Some("guest 20-http (bundled), section `backend b`")
         );
-        assert_eq!(written.json(std::slice::from_ref(&second)), json(&second));
 
         // A section that grows moves the lines of the ones after it, and one that goes takes
         // its own: the origins are those of a first assembly each time.
@@ -658,9 +595,6 @@ mod tests {
         let mut fifth = second.clone();
         fifth.sections.reverse();
         assert_eq!(once(&fifth, &mut written), fresh(&fifth));
-        assert_eq!(written.json(std::slice::from_ref(&fifth)), json(&fifth));
-        // What was not assembled is written from the fragment itself.
-        assert_eq!(written.json(std::slice::from_ref(&first)), json(&first));
     }
 
     #[test]
@@ -693,8 +627,6 @@ mod tests {
             assembled.origin_of(assembled.config.lines().count()),
             Some("guest 20-http (bundled), section `backend b4999`")
         );
-        let json = serde_json::to_string(std::slice::from_ref(&first)).unwrap();
-        assert_eq!(written.json(std::slice::from_ref(&first)), json);
 
         // One kept among thousands written anew: in its place.
         let mut second = Fragment::new(sections(), []);

@@ -1,5 +1,6 @@
 //! Writing files so that a reader never sees half of one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The directory `path` is in (`.` for a bare file name).
@@ -20,10 +21,22 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// reader never sees a partial file. The file keeps the permissions of the one it replaces, or
 /// gets `0644` (the temporary file's own `0600` would hide it from HAProxy after a privilege drop).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomically`] what `write` writes, through a buffer: for a file too large to be made
+/// in memory first.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut file, bytes)?;
+    let mut buffered = std::io::BufWriter::new(&mut file);
+    write(&mut buffered)?;
+    buffered.flush()?;
+    drop(buffered);
     let permissions = match std::fs::metadata(path) {
         Ok(existing) => existing.permissions(),
         Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),

@@ -788,11 +788,6 @@ impl Pipeline {
         assemble::assemble_with(&outputs, &mut self.written.lock().unwrap())
     }
 
-    /// `fragments`, as assembled last, in JSON.
-    pub fn fragments_json(&self, fragments: &[Fragment]) -> String {
-        self.written.lock().unwrap().json(fragments)
-    }
-
     /// Give each listening address, section name and map file name to its first claimant:
     /// the static files, then the guests in slot order. A guest's section or map file that
     /// claims what is taken is dropped from `fragments` (the outputs of [`Pipeline::run`]);
@@ -1145,8 +1140,8 @@ mod tests {
             .unwrap_or_else(|errors| panic!("{errors:?}"));
         assert_eq!(
             pipeline.renders(),
-            4 + crate::parallel::threads() as u64,
-            "base, http (render, and servers in a part per core), https and redis"
+            4 + 2_001usize.div_ceil(SERVICES_PER_CALL) as u64,
+            "base, http (render, and servers in parts of 1,000), https and redis"
         );
         for i in [0, 1_000, 1_001, 2_000] {
             let server = format!(" {}:8080", address(i));
