@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Debian package of wasmconfd for HAProxy hosts outside the cluster (docs/deploy.md):
 #   scripts/build-deb.sh [BINARY] [OUTPUT_DIR]
-# (default: target/release/wasmconfd, built if missing, into target/deb/). It holds the binary,
+# (default: target/dist/wasmconfd, built with the `dist` profile if missing, into target/deb/). It holds the binary,
 # the systemd unit and HAProxy's drop-in from deploy/systemd, /etc/default/wasmconfd (a
 # configuration file dpkg keeps on upgrade), the manual pages and the shell completions. The
 # maintainer scripts make the `wasmconfd` system user (in the haproxy group) and the directory
@@ -9,9 +9,9 @@
 # `systemctl enable --now wasmconfd`. Prints the path of the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-binary="${1:-target/release/wasmconfd}"
+binary="${1:-target/dist/wasmconfd}"
 out="${2:-target/deb}"
-[[ -x "$binary" ]] || cargo build --release --quiet -p wasmconfd
+[[ -x "$binary" ]] || cargo build --profile dist --quiet -p wasmconfd
 version=$("$binary" --version | awk '{print $2}')
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT

@@ -12,8 +12,8 @@ the cache directory, every time 0.
 
 Tags: `VERSION` and `VERSION-COMMIT` (wasmconfd --version); `--tag` adds more.
 
-    scripts/build-image.py --binary target/release/wasmconfd --layout out/
-    scripts/build-image.py --binary target/release/wasmconfd \\
+    scripts/build-image.py --binary target/dist/wasmconfd --layout out/
+    scripts/build-image.py --binary target/dist/wasmconfd \\
         --push 127.0.0.1:5000/wasmconfd --ca ca.pem --user U --password P
 """
 
@@ -174,7 +174,7 @@ def push(target, manifest, blobs, tags, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--binary", default="target/release/wasmconfd")
+    parser.add_argument("--binary", default="target/dist/wasmconfd")
     parser.add_argument("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
     parser.add_argument("--layout", help="write an OCI image layout into this directory")
     parser.add_argument("--push", metavar="REGISTRY/REPOSITORY")

@@ -94,33 +94,39 @@ pub fn bind_ports(address: &str) -> Option<RangeInclusive<u16>> {
 #[derive(Debug, Default)]
 pub struct Claims {
     claims: Vec<(String, Listener, String)>,
-    /// (name space, name) -> owner.
-    names: BTreeMap<(&'static str, String), String>,
+    /// Name space -> name -> owner.
+    names: BTreeMap<&'static str, foldhash::HashMap<String, Arc<str>>>,
     /// Map file name -> owner.
     maps: BTreeMap<String, String>,
 }
 
 /// The name spaces a section's name is in: a `listen` section is a frontend and a backend.
-fn name_spaces(kind: SectionKind) -> Vec<&'static str> {
+fn name_spaces(kind: SectionKind) -> impl Iterator<Item = &'static str> + Clone {
     match kind {
-        SectionKind::Listen => vec!["frontend", "backend"],
-        SectionKind::Global => Vec::new(),
-        kind => vec![kind.keyword()],
+        SectionKind::Listen => [Some("frontend"), Some("backend")],
+        SectionKind::Global => [None, None],
+        kind => [Some(kind.keyword()), None],
     }
+    .into_iter()
+    .flatten()
 }
 
 impl Claims {
     /// Claim the name of a section of `kind` for `owner`: the error names who holds it.
-    pub fn claim_name(&mut self, owner: &str, kind: SectionKind, name: &str) -> Result<(), String> {
-        let keys: Vec<_> = name_spaces(kind)
-            .iter()
-            .map(|space| (*space, name.to_string()))
-            .collect();
-        if let Some(holder) = keys.iter().find_map(|key| self.names.get(key)) {
+    pub fn claim_name(
+        &mut self,
+        owner: &Arc<str>,
+        kind: SectionKind,
+        name: &str,
+    ) -> Result<(), String> {
+        let spaces = name_spaces(kind);
+        let holder = (spaces.clone()).find_map(|space| self.names.get(space)?.get(name));
+        if let Some(holder) = holder {
             return Err(format!("is named {name}, like {holder}"));
         }
-        for key in keys {
-            self.names.insert(key, owner.to_string());
+        for space in spaces {
+            let names = self.names.entry(space).or_default();
+            names.insert(name.to_string(), owner.clone());
         }
         Ok(())
     }
@@ -179,7 +185,7 @@ impl Claims {
         let mut errors = Vec::new();
         sections.retain(|section| {
             let title = section.title();
-            let owner = format!("{part}, section `{title}`");
+            let owner: Arc<str> = format!("{part}, section `{title}`").into();
             if let Some(name) = &section.name
                 && let Err(error) = self.claim_name(&owner, section.kind, name)
             {

@@ -144,6 +144,25 @@ struct Merged {
     section: Arc<Section>,
 }
 
+impl Merged {
+    /// Whether it is `base` with the placements `from`.
+    fn made_of(&self, base: &Arc<Section>, from: &[(Arc<[Placement]>, usize)]) -> bool {
+        Arc::ptr_eq(&self.base, base)
+            && self.from.len() == from.len()
+            && (self.from.iter().zip(from)).all(|((a, i), (b, j))| Arc::ptr_eq(a, b) && i == j)
+    }
+}
+
+/// `base` with the `server` lines of the placements `from` after its own lines.
+fn placed_into(base: &Section, from: &[(Arc<[Placement]>, usize)]) -> Section {
+    let placed = from.iter().flat_map(|(p, k)| p[*k].servers.iter().cloned());
+    Section {
+        kind: base.kind,
+        name: base.name.clone(),
+        directives: base.directives.iter().cloned().chain(placed).collect(),
+    }
+}
+
 struct ServersEntry {
     service: Arc<Service>,
     /// Its placements, once `servers` gave them; or why `servers` fails on it (quarantined).
@@ -592,29 +611,27 @@ impl Pipeline {
             }
         }
         drop(index);
+        // Each section that is not the one of the last merge in its place is made anew: on a
+        // first merge, thousands, on several threads.
         let mut before = std::mem::take(&mut cache.merged).into_iter();
-        let merged: Vec<Merged> = (fragment.sections.iter().zip(additions))
-            .map(|(base, from)| {
-                let same = |m: &Merged| {
-                    Arc::ptr_eq(&m.base, base)
-                        && m.from.len() == from.len()
-                        && (m.from.iter().zip(&from))
-                            .all(|((a, i), (b, j))| Arc::ptr_eq(a, b) && i == j)
-                };
-                if let Some(last) = before.next().filter(same) {
-                    return last;
-                }
-                let placed = from.iter().flat_map(|(p, k)| p[*k].servers.iter().cloned());
-                let section = Section {
-                    kind: base.kind,
-                    name: base.name.clone(),
-                    directives: base.directives.iter().cloned().chain(placed).collect(),
-                };
-                Merged {
+        let kept: Vec<Option<Merged>> = (fragment.sections.iter().zip(&additions))
+            .map(|(base, from)| before.next().filter(|last| last.made_of(base, from)))
+            .collect();
+        let missing: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].is_none()).collect();
+        let made = crate::parallel::by_chunks(&missing, 2000, |missing| {
+            (missing.iter())
+                .map(|&i| Arc::new(placed_into(&fragment.sections[i], &additions[i])))
+                .collect::<Vec<_>>()
+        });
+        let mut made = made.into_iter().flatten();
+        let merged: Vec<Merged> = (kept.into_iter())
+            .zip(fragment.sections.iter().zip(additions))
+            .map(|(kept, (base, from))| {
+                kept.unwrap_or_else(|| Merged {
                     base: base.clone(),
                     from,
-                    section: Arc::new(section),
-                }
+                    section: made.next().expect("one section made for each not kept"),
+                })
             })
             .collect();
         // The render passed its checks, and each service's lines theirs when they were placed.
@@ -825,7 +842,7 @@ impl Pipeline {
         let mut errors = Vec::new();
         for (part, _) in &self.parts {
             if let Source::Static(text) = &part.source {
-                let owner = format!("static file {}", part.slot);
+                let owner: Arc<str> = format!("static file {}", part.slot).into();
                 let mut refused = |result: Result<(), String>| {
                     if let Err(error) = result {
                         errors.push(format!("{owner} {error}: change one of them"));

@@ -336,6 +336,12 @@ fn a_missing_file_is_named_with_its_error_once() {
         );
         assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
     }
+    let (ok, _, stderr) = run(wasmconfd().args(["render", "--cluster", "/"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read snapshot /: is a directory"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -55,24 +55,28 @@ fn warn_without_namespaces(config: &crate::render::GuestConfig, objects: &source
 
 /// `wasmconfd render`.
 pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
-    let snapshot = source::Snapshot::read(&args.cluster)?;
-    // The guests load while the snapshot is parsed; a snapshot that does not parse is said first.
-    let (parsed, loaded) = std::thread::scope(|scope| {
+    let file = source::Snapshot::open(&args.cluster)?;
+    // The guests load while the snapshot is read and parsed; a snapshot that cannot be read or
+    // does not parse is said first.
+    let (read, loaded) = std::thread::scope(|scope| {
         let loading = scope.spawn(|| -> anyhow::Result<_> {
             let (config, _) = runtime.block_on(args.guests.config())?;
             let pipeline = Pipeline::new(&config)?;
             Ok((config, pipeline))
         });
-        let parsed = snapshot.parse();
+        let read = file.read().and_then(|snapshot| {
+            let parsed = snapshot.parse()?;
+            drop_aside(snapshot);
+            Ok(parsed)
+        });
         let loaded = loading.join();
         (
-            parsed,
+            read,
             loaded.unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
         )
     });
-    let (objects, mut problems) = parsed?;
+    let (objects, mut problems) = read?;
     let (config, pipeline) = loaded?;
-    drop_aside(snapshot);
     let (services, model_problems) = model::build(&objects, &args.model.rules());
     problems.extend(model_problems);
     let default = args.model.default_certificate(args.output.as_deref())?;

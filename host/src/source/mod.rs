@@ -123,13 +123,27 @@ pub struct Snapshot {
     text: String,
 }
 
+/// A snapshot file, opened: whether it is missing, not allowed or a directory is known by then,
+/// before the time its reading takes.
+pub struct SnapshotFile {
+    path: String,
+    file: std::fs::File,
+    len: u64,
+}
+
 impl Snapshot {
-    /// Read the snapshot file at `path`.
-    pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
-        let text = std::fs::read_to_string(path);
+    /// Open the snapshot file at `path`, to read with [`SnapshotFile::read`].
+    pub fn open(path: &Path) -> Result<SnapshotFile, SnapshotError> {
+        let opened = std::fs::File::open(path).and_then(|file| {
+            let meta = file.metadata()?;
+            if meta.is_dir() {
+                return Err(std::io::ErrorKind::IsADirectory.into());
+            }
+            Ok((file, meta.len()))
+        });
         let path = path.display().to_string();
-        match text {
-            Ok(text) => Ok(Snapshot { path, text }),
+        match opened {
+            Ok((file, len)) => Ok(SnapshotFile { path, file, len }),
             Err(error) => Err(SnapshotError::Read { path, error }),
         }
     }
@@ -141,6 +155,23 @@ impl Snapshot {
             format,
             message,
         })
+    }
+}
+
+impl SnapshotFile {
+    /// Its text.
+    pub fn read(mut self) -> Result<Snapshot, SnapshotError> {
+        let mut text = String::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        match std::io::Read::read_to_string(&mut self.file, &mut text) {
+            Ok(_) => Ok(Snapshot {
+                path: self.path,
+                text,
+            }),
+            Err(error) => Err(SnapshotError::Read {
+                path: self.path,
+                error,
+            }),
+        }
     }
 }
 
