@@ -104,7 +104,9 @@ pub fn assemble_with(
     let sections = written.sections.len();
     let before = InStep::new(std::mem::take(&mut written.sections));
     let mut text = Text {
-        buf: String::with_capacity(written.config_len),
+        // With room to grow: a text a byte longer than the last one (an address with one more
+        // digit) would otherwise be copied whole into a buffer twice its size.
+        buf: String::with_capacity(written.config_len + written.config_len / 16),
         origins: OriginsSoFar {
             last: std::mem::take(&mut written.origins),
             same: 0,

@@ -71,6 +71,10 @@ const RUST: &[(&str, &str)] = &[
     ("sdk/src/lib.rs", include_str!("../../guest-sdk/src/lib.rs")),
     ("sdk/src/log.rs", include_str!("../../guest-sdk/src/log.rs")),
     (
+        "sdk/src/one_call.rs",
+        include_str!("../../guest-sdk/src/one_call.rs"),
+    ),
+    (
         "sdk/src/testing.rs",
         include_str!("../../guest-sdk/src/testing.rs"),
     ),
