@@ -307,12 +307,13 @@ impl<'a> Team<'a> {
                 .flat_map(|s| s.domains.iter().map(String::as_str))
                 .collect(),
             // A guest given its services without their endpoints has none to place servers on.
-            addresses: services
-                .iter()
-                .filter(|_| endpoints)
-                .flat_map(|s| &s.endpoints)
-                .filter_map(|e| e.address.parse().ok())
-                .collect(),
+            addresses: if endpoints {
+                (services.iter().flat_map(|s| &s.endpoints))
+                    .filter_map(|e| e.address.parse().ok())
+                    .collect()
+            } else {
+                Default::default()
+            },
             backends: fragment
                 .sections
                 .iter()
