@@ -37,9 +37,15 @@ fn service(i: usize) -> serde_json::Value {
            "spec": {"ports": [{"name": "http", "port": 80}]}})
 }
 
+/// The `k`th address on loopback: 127.0.0.1, ..., 127.0.0.250, 127.0.1.1, ..., a valid address
+/// for each of 50,000 services x 3 endpoints.
+fn loopback(k: usize) -> String {
+    format!("127.{}.{}.{}", k / 62_500, k / 250 % 250, k % 250 + 1)
+}
+
 /// Service `i`'s EndpointSlice: 3 endpoints on loopback, the first at `first`.
 fn slice(i: usize, first: &str) -> serde_json::Value {
-    let ip = |n: usize| format!("127.0.{}.{}", 1 + (i * 3 + n) / 250, 1 + (i * 3 + n) % 250);
+    let ip = |n: usize| loopback(i * 3 + n);
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
            "metadata": {"name": format!("s{i}-1"), "namespace": "bench",
                         "labels": {"kubernetes.io/service-name": format!("s{i}")}},
@@ -137,10 +143,7 @@ fn one_endpoint_change() {
     let api = FakeApi::start();
     for i in 0..n {
         api.apply(service(i));
-        api.apply(slice(
-            i,
-            &format!("127.0.{}.{}", 1 + i * 3 / 250, 1 + i * 3 % 250),
-        ));
+        api.apply(slice(i, &loopback(i * 3)));
     }
     let dir = tempfile::tempdir().unwrap();
     let (http, status) = (free_port(), free_port());
