@@ -15,19 +15,10 @@ pub fn by_chunks<T: Sync, R: Send>(
     many: usize,
     work: impl Fn(&[T]) -> R + Sync,
 ) -> Vec<R> {
-    let threads = if items.len() < many { 1 } else { threads() };
-    if threads == 1 {
+    if items.len() < many {
         return vec![work(items)];
     }
-    let work = &work;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = (items.chunks(items.len().div_ceil(threads)))
-            .map(|chunk| scope.spawn(move || work(chunk)))
-            .collect();
-        (running.into_iter())
-            .map(|thread| (thread.join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
+    in_parts(items, items.len().div_ceil(threads()), work)
 }
 
 /// `work` on `items` in parts of at most `most` items, taken in turn by one thread per core,
