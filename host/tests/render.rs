@@ -4,7 +4,7 @@
 mod common;
 
 use common::{haproxy_check, misbehave_guest, repo, run, wasmconfd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Each `tests/cases/<name>/` holds `cluster.yaml`, `expected.cfg`, the expected `maps/`, and
 /// optionally `settings` (one GUEST.KEY=VALUE a line). The render must match byte for byte and
@@ -624,13 +624,19 @@ fn apart_cluster(services: &[(&str, Option<&str>)]) -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
 }
 
-#[test]
-fn a_service_whose_servers_the_guest_gets_wrong_is_quarantined_and_the_others_keep_theirs() {
-    let dir = tempfile::tempdir().unwrap();
-    let guests = dir.path().join("guests");
+/// A guest directory in `dir` with the `apart` test guest in the http guest's place.
+fn apart_guests(dir: &Path) -> PathBuf {
+    let guests = dir.join("guests");
     std::fs::create_dir(&guests).unwrap();
     std::fs::write(guests.join("20-http.conf"), "").unwrap();
     std::fs::write(guests.join("25-apart.wasm"), common::apart_guest()).unwrap();
+    guests
+}
+
+#[test]
+fn a_service_whose_servers_the_guest_gets_wrong_is_quarantined_and_the_others_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = apart_guests(dir.path());
     let cluster = dir.path().join("cluster.json");
     let told = ["newline", "bind", "elsewhere", "panic"];
     let mut services = vec![("shop", None), ("cart", None)];
@@ -688,10 +694,7 @@ fn among_thousands_of_services_those_the_guest_fails_on_lose_their_servers_and_n
     // second thousand and one in the third fail their parts, which are asked again service by
     // service. Every other service, in those parts or not, keeps its server.
     let dir = tempfile::tempdir().unwrap();
-    let guests = dir.path().join("guests");
-    std::fs::create_dir(&guests).unwrap();
-    std::fs::write(guests.join("20-http.conf"), "").unwrap();
-    std::fs::write(guests.join("25-apart.wasm"), common::apart_guest()).unwrap();
+    let guests = apart_guests(dir.path());
     let names: Vec<String> = (0..2500).map(|i| format!("s{i:04}")).collect();
     let bad = [(1500, "panic"), (2400, "bind")];
     let services: Vec<(&str, Option<&str>)> = (names.iter().enumerate())
