@@ -49,14 +49,18 @@ pub use wit::wasmconfd::haproxy::types::{
 
 /// A guest: what it says about itself, and how it renders.
 pub trait Guest {
-    /// The protos of the services it renders and the settings it reads; the host hands it
-    /// only services of those protos, and refuses a setting given that it does not read.
-    /// By default it says nothing: it receives every service its operator's scope admits.
+    /// The protos of the services it renders, the settings it reads, and the annotations and
+    /// labels it reads; the host hands it only services of those protos with those annotations
+    /// and labels, and refuses a setting given that it does not read. By default it says
+    /// nothing: it receives every service its operator's scope admits, with every annotation
+    /// and label.
     fn describe() -> Description {
         Description {
             protos: None,
             settings: None,
             servers_apart: false,
+            annotations: None,
+            labels: None,
         }
     }
 
@@ -107,7 +111,8 @@ macro_rules! export {
 }
 
 impl Description {
-    /// A guest of the services of `protos` that reads `settings`, as (key, what it does).
+    /// A guest of the services of `protos` that reads `settings`, as (key, what it does), and
+    /// every annotation and label ([`Description::reading`] says which).
     pub fn new<'a>(
         protos: impl IntoIterator<Item = &'a str>,
         settings: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -124,7 +129,22 @@ impl Description {
             protos: Some(protos.into_iter().map(String::from).collect()),
             settings: Some(settings),
             servers_apart: false,
+            annotations: None,
+            labels: None,
         }
+    }
+
+    /// The same guest, reading only the annotations and the labels named: each a key, or a
+    /// prefix ending in `*` (`wasmconfd.io/*`). Its services then carry only those, which makes
+    /// each call cheaper, and a change to any other does not run it again.
+    pub fn reading<'a>(
+        mut self,
+        annotations: impl IntoIterator<Item = &'a str>,
+        labels: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.annotations = Some(annotations.into_iter().map(String::from).collect());
+        self.labels = Some(labels.into_iter().map(String::from).collect());
+        self
     }
 
     /// The same guest, writing `server` lines apart ([`Guest::servers`]).

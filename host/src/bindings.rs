@@ -1,16 +1,28 @@
 //! The WIT contract, as Rust types and the functions to call a guest. The model the host builds
 //! *is* these types: there is no second copy to keep in step.
 //!
-//! Three versions load: the current one (`wit/`), 0.2.0 (`wit/0.2.0/`), whose `cluster` has no
-//! `tls`, and 0.1.0 (`wit/0.1.0/`), whose world has no `describe`. Every other record is the
-//! same in all three, so a guest of any version is handed the same services and returns the
-//! same [`Fragment`]: only the record around the services differs ([`Input::older`]).
+//! Four versions load: the current one (`wit/`); 0.3.0 (`wit/0.3.0/`), whose `description`
+//! cannot say which annotations and labels the guest reads; 0.2.0 (`wit/0.2.0/`), whose
+//! `cluster` has no `tls` and whose world has no `servers`; and 0.1.0 (`wit/0.1.0/`), whose
+//! world has no `describe`. Every other record is the same in all four, so a guest of any
+//! version is handed the same services and returns the same [`Fragment`]: only the record around
+//! the services differs ([`Input::older`]).
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "guest",
     additional_derives: [PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize],
 });
+
+/// Guests built for `wasmconfd:haproxy@0.3.0`.
+pub mod v0_3 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.3.0",
+        world: "guest",
+    });
+
+    pub use self::wasmconfd::haproxy::host::Level;
+}
 
 /// Guests built for `wasmconfd:haproxy@0.2.0`.
 pub mod v0_2 {
@@ -53,6 +65,42 @@ pub struct Input {
     /// apart renders the rest from services without them, which an endpoint change leaves as
     /// they were.
     pub endpoints: bool,
+    /// The annotations and labels the guest reads.
+    pub reads: Arc<Reads>,
+}
+
+/// The annotations and labels a guest reads (its `description`): each `None` for all of them,
+/// else keys, or prefixes ending in `*`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reads {
+    pub annotations: Option<Vec<String>>,
+    pub labels: Option<Vec<String>>,
+}
+
+impl Reads {
+    /// What `description` says the guest reads; all of it for a guest that cannot say.
+    pub fn of(description: Option<&Description>) -> Reads {
+        Reads {
+            annotations: description.and_then(|d| d.annotations.clone()),
+            labels: description.and_then(|d| d.labels.clone()),
+        }
+    }
+}
+
+/// The pairs of `pairs` whose key `wanted` names (all of them when `None`).
+fn read<'a>(pairs: &'a [(String, String)], wanted: Option<&[String]>) -> Vec<(&'a str, &'a str)> {
+    let wanted = |key: &str| {
+        wanted.is_none_or(|wanted| {
+            wanted.iter().any(|w| match w.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == w,
+            })
+        })
+    };
+    (pairs.iter())
+        .filter(|(key, _)| wanted(key))
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect()
 }
 
 /// A service as a guest receives it (the WIT record `service`): the model's, lowered without
@@ -69,8 +117,8 @@ pub struct ServiceView<'a> {
     #[component(name = "listen-port")]
     listen_port: Option<u16>,
     endpoints: &'a [Endpoint],
-    annotations: &'a [(String, String)],
-    labels: &'a [(String, String)],
+    annotations: Vec<(&'a str, &'a str)>,
+    labels: Vec<(&'a str, &'a str)>,
     #[component(name = "creation-time")]
     creation_time: Option<i64>,
 }
@@ -81,8 +129,8 @@ impl Service {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    /// This service as a guest receives it, with its endpoints or without.
-    pub fn view(&self, endpoints: bool) -> ServiceView<'_> {
+    /// This service as a guest that reads `reads` receives it, with its endpoints or without.
+    pub fn view(&self, endpoints: bool, reads: &Reads) -> ServiceView<'_> {
         ServiceView {
             namespace: &self.namespace,
             name: &self.name,
@@ -92,10 +140,16 @@ impl Service {
             port: self.port.as_deref(),
             listen_port: self.listen_port,
             endpoints: if endpoints { &self.endpoints } else { &[] },
-            annotations: &self.annotations,
-            labels: &self.labels,
+            annotations: read(&self.annotations, reads.annotations.as_deref()),
+            labels: read(&self.labels, reads.labels.as_deref()),
             creation_time: self.creation_time,
         }
+    }
+
+    /// Whether a guest that reads `reads` receives `self` and `other` alike (the model shares
+    /// unchanged services, so mostly one pointer is compared).
+    pub fn same_to_guest(&self, other: &Service, endpoints: bool, reads: &Reads) -> bool {
+        std::ptr::eq(self, other) || self.view(endpoints, reads) == other.view(endpoints, reads)
     }
 }
 
@@ -121,10 +175,11 @@ impl Input {
     /// shares unchanged services, so most of the comparison is of pointers).
     pub fn same(&self, other: &Input) -> bool {
         self.endpoints == other.endpoints
+            && self.reads == other.reads
             && self.tls == other.tls
             && self.services.len() == other.services.len()
             && (self.services.iter().zip(&other.services))
-                .all(|(a, b)| Arc::ptr_eq(a, b) || a.view(self.endpoints) == b.view(self.endpoints))
+                .all(|(a, b)| a.same_to_guest(b, self.endpoints, &self.reads))
     }
 
     /// This input with `services` instead of its own.
@@ -134,6 +189,7 @@ impl Input {
             services,
             tls: self.tls.clone(),
             endpoints: self.endpoints,
+            reads: self.reads.clone(),
         }
     }
 
@@ -144,7 +200,7 @@ impl Input {
             services: self
                 .services
                 .iter()
-                .map(|s| s.view(self.endpoints))
+                .map(|s| s.view(self.endpoints, &self.reads))
                 .collect(),
             tls: &self.tls,
         }
@@ -161,20 +217,40 @@ impl ClusterView<'_> {
     }
 }
 
+/// The settings of an earlier version's description, as the current one has them.
+macro_rules! settings_of {
+    ($old:expr) => {
+        ($old.settings).map(|settings| {
+            (settings.into_iter())
+                .map(|s| SettingInfo {
+                    key: s.key,
+                    help: s.help,
+                })
+                .collect()
+        })
+    };
+}
+
+impl From<v0_3::Description> for Description {
+    fn from(old: v0_3::Description) -> Self {
+        Description {
+            settings: settings_of!(old),
+            protos: old.protos,
+            servers_apart: old.servers_apart,
+            annotations: None,
+            labels: None,
+        }
+    }
+}
+
 impl From<v0_2::Description> for Description {
     fn from(old: v0_2::Description) -> Self {
         Description {
-            servers_apart: false,
+            settings: settings_of!(old),
             protos: old.protos,
-            settings: old.settings.map(|settings| {
-                settings
-                    .into_iter()
-                    .map(|s| SettingInfo {
-                        key: s.key,
-                        help: s.help,
-                    })
-                    .collect()
-            }),
+            servers_apart: false,
+            annotations: None,
+            labels: None,
         }
     }
 }
@@ -223,9 +299,10 @@ impl Section {
 }
 
 /// The world guests are built for, as its WIT names it.
-pub const WORLD: &str = "wasmconfd:haproxy/guest@0.3.0";
+pub const WORLD: &str = "wasmconfd:haproxy/guest@0.4.0";
 
 /// The earlier worlds this host still loads.
+pub const WORLD_0_3: &str = "wasmconfd:haproxy/guest@0.3.0";
 pub const WORLD_0_2: &str = "wasmconfd:haproxy/guest@0.2.0";
 pub const WORLD_0_1: &str = "wasmconfd:haproxy/guest@0.1.0";
 
@@ -235,6 +312,7 @@ mod tests {
     fn the_world_names_are_the_ones_in_the_wit() {
         for (name, wit) in [
             (super::WORLD, include_str!("../../wit/world.wit")),
+            (super::WORLD_0_3, include_str!("../../wit/0.3.0/world.wit")),
             (super::WORLD_0_2, include_str!("../../wit/0.2.0/world.wit")),
             (super::WORLD_0_1, include_str!("../../wit/0.1.0/world.wit")),
         ] {

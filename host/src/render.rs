@@ -4,7 +4,7 @@
 //! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
-use crate::bindings::{Context, Input, Placement, Section, Service, Tls};
+use crate::bindings::{Context, Input, Placement, Reads, Section, Service, Tls};
 use crate::claims::{Claims, static_binds, static_sections};
 use crate::fragment::Fragment;
 use crate::guests::parts::{self, Part, PartsError, Source};
@@ -114,6 +114,8 @@ struct Loaded {
     scope: Scope,
     /// The protos it says it serves, when it says.
     declared: Option<Vec<String>>,
+    /// The annotations and labels it says it reads.
+    reads: Arc<Reads>,
     /// Its last successful output: a guest is a pure function of its input, so the same
     /// input needs no render.
     last: Mutex<Option<LastOutput>>,
@@ -181,12 +183,16 @@ impl ServersEntry {
 
 impl ServersCache {
     /// Make the entries those of `input`, keeping the entries of the services that did not
-    /// change (the same object, as the daemon's kept model gives, or an equal one).
-    fn update(&mut self, input: &[Arc<Service>]) {
+    /// change as the guest, which `reads` those annotations and labels, sees them (the same
+    /// object, as the daemon's kept model gives, or an equal one).
+    fn update(&mut self, input: &[Arc<Service>], reads: &Reads) {
         let before = std::mem::take(&mut self.entries);
         let kept = |entry: ServersEntry, service: &Arc<Service>| {
-            if entry.service == *service {
-                entry
+            if entry.service.same_to_guest(service, true, reads) {
+                ServersEntry {
+                    service: service.clone(),
+                    ..entry
+                }
             } else {
                 ServersEntry::new(service)
             }
@@ -335,6 +341,7 @@ impl Pipeline {
                     });
                     Some(Loaded {
                         declared: guest.description().and_then(|d| d.protos.clone()),
+                        reads: Arc::new(Reads::of(guest.description())),
                         servers_apart: guest.description().is_some_and(|d| d.servers_apart),
                         servers: Mutex::new(ServersCache::default()),
                         guest,
@@ -452,7 +459,7 @@ impl Pipeline {
         // changed, placed into it.
         let started = std::time::Instant::now();
         let mut cache = loaded.servers.lock().unwrap();
-        cache.update(&input.services);
+        cache.update(&input.services, &loaded.reads);
         let services = input.services.clone();
         input.endpoints = false;
         // The two calls are independent: on a full render, each has every service.
@@ -510,7 +517,8 @@ impl Pipeline {
         let context = self.context(loaded);
         let ask = |services: &[Arc<Service>]| {
             self.renders.fetch_add(1, Ordering::Relaxed);
-            let placements = self.sandbox.servers(&loaded.guest, &context, services)?;
+            let placements =
+                (self.sandbox).servers(&loaded.guest, &context, services, &loaded.reads)?;
             if placements.len() != services.len() {
                 return Err(GuestError::Refused {
                     guest: part.name().to_string(),
@@ -703,6 +711,7 @@ impl Pipeline {
             services,
             tls,
             endpoints: true,
+            reads: loaded.reads.clone(),
         }
     }
 
@@ -1130,6 +1139,38 @@ mod tests {
         );
         assert!(moved.config.contains("10.0.0.9:8080"), "{}", moved.config);
         assert!(!moved.config.contains("10.0.0.1:8080"), "{}", moved.config);
+    }
+
+    #[test]
+    fn a_change_to_an_annotation_no_guest_reads_runs_no_guest() {
+        let pipeline = Pipeline::new(&GuestConfig::default()).unwrap();
+        let namespaces = NamespaceLabels::new();
+        let certificates = Certificates::only_default().unwrap();
+        let annotated = |key: &str| {
+            let mut services = services("10.0.0.1");
+            let shop = services.iter_mut().find(|s| s.name == "shop").unwrap();
+            let shop = Arc::make_mut(shop);
+            shop.annotations.push((key.into(), "true".into()));
+            shop.annotations.sort();
+            pipeline.render(&services, &namespaces, &certificates)
+        };
+        let first = annotated("meta.helm.sh/release-name").unwrap();
+        assert_eq!(pipeline.renders(), 5);
+
+        let helm = annotated("meta.helm.sh/revision").unwrap();
+        assert_eq!(helm, first);
+        assert_eq!(
+            pipeline.renders(),
+            5,
+            "the bundled guests read only wasmconfd.io/ annotations: none runs"
+        );
+
+        annotated("wasmconfd.io/ssl-redirect").unwrap();
+        assert_eq!(
+            pipeline.renders(),
+            7,
+            "the http guest reads it: its render, and its servers of that one service"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! `BENCH_GUEST=PATH` renders with another build of the guest.
 
 use wasmconfd::bindings::{
-    Context, Endpoint, EndpointPort, Input, Protocol, Service, ServicePort, Tls,
+    Context, Endpoint, EndpointPort, Input, Protocol, Reads, Service, ServicePort, Tls,
 };
 use wasmconfd::guests::parts::BUNDLED;
 use wasmconfd::guests::{Limits, Sandbox};
@@ -82,6 +82,7 @@ fn cluster(n: usize) -> Input {
         services: services.into_iter().map(std::sync::Arc::new).collect(),
         tls: Tls::without_certificates(),
         endpoints: true,
+        reads: Default::default(),
     }
 }
 
@@ -101,7 +102,11 @@ fn wasm_render() {
     };
     let guest = sandbox.load("http", &wasm).unwrap();
     let n = services();
-    let input = cluster(n);
+    // With the annotations and labels the guest reads, as the pipeline hands them.
+    let input = Input {
+        reads: std::sync::Arc::new(Reads::of(guest.description())),
+        ..cluster(n)
+    };
     let mut times: Vec<_> = (0..7)
         .map(|_| {
             let started = std::time::Instant::now();

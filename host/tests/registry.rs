@@ -925,8 +925,8 @@ fn inspect_reports_signature_digest_size_and_world() {
     let line = |report: &str, key: &str| {
         report
             .lines()
-            .find(|line| line.starts_with(&format!("{key:<10} ")))
-            .map(|line| line[11..].to_string())
+            .find(|line| line.starts_with(&format!("{key:<11} ")))
+            .map(|line| line[12..].to_string())
             .unwrap_or_else(|| panic!("no {key} in:\n{report}"))
     };
 
@@ -944,7 +944,7 @@ fn inspect_reports_signature_digest_size_and_world() {
     assert_eq!(line(&report, "size"), format!("{} bytes", bytes.len()));
     assert_eq!(
         line(&report, "world"),
-        "wasmconfd:haproxy/guest@0.3.0 (this wasmconfd loads it)"
+        "wasmconfd:haproxy/guest@0.4.0 (this wasmconfd loads it)"
     );
     assert_eq!(line(&report, "protos"), "http");
     assert_eq!(
@@ -952,7 +952,7 @@ fn inspect_reports_signature_digest_size_and_world() {
         "bind: the frontend's bind address (default :80)"
     );
     assert_eq!(line(&report, "exports"), "describe");
-    assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.3.0");
+    assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.4.0");
     assert!(
         line(&report, "sandbox").starts_with("the WASI imports are linked deny-all"),
         "{report}"

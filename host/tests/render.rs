@@ -249,6 +249,37 @@ fn a_panicking_guest_fails_the_render_with_its_name() {
     assert!(stderr.contains("guest misbehave crashed"), "{stderr}");
 }
 
+/// A guest that says which annotations and labels it reads receives those and no other.
+#[test]
+fn a_guest_receives_only_the_annotations_and_labels_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  \
+         annotations:\n    wasmconfd.io/domain: shop.example.com\n    wasmconfd.io/proto: http\n    \
+         misbehave.wasmconfd.io/note: hello\n    meta.helm.sh/release-name: web\n  \
+         labels:\n    tier: front\n    app: web\nspec:\n  ports:\n  - port: 80\n",
+    )
+    .unwrap();
+    let guests = dir.path().join("guests");
+    std::fs::create_dir(&guests).unwrap();
+    std::fs::write(guests.join("50-misbehave.wasm"), misbehave_guest()).unwrap();
+    let (ok, stdout, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(&cluster)
+        .arg("--guests")
+        .arg(&guests)
+        .args(["--set", "misbehave.mode=seen"]));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "describe web annotations=misbehave.wasmconfd.io/note,wasmconfd.io/domain labels=tier\n"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn a_guest_dir_replaces_disables_and_extends_the_bundled_parts_in_numeric_order() {
     let guests = tempfile::tempdir().unwrap();

@@ -34,6 +34,7 @@ fn cluster(mode: &str) -> Input {
         services: Vec::new(),
         tls: Tls::without_certificates(),
         endpoints: true,
+        reads: Default::default(),
     }
 }
 
@@ -162,24 +163,10 @@ fn a_file_that_is_not_a_component_is_refused_with_the_guest_name() {
     );
 }
 
-/// A guest built for `wasmconfd:haproxy@0.2.0` (the bundled http guest before 0.3.0) loads,
-/// describes itself and renders, without the certificates its version does not know.
-#[test]
-fn a_guest_built_for_0_2_0_still_loads_and_renders() {
+/// The service `shop/web` with one endpoint, `10.0.0.1:8080`, and an annotation.
+fn web_service() -> std::sync::Arc<wasmconfd::bindings::Service> {
     use wasmconfd::bindings::{Endpoint, Service};
-    let runtime = Sandbox::new(Limits::default(), None).unwrap();
-    let guest = runtime
-        .load(
-            "http",
-            include_bytes!("fixtures/http-0.2.0.wasm").as_slice(),
-        )
-        .unwrap();
-    assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_2);
-    let protos = guest.description().and_then(|d| d.protos.clone());
-    assert_eq!(protos, Some(vec!["http".to_string()]));
-    let mut input = cluster("ok");
-    input.context.settings.clear();
-    input.services.push(std::sync::Arc::new(Service {
+    std::sync::Arc::new(Service {
         namespace: "shop".into(),
         name: "web".into(),
         domains: vec!["shop.example.com".into()],
@@ -198,20 +185,66 @@ fn a_guest_built_for_0_2_0_still_loads_and_renders() {
             zone: None,
             target_pod: None,
         }],
-        annotations: Vec::new(),
+        annotations: vec![("team.example.com/owner".into(), "shop".into())],
         labels: Vec::new(),
         creation_time: None,
-    }));
-    let fragment = runtime.render(&guest, &input).unwrap();
+    })
+}
+
+/// Whether `fragment` has the backend of [`web_service`] with its server.
+fn serves_web(fragment: &Fragment) -> bool {
     let backend = fragment
         .sections
         .iter()
-        .find(|s| s.name.as_deref() == Some("http_shop_web"))
-        .expect("a backend for the service");
-    assert!(
-        backend
-            .directives
-            .iter()
-            .any(|d| d.keyword == "server" && d.args[1] == "10.0.0.1:8080")
-    );
+        .find(|s| s.name.as_deref() == Some("http_shop_web"));
+    backend.is_some_and(|backend| {
+        (backend.directives.iter()).any(|d| d.keyword == "server" && d.args[1] == "10.0.0.1:8080")
+    })
+}
+
+/// A guest built for `wasmconfd:haproxy@0.2.0` (the bundled http guest before 0.3.0) loads,
+/// describes itself and renders, without the certificates its version does not know.
+#[test]
+fn a_guest_built_for_0_2_0_still_loads_and_renders() {
+    let runtime = Sandbox::new(Limits::default(), None).unwrap();
+    let guest = runtime
+        .load(
+            "http",
+            include_bytes!("fixtures/http-0.2.0.wasm").as_slice(),
+        )
+        .unwrap();
+    assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_2);
+    let protos = guest.description().and_then(|d| d.protos.clone());
+    assert_eq!(protos, Some(vec!["http".to_string()]));
+    let mut input = cluster("ok");
+    input.context.settings.clear();
+    input.services.push(web_service());
+    assert!(serves_web(&runtime.render(&guest, &input).unwrap()));
+}
+
+/// A guest built for `wasmconfd:haproxy@0.3.0` (the bundled http guest before 0.4.0) loads,
+/// and, as it cannot say which annotations it reads, is taken to read them all; its render and
+/// its `servers` run.
+#[test]
+fn a_guest_built_for_0_3_0_still_loads_reads_every_annotation_and_writes_servers_apart() {
+    let runtime = Sandbox::new(Limits::default(), None).unwrap();
+    let guest = runtime
+        .load(
+            "http",
+            include_bytes!("fixtures/http-0.3.0.wasm").as_slice(),
+        )
+        .unwrap();
+    assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_3);
+    let description = guest.description().unwrap();
+    assert!(description.servers_apart);
+    let reads = wasmconfd::bindings::Reads::of(Some(description));
+    assert_eq!(reads, wasmconfd::bindings::Reads::default(), "all of them");
+    let mut input = cluster("ok");
+    input.context.settings.clear();
+    input.services.push(web_service());
+    let fragment = runtime.render(&guest, &input).unwrap();
+    assert!(serves_web(&fragment));
+    let placements = (runtime.servers(&guest, &input.context, &input.services, &reads)).unwrap();
+    assert_eq!(placements[0][0].section, "http_shop_web");
+    assert_eq!(placements[0][0].servers[0].args[1], "10.0.0.1:8080");
 }

@@ -35,6 +35,7 @@ impl Guest for Base {
                 ("timeout-server", "default server timeout (default 60s)"),
             ],
         )
+        .reading([], [])
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

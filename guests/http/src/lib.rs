@@ -28,6 +28,7 @@ impl Guest for Http {
                 ("frontend", "the frontend's name (default http)"),
             ],
         )
+        .reading(["wasmconfd.io/*"], [])
         .with_servers_apart()
     }
 

@@ -59,6 +59,7 @@ impl Guest for Https {
                 ),
             ],
         )
+        .reading(["wasmconfd.io/*"], [])
         .with_servers_apart()
     }
 

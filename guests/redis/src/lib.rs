@@ -40,6 +40,7 @@ impl Guest for Redis {
                 ),
             ],
         )
+        .reading([], [])
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

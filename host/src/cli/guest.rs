@@ -216,7 +216,7 @@ pub fn inspect_guest(args: &InspectArgs, runtime: &Runtime) -> anyhow::Result<()
     report.extend(describe_component(args, &wasm)?);
     for (key, value) in report {
         for (i, line) in value.lines().enumerate() {
-            println!("{:<10} {line}", if i == 0 { key } else { "" });
+            println!("{:<11} {line}", if i == 0 { key } else { "" });
         }
     }
     Ok(())
@@ -264,6 +264,11 @@ fn describe_component(
                 ),
                 ("protos", said(description.and_then(|d| d.protos.clone()))),
                 ("settings", said(settings)),
+                (
+                    "annotations",
+                    said(description.and_then(|d| d.annotations.clone())),
+                ),
+                ("labels", said(description.and_then(|d| d.labels.clone()))),
                 (
                     "servers",
                     if description.is_some_and(|d| d.servers_apart) {

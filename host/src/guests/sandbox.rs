@@ -249,6 +249,7 @@ pub struct Guest {
 /// A guest pre-instantiated for the version of the contract it was built for.
 enum Pre {
     Current(GuestPre<State>),
+    V0_3(bindings::v0_3::GuestPre<State>),
     V0_2(bindings::v0_2::GuestPre<State>),
     V0_1(bindings::v0_1::GuestPre<State>),
 }
@@ -262,6 +263,7 @@ impl Guest {
     pub fn world(&self) -> &'static str {
         match self.pre {
             Pre::Current(_) => bindings::WORLD,
+            Pre::V0_3(_) => bindings::WORLD_0_3,
             Pre::V0_2(_) => bindings::WORLD_0_2,
             Pre::V0_1(_) => bindings::WORLD_0_1,
         }
@@ -300,6 +302,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
+        bindings::v0_3::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         bindings::v0_2::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         bindings::v0_1::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         Ok(Sandbox {
@@ -323,34 +326,42 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(load_error)?;
-        let (pre, description) = match GuestPre::new(pre.clone()) {
-            Ok(current) => {
+        // Each version's bindings check the component's whole world; why each refused it is
+        // said when none takes it.
+        let refusals = &mut Vec::new();
+        let (pre, description) =
+            if let Some(current) = tried(refusals, bindings::WORLD, GuestPre::new(pre.clone())) {
                 let description = self.describe(name, |store| {
                     current.instantiate(&mut *store)?.call_describe(store)
                 })?;
                 (Pre::Current(current), Some(description))
-            }
-            Err(error) => match bindings::v0_2::GuestPre::new(pre.clone()) {
-                Ok(old) => {
-                    let description = self.describe(name, |store| {
-                        old.instantiate(&mut *store)?.call_describe(store)
-                    })?;
-                    (Pre::V0_2(old), Some(description.into()))
-                }
-                Err(error_0_2) => match bindings::v0_1::GuestPre::new(pre) {
-                    Ok(old) => (Pre::V0_1(old), None),
-                    Err(error_0_1) => {
-                        return Err(load_error(wasmtime::Error::msg(format!(
-                            "as a {} guest, {error:#}; as a {} guest, {error_0_2:#}; as a {} \
-                             guest, {error_0_1:#}",
-                            bindings::WORLD,
-                            bindings::WORLD_0_2,
-                            bindings::WORLD_0_1
-                        ))));
-                    }
-                },
-            },
-        };
+            } else if let Some(old) = tried(
+                refusals,
+                bindings::WORLD_0_3,
+                bindings::v0_3::GuestPre::new(pre.clone()),
+            ) {
+                let description = self.describe(name, |store| {
+                    old.instantiate(&mut *store)?.call_describe(store)
+                })?;
+                (Pre::V0_3(old), Some(description.into()))
+            } else if let Some(old) = tried(
+                refusals,
+                bindings::WORLD_0_2,
+                bindings::v0_2::GuestPre::new(pre.clone()),
+            ) {
+                let description = self.describe(name, |store| {
+                    old.instantiate(&mut *store)?.call_describe(store)
+                })?;
+                (Pre::V0_2(old), Some(description.into()))
+            } else if let Some(old) = tried(
+                refusals,
+                bindings::WORLD_0_1,
+                bindings::v0_1::GuestPre::new(pre),
+            ) {
+                (Pre::V0_1(old), None)
+            } else {
+                return Err(load_error(wasmtime::Error::msg(refusals.join("; "))));
+            };
         Ok(Guest {
             name: name.to_string(),
             pre,
@@ -452,6 +463,7 @@ impl Sandbox {
         let cluster = input.view();
         let result = match &guest.pre {
             Pre::Current(pre) => call_render(pre.instance_pre(), &mut store, &cluster),
+            Pre::V0_3(pre) => call_render(pre.instance_pre(), &mut store, &cluster),
             Pre::V0_2(pre) => call_render(pre.instance_pre(), &mut store, &cluster.older()),
             Pre::V0_1(pre) => call_render(pre.instance_pre(), &mut store, &cluster.older()),
         };
@@ -482,33 +494,37 @@ impl Sandbox {
         }
     }
 
-    /// Run `guest`'s `servers` on `services` in a fresh store: one list of placements per
-    /// service. Only a guest built for the current contract has it.
+    /// Run `guest`'s `servers` on `services`, with the annotations and labels it `reads`, in a
+    /// fresh store: one list of placements per service. Only a guest built for 0.3.0 or later
+    /// has it.
     pub fn servers(
         &self,
         guest: &Guest,
         context: &bindings::Context,
         services: &[Arc<bindings::Service>],
+        reads: &bindings::Reads,
     ) -> Result<Vec<Vec<bindings::Placement>>, GuestError> {
         type Servers = Result<Vec<Vec<bindings::Placement>>, RenderError>;
         let guest_name = || guest.name.clone();
-        let Pre::Current(pre) = &guest.pre else {
-            return Err(GuestError::Render {
-                guest: guest_name(),
-                error: RenderError::Other("built for an earlier contract: no servers".into()),
-            });
+        let pre = match &guest.pre {
+            Pre::Current(pre) => pre.instance_pre(),
+            Pre::V0_3(pre) => pre.instance_pre(),
+            Pre::V0_2(_) | Pre::V0_1(_) => {
+                return Err(GuestError::Render {
+                    guest: guest_name(),
+                    error: RenderError::Other("built for an earlier contract: no servers".into()),
+                });
+            }
         };
+        let services: Vec<_> = services.iter().map(|s| s.view(true, reads)).collect();
         let mut store = self.store(&guest.name);
-        let result = pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .and_then(|instance| {
-                let servers = instance
-                    .get_typed_func::<(&bindings::Context, &[Arc<bindings::Service>]), (Servers,)>(
-                        &mut store, "servers",
-                    )?;
-                Ok(servers.call(&mut store, (context, services))?.0)
-            });
+        let result = pre.instantiate(&mut store).and_then(|instance| {
+            let servers = instance
+                .get_typed_func::<(&bindings::Context, &[bindings::ServiceView]), (Servers,)>(
+                    &mut store, "servers",
+                )?;
+            Ok(servers.call(&mut store, (context, &services))?.0)
+        });
         match result {
             Ok(Ok(placements)) => {
                 let count: usize = placements.iter().flatten().map(|p| p.servers.len()).sum();
@@ -691,33 +707,29 @@ impl WasiView for State {
 
 impl bindings::wasmconfd::haproxy::types::Host for State {}
 
-impl bindings::v0_2::wasmconfd::haproxy::host::Host for State {
-    fn log(&mut self, level: bindings::v0_2::Level, message: String) {
-        use bindings::v0_2::Level as Old;
-        let level = match level {
-            Old::Debug => Level::Debug,
-            Old::Info => Level::Info,
-            Old::Warn => Level::Warn,
-            Old::Error => Level::Error,
-        };
-        bindings::wasmconfd::haproxy::host::Host::log(self, level, message)
-    }
+/// A guest of an earlier version logs as a current one.
+macro_rules! log_as_current {
+    ($($version:ident),*) => {$(
+        impl bindings::$version::wasmconfd::haproxy::host::Host for State {
+            fn log(&mut self, level: bindings::$version::Level, message: String) {
+                use bindings::$version::Level as Old;
+                let level = match level {
+                    Old::Debug => Level::Debug,
+                    Old::Info => Level::Info,
+                    Old::Warn => Level::Warn,
+                    Old::Error => Level::Error,
+                };
+                bindings::wasmconfd::haproxy::host::Host::log(self, level, message)
+            }
+        }
+    )*};
 }
+
+log_as_current!(v0_3, v0_2, v0_1);
+
+impl bindings::v0_3::wasmconfd::haproxy::types::Host for State {}
 
 impl bindings::v0_2::wasmconfd::haproxy::types::Host for State {}
-
-impl bindings::v0_1::wasmconfd::haproxy::host::Host for State {
-    fn log(&mut self, level: bindings::v0_1::Level, message: String) {
-        use bindings::v0_1::Level as Old;
-        let level = match level {
-            Old::Debug => Level::Debug,
-            Old::Info => Level::Info,
-            Old::Warn => Level::Warn,
-            Old::Error => Level::Error,
-        };
-        bindings::wasmconfd::haproxy::host::Host::log(self, level, message)
-    }
-}
 
 impl bindings::wasmconfd::haproxy::host::Host for State {
     /// A guest's message, with control characters escaped so it cannot forge log lines.
@@ -785,6 +797,12 @@ impl wasmtime_wasi::HostWallClock for FixedClock {
     fn now(&self) -> Duration {
         Duration::ZERO
     }
+}
+
+/// What `result`, the bindings of world `world` for a component, holds; or `None`, with why
+/// they refused it in `refusals`.
+fn tried<T>(refusals: &mut Vec<String>, world: &str, result: wasmtime::Result<T>) -> Option<T> {
+    (result.map_err(|error| refusals.push(format!("as a {world} guest, {error:#}")))).ok()
 }
 
 /// Instantiate `pre` and call its `render` export with `cluster`, a WIT `cluster` record.
@@ -886,7 +904,7 @@ mod tests {
         assert_eq!(http.exports, ["describe", "render", "servers"]);
         assert!(
             http.imports
-                .contains(&"wasmconfd:haproxy/host@0.3.0".to_string()),
+                .contains(&"wasmconfd:haproxy/host@0.4.0".to_string()),
             "{http:?}"
         );
         let error = interface(b"\0asm\x01\0\0\0").unwrap_err().to_string();

@@ -3,7 +3,7 @@
 //
 // Settings (`--set {{name}}.KEY=VALUE`): `bind` (default `:8080`).
 
-import { log } from 'wasmconfd:haproxy/host@0.3.0';
+import { log } from 'wasmconfd:haproxy/host@0.4.0';
 
 const PROTO = '{{name}}';
 
@@ -20,6 +20,10 @@ export function describe() {
     // false: `render` writes the `server` lines itself (see docs/guests.md for writing them
     // apart, in `servers`, which makes endpoint changes cheap at scale).
     serversApart: false,
+    // The annotations and labels it reads (keys, or prefixes ending in `*`): its services carry
+    // no others. Add the keys of your own annotations here.
+    annotations: ['wasmconfd.io/*'],
+    labels: [],
   };
 }
 

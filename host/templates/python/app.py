@@ -40,8 +40,11 @@ class WitWorld(wit_world.WitWorld):
     def describe(self) -> Description:
         # `False`: `render` writes the `server` lines itself (see docs/guests.md for writing
         # them apart, in `servers`, which makes endpoint changes cheap at scale).
+        # The last two: the annotations and labels it reads (keys, or prefixes ending in `*`);
+        # its services carry no others. Add the keys of your own annotations there.
         return Description(
-            [PROTO], [SettingInfo("bind", "the frontend's bind address (default :8080)")], False
+            [PROTO], [SettingInfo("bind", "the frontend's bind address (default :8080)")], False,
+            ["wasmconfd.io/*"], [],
         )
 
     def servers(self, context: Context, services: list[Service]) -> list[list[Placement]]:

@@ -15,6 +15,9 @@ struct {{type}};
 impl Guest for {{type}} {
     fn describe() -> Description {
         Description::new([PROTO], [("bind", "the frontend's bind address (default :8080)")])
+            // The annotations and labels it reads (keys, or prefixes ending in `*`): its
+            // services carry no others. Add the keys of your own annotations here.
+            .reading(["wasmconfd.io/*"], [])
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

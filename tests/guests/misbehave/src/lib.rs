@@ -13,16 +13,33 @@
 //!   setting `bind`, routing each domain of each service it receives to a backend of that
 //!   service's ready endpoints; the setting `violate` adds one forbidden thing (see
 //!   [`violation`]), and `extra-domain` routes one more domain;
+//! - `seen`: a `describe` line per service, naming the annotations and labels it receives: it
+//!   reads the annotations `misbehave.wasmconfd.io/*` and `wasmconfd.io/domain`, and the label
+//!   `tier`;
 //! - anything else: a small valid backend.
 //!
 //! A service annotated `misbehave.wasmconfd.io/do: panic` makes it panic, and `invalid` makes it
 //! return a directive HAProxy rejects, whatever the mode: a guest that breaks on live input.
 
-use wasmconfd_guest::{Cluster, Fragment, Guest, MapFile, RenderError, Section};
+use wasmconfd_guest::{Cluster, Description, Fragment, Guest, MapFile, RenderError, Section};
 
 struct Misbehave;
 
 impl Guest for Misbehave {
+    fn describe() -> Description {
+        Description {
+            protos: None,
+            settings: None,
+            servers_apart: false,
+            annotations: None,
+            labels: None,
+        }
+        .reading(
+            ["misbehave.wasmconfd.io/*", "wasmconfd.io/domain"],
+            ["tier"],
+        )
+    }
+
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
         let mut backend = Section::backend("misbehave");
         let told = cluster
@@ -65,6 +82,22 @@ impl Guest for Misbehave {
                 }
             }
             "route" => return Ok(route(&cluster)),
+            "seen" => {
+                for service in &cluster.services {
+                    let keys = |pairs: &[(String, String)]| {
+                        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+                        keys.join(",")
+                    };
+                    backend.push(
+                        "describe",
+                        [
+                            service.name.clone(),
+                            format!("annotations={}", keys(&service.annotations)),
+                            format!("labels={}", keys(&service.labels)),
+                        ],
+                    );
+                }
+            }
             "keys" => {
                 if format!("{cluster:?}").contains("PRIVATE KEY") {
                     return Err(RenderError::Other("a private key is in my input".into()));
