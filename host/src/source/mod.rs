@@ -468,7 +468,8 @@ impl Objects {
         }
     }
 
-    /// Add `object`, slimmed, if `header` says it is of a kind read (`None` when not).
+    /// Add `object`, slimmed, if `header` says it is of a kind read (`None` when not). The kinds
+    /// of which a cluster has thousands are read straight into what is kept.
     fn add_kind<'de, D>(
         &mut self,
         header: &Header,
@@ -478,25 +479,27 @@ impl Objects {
         D: serde::Deserializer<'de, Error = serde_json::Error>,
     {
         Some(match (header.api_version.as_str(), header.kind.as_str()) {
-            ("v1", "Service") => push::<Service, _>(&mut self.services, object),
-            ("v1", "Endpoints") => push::<Endpoints, _>(&mut self.endpoints, object),
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                push::<EndpointSlice, _>(&mut self.endpoint_slices, object)
+            ("v1", "Service") => push(&mut self.services, object),
+            ("v1", "Endpoints") => push(&mut self.endpoints, object),
+            ("discovery.k8s.io/v1", "EndpointSlice") => push(&mut self.endpoint_slices, object),
+            ("v1", "Namespace") => {
+                Namespace::deserialize(object).map(|n| self.namespaces.push(Arc::new(n.slim())))
             }
-            ("v1", "Namespace") => push::<Namespace, _>(&mut self.namespaces, object),
-            ("v1", "Secret") => push::<Secret, _>(&mut self.secrets, object),
+            ("v1", "Secret") => {
+                Secret::deserialize(object).map(|s| self.secrets.push(Arc::new(s.slim())))
+            }
             _ => return None,
         })
     }
 }
 
-/// `object`, read as a `K` and slimmed, onto `objects`.
-fn push<'de, K, D>(objects: &mut Vec<Arc<K::Kept>>, object: D) -> Result<(), serde_json::Error>
+/// `object`, read as a `K`, onto `objects`.
+fn push<'de, K, D>(objects: &mut Vec<Arc<K>>, object: D) -> Result<(), serde_json::Error>
 where
-    K: Slim + Deserialize<'de>,
+    K: Deserialize<'de>,
     D: serde::Deserializer<'de, Error = serde_json::Error>,
 {
-    objects.push(Arc::new(K::deserialize(object)?.slim()));
+    objects.push(Arc::new(K::deserialize(object)?));
     Ok(())
 }
 
@@ -647,13 +650,15 @@ mod tests {
                 r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}", "namespace": "ns"{rest}}}}}"#
             )
         };
+        let managed = format!(r#", "managedFields": [{{"fieldsV1": {}}}]"#, deep(150));
         let items = [
-            // A field not read is skipped without recursion, however deep.
+            // A field not read is skipped without recursion, however deep: a Service's managed
+            // fields too, which are not kept.
             service("unknown", &format!(r#", "x": {}"#, deep(180_000))),
+            service("managed", &managed),
             // One read as a free-form value hits the parser's nesting limit: that object only.
-            service(
-                "free-form",
-                &format!(r#", "managedFields": [{{"fieldsV1": {}}}]"#, deep(150)),
+            format!(
+                r#"{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "free-form"{managed}}}}}"#
             ),
             service("plain", ""),
         ];
@@ -662,9 +667,10 @@ mod tests {
         let names: Vec<_> = (objects.services.iter())
             .map(|s| s.meta.name.as_deref().unwrap())
             .collect();
-        assert_eq!(names, ["unknown", "plain"]);
+        assert_eq!(names, ["unknown", "managed", "plain"]);
+        assert!(objects.namespaces.is_empty());
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].object, "Service ns/free-form");
+        assert_eq!(problems[0].object, "Namespace ?/free-form");
         assert!(
             problems[0].reason.contains("recursion limit"),
             "{problems:?}"
