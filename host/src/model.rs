@@ -716,7 +716,11 @@ fn check_endpoint(mut endpoint: Endpoint, rules: &Rules) -> Result<Endpoint, Str
                 .map_err(|e| format!("endpoint {address} left out: its {field} {value:?} {e}"))?;
         }
     }
-    endpoint.address = address.to_string();
+    // An IPv4 address that parses is written as it is canonically (no leading zero, no other
+    // form is read); an IPv6 one may not be (`2001:DB8:0::1` is `2001:db8::1`).
+    if address.is_ipv6() {
+        endpoint.address = address.to_string();
+    }
     Ok(endpoint)
 }
 
@@ -1370,6 +1374,29 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_addresses_are_kept_in_canonical_form() {
+        for (given, kept) in [
+            ("10.1.2.3", "10.1.2.3"),
+            ("2001:DB8:0::1", "2001:db8::1"),
+            ("fd00:0:0:0:0:0:0:5", "fd00::5"),
+        ] {
+            let endpoint = Endpoint {
+                address: given.into(),
+                port: Some(80),
+                ports: Vec::new(),
+                ready: true,
+                serving: true,
+                terminating: false,
+                node: None,
+                zone: None,
+                target_pod: None,
+            };
+            let checked = check_endpoint(endpoint, &Rules::default()).unwrap();
+            assert_eq!(checked.address, kept);
+        }
+    }
+
+    #[test]
     fn endpoint_addresses_must_be_ip_addresses_of_pods() {
         for good in ["10.1.2.3", "fd00::1", "2001:db8::5"] {
             assert!(check_address(good, false).is_ok(), "{good} refused");
@@ -1391,6 +1418,9 @@ mod tests {
             "127.0.0.1",
             "::1",
             " 10.1.2.3",
+            "10.1.2.03",
+            "10.1.2",
+            "0x0a.1.2.3",
         ] {
             assert!(check_address(bad, false).is_err(), "{bad:?} accepted");
         }

@@ -194,6 +194,30 @@ pub fn parse_snapshot(text: &str) -> Result<(Objects, Vec<Problem>), (&'static s
             };
             ("JSON", message)
         };
+        // `kubectl get -o json` prints one document, a List: its items are read while it is
+        // still scanned. Several documents, or a document that does not parse, are read (and
+        // the error said) one document at a time below.
+        let mut one = serde_json::Deserializer::from_str(text);
+        let (scanned, read) = crate::parallel::as_found(
+            ITEMS_PER_PART,
+            |found| {
+                let scanned =
+                    serde::de::DeserializeSeed::deserialize(DocumentSeed(found), &mut one);
+                scanned.and_then(|scanned| one.end().map(|()| scanned))
+            },
+            |items| read_items(&items),
+        );
+        match scanned {
+            Ok((kind, true)) if kind.ends_with("List") => {
+                objects.add_read(read, &mut problems);
+                return Ok((objects, problems));
+            }
+            Ok(_) => {
+                objects.add_json(text, &mut problems);
+                return Ok((objects, problems));
+            }
+            Err(_) => {}
+        }
         let mut documents = serde_json::Deserializer::from_str(text).into_iter::<Document>();
         let mut start = 0;
         while let Some(document) = documents.next() {
@@ -241,6 +265,88 @@ struct Document<'a> {
     kind: String,
     #[serde(borrow)]
     items: Option<Vec<&'a RawValue>>,
+}
+
+/// How many items of a JSON List are read at a time, by one thread.
+const ITEMS_PER_PART: usize = 500;
+
+/// A JSON document, scanned: its `kind`, and whether it has `items`, each handed to the function
+/// held as it is scanned.
+struct DocumentSeed<'f, 'a>(&'f mut dyn FnMut(&'a RawValue));
+
+impl<'de> serde::de::DeserializeSeed<'de> for DocumentSeed<'_, 'de> {
+    type Value = (String, bool);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DocumentSeed<'_, 'de> {
+    type Value = (String, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Kubernetes object or List")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let (mut kind, mut items) = (None, None);
+        while let Some(key) = map.next_key::<Cow<str>>()? {
+            match key.as_ref() {
+                "kind" if kind.is_some() => return Err(A::Error::duplicate_field("kind")),
+                "items" if items.is_some() => return Err(A::Error::duplicate_field("items")),
+                "kind" => kind = Some(map.next_value()?),
+                "items" => items = Some(map.next_value_seed(ItemsSeed(&mut *self.0))?),
+                _ => map.next_value::<serde::de::IgnoredAny>().map(drop)?,
+            }
+        }
+        Ok((kind.unwrap_or_default(), items.unwrap_or(false)))
+    }
+}
+
+/// The `items` of a JSON document, each handed to the function held: whether there are (`null`
+/// is none).
+struct ItemsSeed<'f, 'a>(&'f mut dyn FnMut(&'a RawValue));
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, 'de> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, 'de> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of objects")
+    }
+
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(item) = seq.next_element()? {
+            (self.0)(item);
+        }
+        Ok(true)
+    }
+}
+
+/// The objects of `items` (JSON objects), and the problems with them.
+fn read_items(items: &[&RawValue]) -> (Objects, Vec<Problem>) {
+    let mut read = (Objects::default(), Vec::new());
+    for item in items {
+        read.0.add_json(item.get(), &mut read.1);
+    }
+    read
 }
 
 /// What identifies an object, read before the object itself.
@@ -428,14 +534,15 @@ impl Objects {
     /// Add the objects of a JSON list in order, reading a long one on as many threads as there
     /// are cores (up to 4): reading is most of a full render's time at scale.
     fn add_all_json(&mut self, items: &[&RawValue], problems: &mut Vec<Problem>) {
-        let read = |items: &[&RawValue]| {
-            let mut read = (Objects::default(), Vec::new());
-            for item in items {
-                read.0.add_json(item.get(), &mut read.1);
-            }
-            read
-        };
-        for (objects, more_problems) in crate::parallel::by_chunks(items, 2000, read) {
+        self.add_read(
+            crate::parallel::by_chunks(items, 2000, read_items),
+            problems,
+        );
+    }
+
+    /// Add the objects `read` in parts ([`read_items`]), in order.
+    fn add_read(&mut self, read: Vec<(Objects, Vec<Problem>)>, problems: &mut Vec<Problem>) {
+        for (objects, more_problems) in read {
             self.services.extend(objects.services);
             self.endpoint_slices.extend(objects.endpoint_slices);
             self.endpoints.extend(objects.endpoints);
@@ -552,6 +659,37 @@ mod tests {
         let stream = "---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: a}\n---\n---\n{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"b\"}}\n";
         let (objects, _) = parse_snapshot(stream).unwrap();
         assert_eq!((objects.services.len(), objects.endpoints.len()), (1, 1));
+    }
+
+    #[test]
+    fn json_of_one_list_one_object_or_several_documents_is_read_whole() {
+        let service = |name: &str| {
+            format!(
+                r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}"}}}}"#
+            )
+        };
+        // kubectl's order: the items before the kind.
+        let list = format!(
+            r#"{{"apiVersion": "v1", "items": [{}, {}], "kind": "List", "metadata": {{}}}}"#,
+            service("a"),
+            service("b")
+        );
+        let names = |text: &str| {
+            let (objects, problems) = parse_snapshot(text).unwrap();
+            assert!(problems.is_empty(), "{problems:?}");
+            (objects.services.iter())
+                .map(|s| s.meta.name.as_deref().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&list), ["a", "b"]);
+        assert_eq!(names(&service("c")), ["c"]);
+        let stream = format!("{list}\n{}\n{}", service("c"), service("d"));
+        assert_eq!(names(&stream), ["a", "b", "c", "d"]);
+        assert!(names(r#"{"kind": "List", "items": null}"#).is_empty());
+        let twice = r#"{"kind": "List", "items": [], "items": []}"#;
+        let (format, error) = parse_snapshot(twice).err().unwrap();
+        assert_eq!(format, "JSON");
+        assert!(error.contains("duplicate field `items`"), "{error}");
     }
 
     #[test]
