@@ -193,7 +193,7 @@ impl Model {
         convert_missing(&candidates, &mut built, rules);
         self.built.reserve(candidates.len());
         let mut problems = Vec::new();
-        let mut services = Vec::with_capacity(candidates.len());
+        let mut services: Vec<Arc<Service>> = Vec::with_capacity(candidates.len());
         for (candidate, built) in candidates.iter().zip(built) {
             let built = built.expect("every candidate is converted");
             problems.extend(built.problems.iter().cloned());
@@ -204,6 +204,7 @@ impl Model {
             }
             self.built.push((candidate.key(), Some(built)));
         }
+        services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let conflicts = match self.conflicts.take() {
             Some(last) if last.holds_for(&services) => Conflicts {
                 given: services,
@@ -220,12 +221,11 @@ impl Model {
             }
         };
         problems.extend(conflicts.problems.iter().cloned());
-        let mut services: Vec<Arc<Service>> = (conflicts.given.iter().zip(&conflicts.kept))
+        let services = (conflicts.given.iter().zip(&conflicts.kept))
             .filter(|(_, kept)| **kept)
             .map(|(service, _)| service.clone())
             .collect();
         self.conflicts = Some(conflicts);
-        services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         (services, problems)
     }
 }
@@ -843,14 +843,11 @@ fn default_port(ports: &[ServicePort], proto: &str) -> Option<String> {
 }
 
 /// The oldest service keeps a (proto, domain, path); a younger one claiming it is skipped whole.
-/// Which of `services` are kept.
+/// Which of `services` (sorted by namespace and name) are kept.
 fn resolve_domain_conflicts(services: &[Arc<Service>], problems: &mut Vec<Problem>) -> Vec<bool> {
+    // `services` are sorted by namespace and name, which a stable sort keeps among equals.
     let mut by_age: Vec<usize> = (0..services.len()).collect();
-    by_age.sort_by(|&a, &b| {
-        let (a, b) = (&services[a], &services[b]);
-        let age = |s: &Service| s.creation_time.unwrap_or(i64::MAX);
-        (age(a), &a.namespace, &a.name).cmp(&(age(b), &b.namespace, &b.name))
-    });
+    by_age.sort_by_key(|&i| services[i].creation_time.unwrap_or(i64::MAX));
     let mut owners: foldhash::HashMap<(&str, &str, &str), &Service> = foldhash::HashMap::default();
     let mut kept = vec![true; services.len()];
     for i in by_age {
