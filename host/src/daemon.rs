@@ -140,7 +140,7 @@ fn render_loop(
         reload_pending: false,
         retry_apply: false,
         draining: BTreeSet::new(),
-        problems: BTreeSet::new(),
+        problems: Vec::new(),
         conflicts: BTreeSet::new(),
         guard: Guard::default(),
         status,
@@ -260,7 +260,7 @@ struct State {
     /// those end. A reload takes them away too.
     draining: BTreeSet<runtime_api::ServerName>,
     /// Objects (or parts of them) left out of the model, as last reported.
-    problems: BTreeSet<source::Problem>,
+    problems: Vec<source::Problem>,
     /// Guest sections and map files left out for a claim another part holds, and domains left
     /// out for a guest, as last reported.
     conflicts: BTreeSet<String>,
@@ -600,11 +600,18 @@ impl State {
     /// has none left; count the objects that have one.
     /// Each new problem also becomes an Event on its object.
     fn report_problems(&mut self, problems: Vec<source::Problem>, cluster: &Objects) {
-        let now: BTreeSet<_> = problems.into_iter().collect();
-        let objects = |problems: &BTreeSet<source::Problem>| -> BTreeSet<String> {
-            problems.iter().map(|p| p.object.clone()).collect()
-        };
-        let new: Vec<_> = now.difference(&self.problems).cloned().collect();
+        // Most changes leave every problem as it was, and they come in the same order: at
+        // 50,000 services with thousands of problems, sorting them at each change was a fifth
+        // of its CPU.
+        if problems == self.problems {
+            return;
+        }
+        let before: BTreeSet<_> = self.problems.iter().collect();
+        let now: BTreeSet<_> = problems.iter().collect();
+        fn objects<'a>(problems: &BTreeSet<&'a source::Problem>) -> BTreeSet<&'a str> {
+            problems.iter().map(|p| p.object.as_str()).collect()
+        }
+        let new: Vec<_> = now.difference(&before).map(|&p| p.clone()).collect();
         source::warn_skipped(&new);
         self.publish_events(
             cluster,
@@ -613,8 +620,8 @@ impl State {
                 (p.object.clone(), format!("{skipped}{}", p.reason))
             }),
         );
-        let (before, after) = (objects(&self.problems), objects(&now));
-        for object in before.difference(&after) {
+        let after = objects(&now);
+        for object in objects(&before).difference(&after) {
             tracing::info!(%object, "no longer skipped");
         }
         let count = after.len() as u64;
@@ -627,7 +634,7 @@ impl State {
                 whole: p.whole,
             })
             .collect();
-        self.problems = now;
+        self.problems = problems;
     }
 
     /// Publish an Event for each of `events` (object, message), at most
