@@ -517,6 +517,50 @@ mod tests {
     use super::*;
     use crate::testing::{service, take_logs};
 
+    /// A guest of proto `web` that reads the annotations `mine/*` and the label `tier`, and says
+    /// what it receives in one section per service.
+    struct Reader;
+
+    impl Guest for Reader {
+        fn describe() -> Description {
+            Description::new(["web"], []).reading(["mine/*"], ["tier"])
+        }
+
+        fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
+            let keys = |pairs: &[(String, String)]| {
+                pairs
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let sections = (cluster.services.iter())
+                .map(|s| {
+                    let seen = [keys(&s.annotations), keys(&s.labels)];
+                    Section::backend(s.name.clone()).with("describe", seen)
+                })
+                .collect();
+            Ok(Fragment {
+                sections,
+                maps: Vec::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn testing_render_hands_the_guest_what_the_host_would() {
+        let web = service("a", "web", "web")
+            .annotation("mine/x", "1")
+            .annotation("theirs/y", "2")
+            .label("tier", "front")
+            .label("app", "web")
+            .build();
+        let other = service("a", "db", "redis").build();
+        let out = testing::render::<Reader>(testing::cluster([web, other])).unwrap();
+        assert_eq!(out.sections.len(), 1, "only the services of its protos");
+        assert_eq!(out.sections[0].directives[0].args, ["mine/x", "tier"]);
+    }
+
     #[test]
     fn domain_routes_split_exact_and_wildcard_names_and_keep_the_first_claim() {
         let mut routes = DomainRoutes::new("hosts.map", "wildcards.map", "host");

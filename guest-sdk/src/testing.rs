@@ -9,9 +9,13 @@
 //!     .build()]);
 //! assert_eq!(cluster.services[0].ready_endpoints().count(), 1);
 //! ```
+//!
+//! [`render`] renders a cluster as the host hands it to the guest: only the services of the
+//! protos it declares, with only the annotations and labels it reads.
 
 use crate::{
-    Certificate, Cluster, Context, Endpoint, EndpointPort, Protocol, Service, ServicePort, Tls,
+    Certificate, Cluster, Context, Endpoint, EndpointPort, Fragment, Guest, Protocol, RenderError,
+    Service, ServicePort, Tls,
 };
 #[cfg(not(target_arch = "wasm32"))]
 use {crate::wit::wasmconfd::haproxy::host::Level, std::cell::RefCell};
@@ -31,6 +35,35 @@ pub fn cluster(services: impl IntoIterator<Item = Service>) -> Cluster {
             certificates: Vec::new(),
         },
     }
+}
+
+/// Guest `G`'s render of `cluster` as the host hands it over: only the services of the protos
+/// `G` declares (`describe`), each with only the annotations and labels it says it reads. A
+/// test through this fails, as the guest would once deployed, when it reads an annotation it
+/// does not declare.
+pub fn render<G: Guest>(mut cluster: Cluster) -> Result<Fragment, RenderError> {
+    let description = G::describe();
+    if let Some(protos) = &description.protos {
+        cluster.services.retain(|s| protos.contains(&s.proto));
+    }
+    for service in &mut cluster.services {
+        keep_read(&mut service.annotations, description.annotations.as_deref());
+        keep_read(&mut service.labels, description.labels.as_deref());
+    }
+    G::render(cluster)
+}
+
+/// Keep the pairs whose key `wanted` names: a key, or a prefix ending in `*` (all when `None`).
+fn keep_read(pairs: &mut Vec<(String, String)>, wanted: Option<&[String]>) {
+    let Some(wanted) = wanted else {
+        return;
+    };
+    pairs.retain(|(key, _)| {
+        wanted.iter().any(|w| match w.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == w,
+        })
+    });
 }
 
 /// The same cluster with a certificate for `service` from its Secret `secret`, covering all of

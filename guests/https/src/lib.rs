@@ -248,7 +248,7 @@ static ALLOCATOR: wasmconfd_guest::OneCallAllocator = wasmconfd_guest::OneCallAl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmconfd_guest::testing::{cluster, service, with_certificate, with_setting};
+    use wasmconfd_guest::testing::{self, cluster, service, with_certificate, with_setting};
 
     #[test]
     fn passes_tls_through_by_sni() {
@@ -284,7 +284,8 @@ mod tests {
             "hsts",
             "max-age=600",
         );
-        let out = Https::render(input).unwrap();
+        // As the host hands it over: with the annotations the guest declares reading.
+        let out = testing::render::<Https>(input).unwrap();
         let section = |name: &str| {
             out.sections
                 .iter()

@@ -68,7 +68,7 @@ wasmconfd_guest::export!({{type}});
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmconfd_guest::testing::{cluster, service};
+    use wasmconfd_guest::testing::{self, cluster, service};
 
     #[test]
     fn routes_each_domain_to_the_ready_endpoints() {
@@ -77,7 +77,9 @@ mod tests {
             .endpoint("10.0.0.1", 8080, true)
             .endpoint("10.0.0.2", 8080, false)
             .build();
-        let out = {{type}}::render(cluster([web])).unwrap();
+        // As the host hands it over: only the services of its protos, with the annotations and
+        // labels it declares reading.
+        let out = testing::render::<{{type}}>(cluster([web])).unwrap();
         assert_eq!(out.maps[0].entries[0].key, "shop.example.com");
         let servers: Vec<_> = out.sections[1]
             .directives
