@@ -279,7 +279,8 @@ impl WrittenSection {
             section: section.clone(),
             label: label.clone(),
             origin: format!("{label}, section `{header}`").into(),
-            lines: text.bytes().filter(|&b| b == b'\n').count(),
+            // The header's, and one per directive: none holds a line break.
+            lines: 1 + section.directives.len(),
             text,
         })
     }
@@ -330,14 +331,10 @@ fn section_text(section: &Section) -> Result<(String, String), String> {
     let mut text = header.clone();
     text.push('\n');
     for directive in &section.directives {
-        let line = directive_line(
-            &directive.keyword,
-            &directive.args,
-            directive.comment.as_deref(),
-        )
-        .map_err(|e| format!("section `{header}`: {e}"))?;
         text.push_str("    ");
-        text.push_str(&line);
+        let (args, comment) = (&directive.args, directive.comment.as_deref());
+        write_directive(&mut text, &directive.keyword, args, comment)
+            .map_err(|e| format!("section `{header}`: {e}"))?;
         text.push('\n');
     }
     Ok((header, text))
@@ -374,6 +371,18 @@ pub fn directive_line(
     args: &[String],
     comment: Option<&str>,
 ) -> Result<String, String> {
+    let mut line = String::new();
+    write_directive(&mut line, keyword, args, comment)?;
+    Ok(line)
+}
+
+/// [`directive_line`], written at the end of `out`.
+pub fn write_directive(
+    out: &mut String,
+    keyword: &str,
+    args: &[String],
+    comment: Option<&str>,
+) -> Result<(), String> {
     let valid_keyword = !keyword.is_empty()
         && keyword.split(' ').all(|w| {
             !w.is_empty()
@@ -385,31 +394,47 @@ pub fn directive_line(
             "keyword {keyword:?} is not valid: use words of letters, digits, `-`, `_` and `.`, separated by single spaces"
         ));
     }
-    let mut line = keyword.to_string();
+    out.push_str(keyword);
     for (i, arg) in args.iter().enumerate() {
         let quoted = quote(arg).map_err(|e| format!("argument {} of `{keyword}` {e}", i + 1))?;
-        line.push(' ');
-        line.push_str(&quoted);
+        out.push(' ');
+        out.push_str(&quoted);
     }
     if let Some(comment) = comment {
         refuse_control(comment).map_err(|e| format!("comment of `{keyword}` {e}"))?;
-        line.push_str("  # ");
-        line.push_str(comment);
+        out.push_str("  # ");
+        out.push_str(comment);
     }
-    Ok(line)
+    Ok(())
 }
+
+/// The bytes an argument is written bare with, when it has no other: ones HAProxy never
+/// interprets (and so no control character).
+const BARE: [bool; 256] = {
+    let mut bare = [false; 256];
+    let others = b"-_.:/@%+=,()[]{}!<>*^~?|&;";
+    let mut i = 0;
+    while i < others.len() {
+        bare[others[i] as usize] = true;
+        i += 1;
+    }
+    let mut b = 0;
+    while b < 256 {
+        bare[b] |= (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    bare
+};
 
 /// `arg` as HAProxy must read it to get `arg` back: as is when it holds only characters HAProxy
 /// never interprets, else in single quotes (where nothing is interpreted), with each `'` written
 /// as `'\''` (HAProxy joins adjacent quoted and escaped pieces into one word).
 pub fn quote(arg: &str) -> Result<Cow<'_, str>, String> {
-    refuse_control(arg)?;
-    let bare = |b: u8| b.is_ascii_alphanumeric() || b"-_.:/@%+=,()[]{}!<>*^~?|&;".contains(&b);
-    if !arg.is_empty() && arg.bytes().all(bare) {
-        Ok(Cow::Borrowed(arg))
-    } else {
-        Ok(Cow::Owned(format!("'{}'", arg.replace('\'', r"'\''"))))
+    if !arg.is_empty() && arg.bytes().all(|b| BARE[usize::from(b)]) {
+        return Ok(Cow::Borrowed(arg));
     }
+    refuse_control(arg)?;
+    Ok(Cow::Owned(format!("'{}'", arg.replace('\'', r"'\''"))))
 }
 
 fn refuse_control(text: &str) -> Result<(), String> {

@@ -531,11 +531,13 @@ impl Pipeline {
             }
             // Checked here, in parts, so that merging them into a render that passed its own
             // checks needs no check of every section again.
+            let mut written = String::new();
             for (service, placements) in services.iter().zip(&placements) {
                 for line in placements.iter().flat_map(|p| &p.servers) {
                     let why = if line.keyword == "server" {
                         let comment = line.comment.as_deref();
-                        assemble::directive_line("server", &line.args, comment).err()
+                        written.clear();
+                        assemble::write_directive(&mut written, "server", &line.args, comment).err()
                     } else {
                         Some(format!("`{}` where only `server` lines go", line.keyword))
                     };
