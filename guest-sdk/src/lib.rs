@@ -49,11 +49,11 @@ pub use wit::wasmconfd::haproxy::types::{
 
 /// A guest: what it says about itself, and how it renders.
 pub trait Guest {
-    /// The protos of the services it renders, the settings it reads, and the annotations and
-    /// labels it reads; the host hands it only services of those protos with those annotations
-    /// and labels, and refuses a setting given that it does not read. By default it says
-    /// nothing: it receives every service its operator's scope admits, with every annotation
-    /// and label.
+    /// The protos of the services it renders, the settings it reads, and the annotations,
+    /// labels and endpoint details it reads; the host hands it only services of those protos
+    /// with those annotations, labels and details, and refuses a setting given that it does not
+    /// read. By default it says nothing: it receives every service its operator's scope admits,
+    /// with every annotation, label and endpoint detail.
     fn describe() -> Description {
         Description {
             protos: None,
@@ -61,6 +61,7 @@ pub trait Guest {
             servers_apart: false,
             annotations: None,
             labels: None,
+            endpoint_details: true,
         }
     }
 
@@ -112,7 +113,8 @@ macro_rules! export {
 
 impl Description {
     /// A guest of the services of `protos` that reads `settings`, as (key, what it does), and
-    /// every annotation and label ([`Description::reading`] says which).
+    /// every annotation and label ([`Description::reading`] says which) and endpoint detail
+    /// ([`Description::without_endpoint_details`] says it reads none).
     pub fn new<'a>(
         protos: impl IntoIterator<Item = &'a str>,
         settings: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -131,6 +133,7 @@ impl Description {
             servers_apart: false,
             annotations: None,
             labels: None,
+            endpoint_details: true,
         }
     }
 
@@ -144,6 +147,14 @@ impl Description {
     ) -> Self {
         self.annotations = Some(annotations.into_iter().map(String::from).collect());
         self.labels = Some(labels.into_iter().map(String::from).collect());
+        self
+    }
+
+    /// The same guest, not reading each endpoint's `ports`, `node`, `zone` and `target_pod`:
+    /// they arrive empty and `None` (its address, port and conditions still arrive), which makes
+    /// each call cheaper, and a change to them alone does not run it again.
+    pub fn without_endpoint_details(mut self) -> Self {
+        self.endpoint_details = false;
         self
     }
 
@@ -517,13 +528,15 @@ mod tests {
     use super::*;
     use crate::testing::{service, take_logs};
 
-    /// A guest of proto `web` that reads the annotations `mine/*` and the label `tier`, and says
-    /// what it receives in one section per service.
+    /// A guest of proto `web` that reads the annotations `mine/*` and the label `tier`, and no
+    /// endpoint details, and says what it receives in one section per service.
     struct Reader;
 
     impl Guest for Reader {
         fn describe() -> Description {
-            Description::new(["web"], []).reading(["mine/*"], ["tier"])
+            Description::new(["web"], [])
+                .reading(["mine/*"], ["tier"])
+                .without_endpoint_details()
         }
 
         fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
@@ -536,7 +549,11 @@ mod tests {
             };
             let sections = (cluster.services.iter())
                 .map(|s| {
-                    let seen = [keys(&s.annotations), keys(&s.labels)];
+                    let nodes = (s.endpoints.iter())
+                        .map(|e| format!("{}@{}", e.address, e.node.as_deref().unwrap_or("-")));
+                    let seen = [keys(&s.annotations), keys(&s.labels)]
+                        .into_iter()
+                        .chain(nodes);
                     Section::backend(s.name.clone()).with("describe", seen)
                 })
                 .collect();
@@ -549,16 +566,22 @@ mod tests {
 
     #[test]
     fn testing_render_hands_the_guest_what_the_host_would() {
-        let web = service("a", "web", "web")
+        let mut web = service("a", "web", "web")
             .annotation("mine/x", "1")
             .annotation("theirs/y", "2")
             .label("tier", "front")
             .label("app", "web")
+            .endpoint("10.0.0.1", 8080, true)
             .build();
+        web.endpoints[0].node = Some("node-1".into());
         let other = service("a", "db", "redis").build();
         let out = testing::render::<Reader>(testing::cluster([web, other])).unwrap();
         assert_eq!(out.sections.len(), 1, "only the services of its protos");
-        assert_eq!(out.sections[0].directives[0].args, ["mine/x", "tier"]);
+        assert_eq!(
+            out.sections[0].directives[0].args,
+            ["mine/x", "tier", "10.0.0.1@-"],
+            "its annotations and labels, and its endpoint without the node"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! *is* these types: there is no second copy to keep in step.
 //!
 //! Four versions load: the current one (`wit/`); 0.3.0 (`wit/0.3.0/`), whose `description`
-//! cannot say which annotations and labels the guest reads; 0.2.0 (`wit/0.2.0/`), whose
+//! cannot say which annotations and labels, nor whether the endpoints' details, the guest reads; 0.2.0 (`wit/0.2.0/`), whose
 //! `cluster` has no `tls` and whose world has no `servers`; and 0.1.0 (`wit/0.1.0/`), whose
 //! world has no `describe`. Every other record is the same in all four, so a guest of any
 //! version is handed the same services and returns the same [`Fragment`]: only the record around
@@ -69,20 +69,36 @@ pub struct Input {
     pub reads: Arc<Reads>,
 }
 
-/// The annotations and labels a guest reads (its `description`): each `None` for all of them,
-/// else keys, or prefixes ending in `*`.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What of each service a guest reads (its `description`): the annotations and labels, each
+/// `None` for all of them, else keys, or prefixes ending in `*`; and whether each endpoint's
+/// ports, node, zone and pod. The default is all of it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reads {
     pub annotations: Option<Vec<String>>,
     pub labels: Option<Vec<String>>,
+    pub endpoint_details: bool,
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Reads {
+            annotations: None,
+            labels: None,
+            endpoint_details: true,
+        }
+    }
 }
 
 impl Reads {
     /// What `description` says the guest reads; all of it for a guest that cannot say.
     pub fn of(description: Option<&Description>) -> Reads {
-        Reads {
-            annotations: description.and_then(|d| d.annotations.clone()),
-            labels: description.and_then(|d| d.labels.clone()),
+        match description {
+            Some(d) => Reads {
+                annotations: d.annotations.clone(),
+                labels: d.labels.clone(),
+                endpoint_details: d.endpoint_details,
+            },
+            None => Reads::default(),
         }
     }
 }
@@ -116,11 +132,44 @@ pub struct ServiceView<'a> {
     port: Option<&'a str>,
     #[component(name = "listen-port")]
     listen_port: Option<u16>,
-    endpoints: &'a [Endpoint],
+    endpoints: Vec<EndpointView<'a>>,
     annotations: Vec<(&'a str, &'a str)>,
     labels: Vec<(&'a str, &'a str)>,
     #[component(name = "creation-time")]
     creation_time: Option<i64>,
+}
+
+/// An endpoint as a guest receives it (the WIT record `endpoint`): the model's, lowered without
+/// being copied, with its details (ports, node, zone, pod) or without.
+#[derive(ComponentType, Lower, PartialEq)]
+#[component(record)]
+pub struct EndpointView<'a> {
+    address: &'a str,
+    port: Option<u16>,
+    ports: &'a [EndpointPort],
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    node: Option<&'a str>,
+    zone: Option<&'a str>,
+    #[component(name = "target-pod")]
+    target_pod: Option<&'a str>,
+}
+
+impl Endpoint {
+    fn view(&self, details: bool) -> EndpointView<'_> {
+        EndpointView {
+            address: &self.address,
+            port: self.port,
+            ports: if details { &self.ports } else { &[] },
+            ready: self.ready,
+            serving: self.serving,
+            terminating: self.terminating,
+            node: self.node.as_deref().filter(|_| details),
+            zone: self.zone.as_deref().filter(|_| details),
+            target_pod: self.target_pod.as_deref().filter(|_| details),
+        }
+    }
 }
 
 impl Service {
@@ -139,7 +188,12 @@ impl Service {
             ports: &self.ports,
             port: self.port.as_deref(),
             listen_port: self.listen_port,
-            endpoints: if endpoints { &self.endpoints } else { &[] },
+            endpoints: match endpoints {
+                true => (self.endpoints.iter())
+                    .map(|e| e.view(reads.endpoint_details))
+                    .collect(),
+                false => Vec::new(),
+            },
             annotations: read(&self.annotations, reads.annotations.as_deref()),
             labels: read(&self.labels, reads.labels.as_deref()),
             creation_time: self.creation_time,
@@ -239,6 +293,7 @@ impl From<v0_3::Description> for Description {
             servers_apart: old.servers_apart,
             annotations: None,
             labels: None,
+            endpoint_details: true,
         }
     }
 }
@@ -251,6 +306,7 @@ impl From<v0_2::Description> for Description {
             servers_apart: false,
             annotations: None,
             labels: None,
+            endpoint_details: true,
         }
     }
 }

@@ -1176,6 +1176,27 @@ mod tests {
     }
 
     #[test]
+    fn a_change_to_an_endpoint_detail_no_guest_reads_runs_no_guest() {
+        let pipeline = Pipeline::new(&GuestConfig::default()).unwrap();
+        let namespaces = NamespaceLabels::new();
+        let certificates = Certificates::only_default().unwrap();
+        let on_node = |node: &str| {
+            let mut services = services("10.0.0.1");
+            let shop = services.iter_mut().find(|s| s.name == "shop").unwrap();
+            Arc::make_mut(shop).endpoints[0].node = Some(node.into());
+            pipeline.render(&services, &namespaces, &certificates)
+        };
+        let first = on_node("node-1").unwrap();
+        assert_eq!(pipeline.renders(), 5);
+        assert_eq!(on_node("node-2").unwrap(), first);
+        assert_eq!(
+            pipeline.renders(),
+            5,
+            "the bundled guests read no endpoint details: none runs"
+        );
+    }
+
+    #[test]
     fn thousands_of_services_asked_for_their_servers_in_parts_each_have_them() {
         let address = |i: usize| format!("10.1.{}.{}", i / 200, i % 200 + 1);
         let items: Vec<String> = (0..2_001)

@@ -951,6 +951,10 @@ fn inspect_reports_signature_digest_size_and_world() {
         line(&report, "settings"),
         "bind: the frontend's bind address (default :80)"
     );
+    assert_eq!(
+        line(&report, "endpoints"),
+        "address, port and conditions only (no ports, node, zone or pod)"
+    );
     assert_eq!(line(&report, "exports"), "describe");
     assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.4.0");
     assert!(

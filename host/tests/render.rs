@@ -249,9 +249,10 @@ fn a_panicking_guest_fails_the_render_with_its_name() {
     assert!(stderr.contains("guest misbehave crashed"), "{stderr}");
 }
 
-/// A guest that says which annotations and labels it reads receives those and no other.
+/// A guest that says which annotations and labels it reads receives those and no other, and
+/// one that reads no endpoint details receives each endpoint's address without them.
 #[test]
-fn a_guest_receives_only_the_annotations_and_labels_it_reads() {
+fn a_guest_receives_only_the_annotations_labels_and_endpoint_details_it_reads() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster.yaml");
     std::fs::write(
@@ -259,7 +260,11 @@ fn a_guest_receives_only_the_annotations_and_labels_it_reads() {
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  \
          annotations:\n    wasmconfd.io/domain: shop.example.com\n    wasmconfd.io/proto: http\n    \
          misbehave.wasmconfd.io/note: hello\n    meta.helm.sh/release-name: web\n  \
-         labels:\n    tier: front\n    app: web\nspec:\n  ports:\n  - port: 80\n",
+         labels:\n    tier: front\n    app: web\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\nmetadata:\n  \
+         name: web-1\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: web\n\
+         ports:\n- port: 8080\nendpoints:\n- addresses: [10.0.0.1]\n  nodeName: node-1\n  \
+         zone: zone-a\n  targetRef: {kind: Pod, namespace: shop, name: web-1}\n",
     )
     .unwrap();
     let guests = dir.path().join("guests");
@@ -274,7 +279,8 @@ fn a_guest_receives_only_the_annotations_and_labels_it_reads() {
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains(
-            "describe web annotations=misbehave.wasmconfd.io/note,wasmconfd.io/domain labels=tier\n"
+            "describe web annotations=misbehave.wasmconfd.io/note,wasmconfd.io/domain labels=tier \
+             'endpoint=10.0.0.1 ports=0 node= zone= pod='\n"
         ),
         "{stdout}"
     );

@@ -36,6 +36,7 @@ impl Guest for Base {
             ],
         )
         .reading([], [])
+        .without_endpoint_details()
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

@@ -29,6 +29,7 @@ impl Guest for Http {
             ],
         )
         .reading(["wasmconfd.io/*"], [])
+        .without_endpoint_details()
         .with_servers_apart()
     }
 

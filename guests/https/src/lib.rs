@@ -60,6 +60,7 @@ impl Guest for Https {
             ],
         )
         .reading(["wasmconfd.io/*"], [])
+        .without_endpoint_details()
         .with_servers_apart()
     }
 

@@ -41,6 +41,7 @@ impl Guest for Redis {
             ],
         )
         .reading([], [])
+        .without_endpoint_details()
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

@@ -270,6 +270,14 @@ fn describe_component(
                 ),
                 ("labels", said(description.and_then(|d| d.labels.clone()))),
                 (
+                    "endpoints",
+                    if description.is_none_or(|d| d.endpoint_details) {
+                        "with their ports, node, zone and pod".into()
+                    } else {
+                        "address, port and conditions only (no ports, node, zone or pod)".into()
+                    },
+                ),
+                (
                     "servers",
                     if description.is_some_and(|d| d.servers_apart) {
                         "written apart: an endpoint change asks only for its service's".into()

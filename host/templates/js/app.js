@@ -24,6 +24,9 @@ export function describe() {
     // no others. Add the keys of your own annotations here.
     annotations: ['wasmconfd.io/*'],
     labels: [],
+    // true: each endpoint comes with its ports, node, zone and pod (false leaves them out,
+    // which makes every call cheaper when it has thousands of services).
+    endpointDetails: true,
   };
 }
 

@@ -40,11 +40,13 @@ class WitWorld(wit_world.WitWorld):
     def describe(self) -> Description:
         # `False`: `render` writes the `server` lines itself (see docs/guests.md for writing
         # them apart, in `servers`, which makes endpoint changes cheap at scale).
-        # The last two: the annotations and labels it reads (keys, or prefixes ending in `*`);
-        # its services carry no others. Add the keys of your own annotations there.
+        # Then the annotations and labels it reads (keys, or prefixes ending in `*`): its
+        # services carry no others. Add the keys of your own annotations there.
+        # Last, `True`: each endpoint comes with its ports, node, zone and pod (`False` leaves
+        # them out, which makes every call cheaper when it has thousands of services).
         return Description(
             [PROTO], [SettingInfo("bind", "the frontend's bind address (default :8080)")], False,
-            ["wasmconfd.io/*"], [],
+            ["wasmconfd.io/*"], [], True,
         )
 
     def servers(self, context: Context, services: list[Service]) -> list[list[Placement]]:

@@ -13,9 +13,10 @@
 //!   setting `bind`, routing each domain of each service it receives to a backend of that
 //!   service's ready endpoints; the setting `violate` adds one forbidden thing (see
 //!   [`violation`]), and `extra-domain` routes one more domain;
-//! - `seen`: a `describe` line per service, naming the annotations and labels it receives: it
-//!   reads the annotations `misbehave.wasmconfd.io/*` and `wasmconfd.io/domain`, and the label
-//!   `tier`;
+//! - `seen`: a `describe` line per service, naming the annotations and labels it receives,
+//!   and each endpoint with what it receives of its details: it reads the annotations
+//!   `misbehave.wasmconfd.io/*` and `wasmconfd.io/domain`, the label `tier`, and no endpoint
+//!   details;
 //! - anything else: a small valid backend.
 //!
 //! A service annotated `misbehave.wasmconfd.io/do: panic` makes it panic, and `invalid` makes it
@@ -33,6 +34,7 @@ impl Guest for Misbehave {
             servers_apart: false,
             annotations: None,
             labels: None,
+            endpoint_details: false,
         }
         .reading(
             ["misbehave.wasmconfd.io/*", "wasmconfd.io/domain"],
@@ -88,13 +90,26 @@ impl Guest for Misbehave {
                         let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
                         keys.join(",")
                     };
+                    let endpoints = service.endpoints.iter().map(|e| {
+                        let or_none = |value: &Option<String>| value.clone().unwrap_or_default();
+                        format!(
+                            "endpoint={} ports={} node={} zone={} pod={}",
+                            e.address,
+                            e.ports.len(),
+                            or_none(&e.node),
+                            or_none(&e.zone),
+                            or_none(&e.target_pod)
+                        )
+                    });
                     backend.push(
                         "describe",
                         [
                             service.name.clone(),
                             format!("annotations={}", keys(&service.annotations)),
                             format!("labels={}", keys(&service.labels)),
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(endpoints),
                     );
                 }
             }
