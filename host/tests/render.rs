@@ -234,6 +234,31 @@ fn a_failing_check_exits_non_zero_with_haproxys_message_and_the_guest_that_wrote
     assert!(!target.exists(), "a rejected configuration was written");
 }
 
+/// `--output` names the configuration file; a directory is refused at once, saying so.
+#[test]
+fn an_output_that_is_a_directory_is_refused_naming_the_file_to_give() {
+    let out = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run(wasmconfd()
+        .args(["render", "--cluster"])
+        .arg(repo().join("examples/cluster.yaml"))
+        .arg("--output")
+        .arg(out.path()));
+    assert!(!ok);
+    let file = out.path().join("haproxy.cfg");
+    assert!(
+        stderr.contains(&format!(
+            "is a directory: name the configuration file itself, such as {}",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
 #[test]
 fn a_panicking_guest_fails_the_render_with_its_name() {
     let guests = tempfile::tempdir().unwrap();

@@ -38,7 +38,7 @@ pub struct Staged {
 impl Staged {
     /// Write `assembled` into a new staging directory beside `target`.
     pub fn new(target: &Path, assembled: &Assembled) -> std::io::Result<Staged> {
-        refuse_symlink(target)?;
+        refuse_not_a_file(target)?;
         let live = parent_dir(target);
         std::fs::create_dir_all(live)?;
         let dir = tempfile::Builder::new()
@@ -179,9 +179,10 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// The configuration is replaced by renaming, which would replace a symbolic link with a file
-/// and leave what it points to as it was.
-pub fn refuse_symlink(target: &Path) -> std::io::Result<()> {
+/// Refuse a `target` that is not a file's path: a symbolic link (the configuration is replaced
+/// by renaming, which would replace the link with a file and leave what it points to as it
+/// was), or a directory.
+pub fn refuse_not_a_file(target: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(target) {
         Ok(meta) if meta.file_type().is_symlink() => {
             let points_to = std::fs::read_link(target).unwrap_or_default();
@@ -192,6 +193,11 @@ pub fn refuse_symlink(target: &Path) -> std::io::Result<()> {
                 points_to.display()
             )))
         }
+        Ok(meta) if meta.is_dir() => Err(std::io::Error::other(format!(
+            "{} is a directory: name the configuration file itself, such as {}",
+            target.display(),
+            target.join("haproxy.cfg").display()
+        ))),
         _ => Ok(()),
     }
 }
@@ -366,5 +372,19 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+    }
+
+    #[test]
+    fn a_directory_as_target_is_refused_with_what_to_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = write(dir.path(), &assembled("new", &[]))
+            .unwrap_err()
+            .to_string();
+        let file = dir.path().join("haproxy.cfg");
+        assert!(
+            error.contains("is a directory") && error.contains(&*file.to_string_lossy()),
+            "{error}"
+        );
+        assert!(!file.exists(), "nothing written");
     }
 }

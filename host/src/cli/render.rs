@@ -55,6 +55,9 @@ fn warn_without_namespaces(config: &crate::render::GuestConfig, objects: &source
 
 /// `wasmconfd render`.
 pub fn render(args: &RenderArgs, runtime: &Runtime) -> anyhow::Result<()> {
+    if let Some(output) = &args.output {
+        crate::apply::install::refuse_not_a_file(output)?;
+    }
     let file = source::Snapshot::open(&args.cluster)?;
     // The guests load while the snapshot is read and parsed; a snapshot that cannot be read or
     // does not parse is said first.

@@ -117,7 +117,7 @@ impl RunArgs {
                 signal: self.reload_signal,
             },
         };
-        crate::apply::install::refuse_symlink(&self.haproxy_conf)?;
+        crate::apply::install::refuse_not_a_file(&self.haproxy_conf)?;
         let (guests, remote) = self.guests.config().await?;
         let remote = remote.filter(|_| !guests.missing.is_empty());
         let mut connection = self.kubernetes.connection();
