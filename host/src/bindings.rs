@@ -2,11 +2,11 @@
 //! *is* these types: there is no second copy to keep in step.
 //!
 //! Four versions load: the current one (`wit/`); 0.3.0 (`wit/0.3.0/`), whose `description`
-//! cannot say which annotations and labels, nor whether the endpoints' details, the guest reads; 0.2.0 (`wit/0.2.0/`), whose
-//! `cluster` has no `tls` and whose world has no `servers`; and 0.1.0 (`wit/0.1.0/`), whose
-//! world has no `describe`. Every other record is the same in all four, so a guest of any
-//! version is handed the same services and returns the same [`Fragment`]: only the record around
-//! the services differs ([`Input::older`]).
+//! cannot say which annotations, labels and endpoint details the guest reads; 0.2.0
+//! (`wit/0.2.0/`), whose `cluster` has no `tls` and whose world has no `servers`; and 0.1.0
+//! (`wit/0.1.0/`), whose world has no `describe`. Every other record is the same in all four,
+//! so a guest of any version is handed the same services and returns the same [`Fragment`]:
+//! only the record around the services differs ([`Input::older`]).
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -157,6 +157,7 @@ pub struct EndpointView<'a> {
 }
 
 impl Endpoint {
+    /// This endpoint as a guest receives it, with its details or without.
     fn view(&self, details: bool) -> EndpointView<'_> {
         EndpointView {
             address: &self.address,

@@ -114,7 +114,7 @@ struct Loaded {
     scope: Scope,
     /// The protos it says it serves, when it says.
     declared: Option<Vec<String>>,
-    /// The annotations and labels it says it reads.
+    /// The annotations, labels and endpoint details it says it reads.
     reads: Arc<Reads>,
     /// Its last successful output: a guest is a pure function of its input, so the same
     /// input needs no render.
