@@ -1116,6 +1116,14 @@ mod tests {
         crate::model::build(&objects, &Default::default()).0
     }
 
+    /// [`services`] with `shop` served at 10.0.0.1, changed by `change`.
+    fn shop_changed(change: impl FnOnce(&mut Service)) -> Vec<Arc<Service>> {
+        let mut services = services("10.0.0.1");
+        let shop = services.iter_mut().find(|s| s.name == "shop").unwrap();
+        change(Arc::make_mut(shop));
+        services
+    }
+
     #[test]
     fn a_guest_whose_input_did_not_change_is_not_run_again() {
         let pipeline = Pipeline::new(&GuestConfig::default()).unwrap();
@@ -1149,11 +1157,10 @@ mod tests {
         let namespaces = NamespaceLabels::new();
         let certificates = Certificates::only_default().unwrap();
         let annotated = |key: &str| {
-            let mut services = services("10.0.0.1");
-            let shop = services.iter_mut().find(|s| s.name == "shop").unwrap();
-            let shop = Arc::make_mut(shop);
-            shop.annotations.push((key.into(), "true".into()));
-            shop.annotations.sort();
+            let services = shop_changed(|shop| {
+                shop.annotations.push((key.into(), "true".into()));
+                shop.annotations.sort();
+            });
             pipeline.render(&services, &namespaces, &certificates)
         };
         let first = annotated("meta.helm.sh/release-name").unwrap();
@@ -1181,9 +1188,7 @@ mod tests {
         let namespaces = NamespaceLabels::new();
         let certificates = Certificates::only_default().unwrap();
         let on_node = |node: &str| {
-            let mut services = services("10.0.0.1");
-            let shop = services.iter_mut().find(|s| s.name == "shop").unwrap();
-            Arc::make_mut(shop).endpoints[0].node = Some(node.into());
+            let services = shop_changed(|shop| shop.endpoints[0].node = Some(node.into()));
             pipeline.render(&services, &namespaces, &certificates)
         };
         let first = on_node("node-1").unwrap();
