@@ -118,8 +118,7 @@ fn daemon() -> std::process::Command {
     match std::env::var_os("BENCH_WASMCONFD") {
         Some(program) => {
             let mut command = std::process::Command::new(program);
-            let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-guests");
-            command.env("WASMCONFD_CACHE_DIR", cache);
+            command.env("WASMCONFD_CACHE_DIR", common::compile_cache());
             command
         }
         None => wasmconfd(),

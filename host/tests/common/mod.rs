@@ -18,11 +18,13 @@ pub fn wasmconfd() -> Command {
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env(
-            "WASMCONFD_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-guests"),
-        );
+        .env("WASMCONFD_CACHE_DIR", compile_cache());
     command
+}
+
+/// The compile cache the tests' wasmconfd shares: each guest is compiled once.
+pub fn compile_cache() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-guests")
 }
 
 /// Run and return (success, stdout, stderr).
