@@ -7,6 +7,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    if matches!(cli.command, cli::Command::Render(_)) {
+        keep_freed_memory();
+    }
     // The one async runtime. Guests run outside it: WASI calls block on a runtime of their own.
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,7 +32,8 @@ fn main() -> std::process::ExitCode {
 /// snapshot's text and every object read, long freed, with what the guests use. Given back 10 ms
 /// after it is freed, and arenas committed as they are used, a render's peak RSS was 93 MB
 /// rather than 132, for about 5% more time (docs/benchmarks.md). `MIMALLOC_PURGE_DELAY` and
-/// `MIMALLOC_ARENA_EAGER_COMMIT` still decide when set.
+/// `MIMALLOC_ARENA_EAGER_COMMIT` still decide when set. The daemon keeps these; a one-shot
+/// render then changes the delay ([`keep_freed_memory`]).
 ///
 /// It runs before `main`, as the program loads: whether an arena is committed at once is decided
 /// when it is made, at the first allocation, which comes before `main`.
@@ -38,17 +42,27 @@ fn main() -> std::process::ExitCode {
 static RETURN_FREED_MEMORY: extern "C" fn() = return_freed_memory;
 
 extern "C" fn return_freed_memory() {
-    // mimalloc 3's `mi_option_t` values (mimalloc.h); libmimalloc-sys names only older ones.
-    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    for (option, variable, value) in [
-        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
-        (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 10),
-    ] {
-        if std::env::var_os(variable).is_none() {
-            // SAFETY: sets one of mimalloc's options, which it reads when it next needs it.
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
-        }
+    set_unless_given(ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0);
+    set_unless_given(PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 10);
+}
+
+/// A render runs once and exits: memory it frees is kept for what it allocates next, not given
+/// back to the system to be faulted in again page by page. At 10,000 services a quarter of the
+/// render's page faults were memory given back and taken again; keeping it made the render about
+/// 7% faster for 2 MB more peak RSS (docs/benchmarks.md).
+fn keep_freed_memory() {
+    set_unless_given(PURGE_DELAY, "MIMALLOC_PURGE_DELAY", -1);
+}
+
+// mimalloc 3's `mi_option_t` values (mimalloc.h); libmimalloc-sys names only older ones.
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Set mimalloc's `option` to `value` unless the environment gives it (as `variable`).
+fn set_unless_given(option: libmimalloc_sys::mi_option_t, variable: &str, value: i64) {
+    if std::env::var_os(variable).is_none() {
+        // SAFETY: sets one of mimalloc's options, which it reads when it next needs it.
+        unsafe { libmimalloc_sys::mi_option_set(option, value as _) };
     }
 }
 
