@@ -311,7 +311,7 @@ fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 pub struct DomainRoutes {
     exact: MapFile,
     wildcards: MapFile,
-    owners: std::collections::BTreeMap<String, String>,
+    owners: std::collections::HashMap<String, String>,
     routes_by: &'static str,
 }
 
