@@ -355,18 +355,30 @@ impl Candidate<'_> {
         }
     }
 
-    fn id(&self) -> String {
-        format!("{} {}/{}", self.kind, namespace(self.meta), name(self.meta))
+    fn object(&self) -> Object<'_> {
+        Object {
+            kind: self.kind,
+            meta: self.meta,
+        }
     }
 
-    /// The annotations: the object's own, then the legacy Endpoints' for keys it lacks (never
-    /// kubectl's last-applied copy, which is not kept).
-    fn annotations(&self) -> BTreeMap<String, String> {
-        let mut all = BTreeMap::new();
-        let extra = self.service.and(self.endpoints).map(|e| &e.meta);
-        for meta in extra.into_iter().chain([self.meta]) {
-            let annotations = meta.annotations.iter();
-            all.extend(annotations.map(|(k, v)| (k.to_string(), v.to_string())));
+    fn id(&self) -> String {
+        self.object().to_string()
+    }
+
+    /// The annotations, sorted by key: the object's own, then the legacy Endpoints' for keys it
+    /// lacks (never kubectl's last-applied copy, which is not kept).
+    fn annotations(&self) -> Vec<(String, String)> {
+        let owned = |(k, v): (&str, &str)| (k.to_string(), v.to_string());
+        let own = &self.meta.annotations;
+        let mut all: Vec<_> = own.iter().map(owned).collect();
+        if let Some(extra) = self.service.and(self.endpoints).map(|e| &e.meta) {
+            let lacking = extra
+                .annotations
+                .iter()
+                .filter(|(k, _)| own.get(k).is_none());
+            all.extend(lacking.map(owned));
+            all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         all
     }
@@ -379,11 +391,13 @@ impl Candidate<'_> {
         problems: &mut Vec<Problem>,
     ) -> Result<Option<Service>, String> {
         let annotations = self.annotations();
-        let get = |keys: &[&'static str]| {
-            keys.iter()
-                .find_map(|k| annotations.get(*k).map(|v| (*k, v)))
+        let annotation = |key: &str| {
+            let found = annotations.binary_search_by(|(k, _)| k.as_str().cmp(key));
+            found.ok().map(|i| &annotations[i].1)
         };
-        let ours = annotations.keys().find(|k| k.starts_with(PREFIX));
+        let get = |keys: &[&'static str]| keys.iter().find_map(|k| annotation(k).map(|v| (*k, v)));
+        let keys = || annotations.iter().map(|(k, _)| k);
+        let ours = keys().find(|k| k.starts_with(PREFIX));
         let Some((proto_key, proto)) = get(&PROTO) else {
             let bare_domain = get(&[DOMAIN[1]]).map(|(key, _)| key);
             if let Some(key) = ours.map(String::as_str).or(bare_domain) {
@@ -394,9 +408,9 @@ impl Candidate<'_> {
             }
             return Ok(None);
         };
-        for key in annotations.keys().filter(|k| k.starts_with(PREFIX)) {
+        for key in keys().filter(|k| k.starts_with(PREFIX)) {
             if !KNOWN.contains(&key.as_str()) {
-                problems.push(Problem::part(&self.id(), &unknown_annotation(key)));
+                problems.push(self.object().problem(&unknown_annotation(key)));
             }
         }
         check_proto(proto).map_err(|e| format!("annotation {proto_key}: {e}"))?;
@@ -408,11 +422,10 @@ impl Candidate<'_> {
             }
             None => Vec::new(),
         };
-        if let Some(path) = annotations.get(PATH) {
+        if let Some(path) = annotation(PATH) {
             check_path(path).map_err(|e| format!("annotation {PATH}: {e}"))?;
         }
-        let listen_port = annotations
-            .get(LISTEN_PORT)
+        let listen_port = annotation(LISTEN_PORT)
             .map(|v| {
                 parse_listen_port(v, &rules.listen_ports)
                     .map_err(|e| format!("annotation {LISTEN_PORT}: {e}"))
@@ -420,7 +433,7 @@ impl Candidate<'_> {
             .transpose()?;
 
         let mut endpoints = self.endpoints(rules, problems);
-        let (ports, port) = self.ports(annotations.get(PORT), proto, &mut endpoints, problems)?;
+        let (ports, port) = self.ports(annotation(PORT), proto, &mut endpoints, problems)?;
         let labels = self.meta.labels.iter();
         Ok(Some(Service {
             namespace: namespace(self.meta).to_string(),
@@ -431,7 +444,7 @@ impl Candidate<'_> {
             port,
             listen_port,
             endpoints,
-            annotations: annotations.into_iter().collect(),
+            annotations,
             labels: labels
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -449,7 +462,7 @@ impl Candidate<'_> {
         problems: &mut Vec<Problem>,
     ) -> Result<(Vec<ServicePort>, Option<String>), String> {
         let ports = match self.service {
-            Some(service) => service_ports(service, &self.id(), problems),
+            Some(service) => service_ports(service, self.object(), problems),
             None => ports_from_endpoints(endpoints),
         };
         if ports.is_empty() && self.service.is_some() {
@@ -480,7 +493,7 @@ impl Candidate<'_> {
         for (object, endpoint) in found {
             match check_endpoint(endpoint, rules) {
                 Ok(endpoint) => endpoints.push(endpoint),
-                Err(reason) => problems.push(Problem::part(&object, &reason)),
+                Err(reason) => problems.push(object.problem(&reason)),
             }
         }
         // One endpoint per address, sorted by it: the first seen, with what the others add.
@@ -504,22 +517,21 @@ impl Candidate<'_> {
 }
 
 /// Every endpoint address of `slices` (but FQDN ones), unchecked, with the slice it is in.
-fn slice_endpoints(
-    slices: &[&Arc<compact::EndpointSlice>],
+fn slice_endpoints<'a>(
+    slices: &[&'a Arc<compact::EndpointSlice>],
     problems: &mut Vec<Problem>,
-) -> Vec<(String, Endpoint)> {
+) -> Vec<(Object<'a>, Endpoint)> {
     let mut found = Vec::new();
     for slice in slices.iter().filter(|s| &*s.address_type != "FQDN") {
-        let object = format!(
-            "EndpointSlice {}/{}",
-            namespace(&slice.meta),
-            name(&slice.meta)
-        );
+        let object = Object {
+            kind: "EndpointSlice",
+            meta: &slice.meta,
+        };
         let ports = slice.ports.iter().map(|p| {
             let number = p.number.unwrap_or(0);
             (p.name.as_deref(), number, p.protocol.as_deref(), None)
         });
-        let ports = endpoint_ports(ports, &object, problems);
+        let ports = endpoint_ports(ports, object, problems);
         for endpoint in &slice.endpoints {
             // Kubernetes: an unknown ready condition is to be read as ready.
             let ready = endpoint.ready.unwrap_or(true);
@@ -535,7 +547,7 @@ fn slice_endpoints(
                     zone: compact::owned(&endpoint.zone),
                     target_pod: compact::owned(&endpoint.pod),
                 };
-                found.push((object.clone(), found_endpoint));
+                found.push((object, found_endpoint));
             }
         }
     }
@@ -543,18 +555,17 @@ fn slice_endpoints(
 }
 
 /// Every address of a legacy Endpoints object, ready or not, unchecked, with the object.
-fn legacy_endpoints(
-    endpoints: Option<&compact::Endpoints>,
+fn legacy_endpoints<'a>(
+    endpoints: Option<&'a compact::Endpoints>,
     problems: &mut Vec<Problem>,
-) -> Vec<(String, Endpoint)> {
+) -> Vec<(Object<'a>, Endpoint)> {
     let Some(endpoints) = endpoints else {
         return Vec::new();
     };
-    let object = format!(
-        "Endpoints {}/{}",
-        namespace(&endpoints.meta),
-        name(&endpoints.meta)
-    );
+    let object = Object {
+        kind: "Endpoints",
+        meta: &endpoints.meta,
+    };
     let mut found = Vec::new();
     for subset in &endpoints.subsets {
         let ports = subset
@@ -562,7 +573,7 @@ fn legacy_endpoints(
             .iter()
             .flatten()
             .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref(), None));
-        let ports = endpoint_ports(ports, &object, problems);
+        let ports = endpoint_ports(ports, object, problems);
         let ready = subset.addresses.iter().flatten().map(|a| (a, true));
         let not_ready = subset
             .not_ready_addresses
@@ -581,10 +592,36 @@ fn legacy_endpoints(
                 zone: None,
                 target_pod: pod_name(address.target_ref.as_ref()),
             };
-            found.push((object.clone(), endpoint));
+            found.push((object, endpoint));
         }
     }
     found
+}
+
+/// An object, as messages name it (`Service namespace/name`): written out only for a message.
+#[derive(Clone, Copy)]
+struct Object<'a> {
+    kind: &'static str,
+    meta: &'a Meta,
+}
+
+impl Object<'_> {
+    /// A part of this object, which `reason` names, is left out.
+    fn problem(self, reason: &str) -> Problem {
+        Problem::part(&self.to_string(), reason)
+    }
+}
+
+impl std::fmt::Display for Object<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}/{}",
+            self.kind,
+            namespace(self.meta),
+            name(self.meta)
+        )
+    }
 }
 
 fn namespace(meta: &Meta) -> &str {
@@ -615,7 +652,7 @@ type RawPort<'a> = (Option<&'a str>, i32, Option<&'a str>, Option<&'a str>);
 /// The valid ports among `ports` of `object`; each invalid one is a problem.
 fn valid_ports<'a>(
     ports: impl Iterator<Item = RawPort<'a>>,
-    object: &str,
+    object: Object,
     problems: &mut Vec<Problem>,
 ) -> Vec<ServicePort> {
     let mut valid = Vec::new();
@@ -639,10 +676,9 @@ fn valid_ports<'a>(
                 protocol: protocol(protocol_name),
                 app_protocol: app_protocol.map(str::to_string),
             }),
-            Err(reason) => problems.push(Problem::part(
-                object,
-                &format!("port {name:?} left out: {reason}"),
-            )),
+            Err(reason) => {
+                problems.push(object.problem(&format!("port {name:?} left out: {reason}")))
+            }
         }
     }
     valid
@@ -650,7 +686,7 @@ fn valid_ports<'a>(
 
 fn endpoint_ports<'a>(
     ports: impl Iterator<Item = RawPort<'a>>,
-    object: &str,
+    object: Object,
     problems: &mut Vec<Problem>,
 ) -> Vec<EndpointPort> {
     valid_ports(ports, object, problems)
@@ -665,7 +701,7 @@ fn endpoint_ports<'a>(
 
 fn service_ports(
     service: &compact::Service,
-    object: &str,
+    object: Object,
     problems: &mut Vec<Problem>,
 ) -> Vec<ServicePort> {
     let ports = service.ports.iter().map(|p| {
