@@ -1381,7 +1381,8 @@ mod tests {
     fn a_service_annotated_on_both_objects_appears_once_and_its_own_keys_win() {
         let yaml = format!(
             "{}apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: a\n  namespace: ns\n  \
-             annotations: {{domain: old.example.com, proto: http, wasmconfd.io/listen-port: '7000'}}\n",
+             annotations: {{domain: old.example.com, proto: http, wasmconfd.io/listen-port: '7000', \
+             wasmconfd.io/domain: older.example.com}}\n",
             service(
                 "a",
                 "    wasmconfd.io/domain: new.example.com\n    wasmconfd.io/proto: http",
@@ -1395,6 +1396,18 @@ mod tests {
             services[0].listen_port,
             Some(7000),
             "keys the Service lacks come from its Endpoints"
+        );
+        let keys: Vec<_> = services[0].annotations.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "domain",
+                "proto",
+                "wasmconfd.io/domain",
+                "wasmconfd.io/listen-port",
+                "wasmconfd.io/proto"
+            ],
+            "once each, sorted"
         );
     }
 
