@@ -390,9 +390,10 @@ impl Pipeline {
         let outputs = self
             .guests()
             .map(|(part, loaded)| {
-                let admitted = services.iter().filter(|s| {
-                    let labels = namespaces.get(&s.namespace);
-                    loaded.scope.admits(s, labels, loaded.declared.as_deref())
+                let admitted = (services.iter()).filter(|s| {
+                    loaded
+                        .scope
+                        .admits(s, namespaces, loaded.declared.as_deref())
                 });
                 let input = if team_involved {
                     input(

@@ -19,6 +19,7 @@
 //! port, as without the file.
 
 use crate::bindings::Service;
+use crate::model::NamespaceLabels;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -161,13 +162,13 @@ impl Scope {
         Ok(())
     }
 
-    /// Whether the guest receives `service`, whose namespace carries `labels` (`None` when
-    /// its Namespace object is unknown). `declared` are the protos the guest says it serves,
-    /// when it says: the scope can narrow them, never widen them.
+    /// Whether the guest receives `service`; `namespaces` are the labels of each namespace
+    /// known (looked up only when the scope selects by them). `declared` are the protos the
+    /// guest says it serves, when it says: the scope can narrow them, never widen them.
     pub fn admits(
         &self,
         service: &Service,
-        labels: Option<&BTreeMap<String, String>>,
+        namespaces: &NamespaceLabels,
         declared: Option<&[String]>,
     ) -> bool {
         let named = self
@@ -175,6 +176,7 @@ impl Scope {
             .as_ref()
             .is_none_or(|patterns| patterns.iter().any(|p| glob_matches(p, &service.namespace)));
         let labelled = self.namespace_labels.as_ref().is_none_or(|wanted| {
+            let labels = namespaces.get(&service.namespace);
             labels.is_some_and(|labels| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
         });
         let proto = |protos: Option<&[String]>| protos.is_none_or(|p| p.contains(&service.proto));

@@ -4,7 +4,9 @@
 //! Everything new is written first, into a staging directory beside the configuration, where
 //! it can be checked: the staged configuration sees its new maps in `maps/`, its certificates in
 //! `certs/` and everything else of the configuration's directory through links, so relative
-//! paths resolve as they will. Only then do renames, which need no space, put the maps and
+//! paths resolve as they will. A file that holds already what is to be installed (a map or a
+//! certificate an endpoint change leaves as it was) is not written again: the staging directory
+//! holds a hard link to it. Only then do renames, which need no space, put the maps and
 //! certificates and, last, the configuration in place. Files an earlier install wrote and this
 //! one does not are removed after that. Only those: wasmconfd records the files it writes
 //! (`maps/.wasmconfd-files`, `certs/.wasmconfd-files`), and never touches the others, such as
@@ -65,17 +67,26 @@ impl Staged {
             link_others(&live.join(subdir), &staged, contents)?;
             let mut record = String::new();
             for (name, text) in contents {
-                write_new(&staged.join(name), text.as_bytes(), *mode)?;
+                stage(&staged, &live.join(subdir), name, text.as_bytes(), *mode)?;
                 record.push_str(name);
                 record.push('\n');
                 names.push(name.clone());
             }
-            write_new(&staged.join(RECORD), record.as_bytes(), 0o644)?;
+            stage(
+                &staged,
+                &live.join(subdir),
+                RECORD,
+                record.as_bytes(),
+                0o644,
+            )?;
         }
-        write_new(
-            &dir.path().join(name),
+        let mode = mode_of(target, 0o644);
+        stage(
+            dir.path(),
+            live,
+            &name.to_string_lossy(),
             assembled.config.as_bytes(),
-            mode_of(target, 0o644),
+            mode,
         )?;
         Ok(Staged {
             target: target.to_path_buf(),
@@ -155,6 +166,18 @@ fn link_others(live: &Path, staged: &Path, ours: &[(String, String)]) -> std::io
     Ok(())
 }
 
+/// Put file `name` with `bytes` and permissions `mode` into directory `staged`: a hard link to
+/// the one in `live` when that already is so (an unchanged map or certificate: nothing to write
+/// and sync; renaming it into place later leaves it as it is), or else a new file.
+fn stage(staged: &Path, live: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let (staged, live) = (staged.join(name), live.join(name));
+    let unchanged = mode_of(&live, !mode) == mode && file_holds(&live, bytes);
+    if unchanged && std::fs::hard_link(&live, &staged).is_ok() {
+        return Ok(());
+    }
+    write_new(&staged, bytes, mode)
+}
+
 /// Write `bytes` to a new file at `path`, on disk, with permissions `mode`.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -199,6 +222,28 @@ pub fn refuse_not_a_file(target: &Path) -> std::io::Result<()> {
             target.join("haproxy.cfg").display()
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Whether the file at `path` holds `bytes`. Read a part at a time, and not at all when its
+/// length differs: a changed configuration is told from the one on disk without reading it all.
+pub fn file_holds(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read as _;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if file.metadata().map(|m| m.len()).ok() != u64::try_from(bytes.len()).ok() {
+        return false;
+    }
+    let mut part = vec![0; 64 << 10];
+    let mut rest = bytes;
+    loop {
+        match file.read(&mut part) {
+            Ok(0) => return rest.is_empty(),
+            Ok(n) if rest.starts_with(&part[..n]) => rest = &rest[n..],
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
     }
 }
 
@@ -268,6 +313,68 @@ mod tests {
             (&part, Output::Fragment(&fragment)),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn files_that_did_not_change_stay_as_they_are_and_the_others_are_replaced() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("haproxy.cfg");
+        let map = |name: &str| dir.path().join("maps").join(name);
+        let inode = |path: &Path| std::fs::metadata(path).unwrap().ino();
+        let with_maps = |text: &str, changed: &str| {
+            let mut assembled = assembled(text, &[]);
+            assembled.maps = vec![
+                ("changed.map".into(), changed.into()),
+                ("kept.map".into(), "a b\n".into()),
+            ];
+            assembled
+        };
+        write(&target, &with_maps("one", "c d\n")).unwrap();
+        let (kept, changed, config) = (
+            inode(&map("kept.map")),
+            inode(&map("changed.map")),
+            inode(&target),
+        );
+
+        let second = with_maps("two", "c e\n");
+        write(&target, &second).unwrap();
+        assert_eq!(inode(&map("kept.map")), kept, "not written again");
+        assert_ne!(inode(&map("changed.map")), changed);
+        assert_ne!(inode(&target), config);
+        assert_eq!(
+            std::fs::read_to_string(map("changed.map")).unwrap(),
+            "c e\n"
+        );
+        assert_eq!(std::fs::read_to_string(map("kept.map")).unwrap(), "a b\n");
+        assert!(std::fs::read_to_string(&target).unwrap().contains("two"));
+
+        // A file changed behind wasmconfd's back is written again.
+        std::fs::write(map("kept.map"), "edited\n").unwrap();
+        write(&target, &second).unwrap();
+        assert_eq!(std::fs::read_to_string(map("kept.map")).unwrap(), "a b\n");
+        let left = std::fs::read_dir(dir.path()).unwrap().flatten();
+        let staging = left.filter(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX));
+        assert_eq!(staging.count(), 0, "no staging directory is left");
+    }
+
+    #[test]
+    fn a_file_holds_exactly_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let long: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &long).unwrap();
+        assert!(file_holds(&path, &long));
+        let mut last_differs = long.clone();
+        *last_differs.last_mut().unwrap() ^= 1;
+        assert!(
+            !file_holds(&path, &last_differs),
+            "a difference in the last part"
+        );
+        assert!(!file_holds(&path, &long[..long.len() - 1]), "shorter");
+        assert!(!file_holds(&dir.path().join("missing"), b""));
+        std::fs::write(&path, b"").unwrap();
+        assert!(file_holds(&path, b""));
     }
 
     #[test]

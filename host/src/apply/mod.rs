@@ -160,8 +160,7 @@ impl Applier {
     /// Whether the files on disk are `assembled`'s configuration and map files, whatever the
     /// certificates.
     pub fn holds_config(&self, assembled: &Assembled) -> bool {
-        let live = std::fs::read_to_string(&self.target).ok();
-        live.as_deref() == Some(assembled.config.as_str())
+        install::file_holds(&self.target, assembled.config.as_bytes())
             && installed(&self.target, MAPS_DIR) == assembled.maps
     }
 
