@@ -62,32 +62,20 @@ impl Staged {
             .zip([&assembled.maps, &assembled.certs])
             .zip(&mut files)
         {
-            let staged = dir.path().join(subdir);
+            let (staged, live) = (dir.path().join(subdir), live.join(subdir));
             std::fs::create_dir(&staged)?;
-            link_others(&live.join(subdir), &staged, contents)?;
+            link_others(&live, &staged, contents)?;
             let mut record = String::new();
             for (name, text) in contents {
-                stage(&staged, &live.join(subdir), name, text.as_bytes(), *mode)?;
+                stage(&staged, &live, name, text.as_bytes(), *mode)?;
                 record.push_str(name);
                 record.push('\n');
                 names.push(name.clone());
             }
-            stage(
-                &staged,
-                &live.join(subdir),
-                RECORD,
-                record.as_bytes(),
-                0o644,
-            )?;
+            stage(&staged, &live, RECORD, record.as_bytes(), 0o644)?;
         }
-        let mode = mode_of(target, 0o644);
-        stage(
-            dir.path(),
-            live,
-            &name.to_string_lossy(),
-            assembled.config.as_bytes(),
-            mode,
-        )?;
+        let (config, mode) = (assembled.config.as_bytes(), mode_of(target, 0o644));
+        stage(dir.path(), live, &name.to_string_lossy(), config, mode)?;
         Ok(Staged {
             target: target.to_path_buf(),
             files,
