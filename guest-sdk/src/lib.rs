@@ -377,14 +377,13 @@ pub fn servers(service: &Service) -> Vec<Directive> {
     service
         .ready_endpoints()
         .map(|(address, port)| {
-            Directive::new(
-                "server",
-                [
-                    format!("{address}:{port}"),
-                    host_port(address, port),
-                    "check".into(),
-                ],
-            )
+            let name = format!("{address}:{port}");
+            // The address is the name but for an IPv6 one, which takes brackets.
+            let address = match address.contains(':') {
+                true => host_port(address, port),
+                false => name.clone(),
+            };
+            Directive::new("server", [name, address, "check".into()])
         })
         .collect()
 }
@@ -527,6 +526,23 @@ impl MapFile {
 mod tests {
     use super::*;
     use crate::testing::{service, take_logs};
+
+    #[test]
+    fn a_server_is_named_after_its_address_and_port_and_an_ipv6_one_has_brackets() {
+        let web = service("ns", "web", "http")
+            .endpoint("10.0.0.1", 8080, true)
+            .endpoint("fd00::1", 8080, true)
+            .endpoint("10.0.0.2", 8080, false)
+            .build();
+        let lines: Vec<_> = servers(&web).into_iter().map(|d| d.args).collect();
+        assert_eq!(
+            lines,
+            [
+                ["10.0.0.1:8080", "10.0.0.1:8080", "check"],
+                ["fd00::1:8080", "[fd00::1]:8080", "check"],
+            ]
+        );
+    }
 
     /// A guest of proto `web` that reads the annotations `mine/*` and the label `tier`, and no
     /// endpoint details, and says what it receives in one section per service.
