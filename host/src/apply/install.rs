@@ -4,8 +4,8 @@
 //! Everything new is written first, into a staging directory beside the configuration, where
 //! it can be checked: the staged configuration sees its new maps in `maps/`, its certificates in
 //! `certs/` and everything else of the configuration's directory through links, so relative
-//! paths resolve as they will. A file that holds already what is to be installed (a map or a
-//! certificate an endpoint change leaves as it was) is not written again: the staging directory
+//! paths resolve as they will. A map, certificate or record file that holds already what is to
+//! be installed (as an endpoint change leaves them) is not written again: the staging directory
 //! holds a hard link to it. Only then do renames, which need no space, put the maps and
 //! certificates and, last, the configuration in place. Files an earlier install wrote and this
 //! one does not are removed after that. Only those: wasmconfd records the files it writes
@@ -74,8 +74,10 @@ impl Staged {
             }
             stage(&staged, &live, RECORD, record.as_bytes(), 0o644)?;
         }
+        // Written anew even when unchanged (a map-only change): linked, it would end up one file
+        // with `<target>.prev`, and an edit of either in place would change both.
         let (config, mode) = (assembled.config.as_bytes(), mode_of(target, 0o644));
-        stage(dir.path(), live, &name.to_string_lossy(), config, mode)?;
+        write_new(&dir.path().join(name), config, mode)?;
         Ok(Staged {
             target: target.to_path_buf(),
             files,
@@ -341,9 +343,20 @@ mod tests {
         std::fs::write(map("kept.map"), "edited\n").unwrap();
         write(&target, &second).unwrap();
         assert_eq!(std::fs::read_to_string(map("kept.map")).unwrap(), "a b\n");
+
+        // Installed again and again unchanged: nothing of wasmconfd's own is left about.
+        write(&target, &second).unwrap();
+        write(&target, &second).unwrap();
+        let prev = std::fs::read_to_string(with_suffix(&target, ".prev")).unwrap();
+        assert!(prev.contains("two"), "{prev}");
         let left = std::fs::read_dir(dir.path()).unwrap().flatten();
-        let staging = left.filter(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX));
-        assert_eq!(staging.count(), 0, "no staging directory is left");
+        let temporary =
+            left.filter(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX));
+        assert_eq!(
+            temporary.map(|e| e.file_name()).collect::<Vec<_>>(),
+            Vec::<std::ffi::OsString>::new(),
+            "no staging directory or temporary link is left"
+        );
     }
 
     #[test]
