@@ -158,10 +158,12 @@ fn link_others(live: &Path, staged: &Path, ours: &[(String, String)]) -> std::io
 
 /// Put file `name` with `bytes` and permissions `mode` into directory `staged`: a hard link to
 /// the one in `live` when that already is so (an unchanged map or certificate: nothing to write
-/// and sync; renaming it into place later leaves it as it is), or else a new file.
+/// and sync; renaming it into place later leaves it as it is), or else a new file. Only a plain
+/// file is linked: a symbolic link put there is replaced by a file, as any changed file is.
 fn stage(staged: &Path, live: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let (staged, live) = (staged.join(name), live.join(name));
-    let unchanged = mode_of(&live, !mode) == mode && file_holds(&live, bytes);
+    let plain = std::fs::symlink_metadata(&live).is_ok_and(|meta| meta.file_type().is_file());
+    let unchanged = plain && mode_of(&live, !mode) == mode && file_holds(&live, bytes);
     if unchanged && std::fs::hard_link(&live, &staged).is_ok() {
         return Ok(());
     }
@@ -342,6 +344,14 @@ mod tests {
         // A file changed behind wasmconfd's back is written again.
         std::fs::write(map("kept.map"), "edited\n").unwrap();
         write(&target, &second).unwrap();
+        assert_eq!(std::fs::read_to_string(map("kept.map")).unwrap(), "a b\n");
+
+        // A map replaced by a symbolic link to the same contents becomes a file again.
+        std::fs::rename(map("kept.map"), dir.path().join("elsewhere.map")).unwrap();
+        std::os::unix::fs::symlink("../elsewhere.map", map("kept.map")).unwrap();
+        write(&target, &second).unwrap();
+        let meta = std::fs::symlink_metadata(map("kept.map")).unwrap();
+        assert!(meta.file_type().is_file(), "{meta:?}");
         assert_eq!(std::fs::read_to_string(map("kept.map")).unwrap(), "a b\n");
 
         // Installed again and again unchanged: nothing of wasmconfd's own is left about.
