@@ -161,9 +161,11 @@ fn link_others(live: &Path, staged: &Path, ours: &[(String, String)]) -> std::io
 /// and sync; renaming it into place later leaves it as it is), or else a new file. Only a plain
 /// file is linked: a symbolic link put there is replaced by a file, as any changed file is.
 fn stage(staged: &Path, live: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     let (staged, live) = (staged.join(name), live.join(name));
-    let plain = std::fs::symlink_metadata(&live).is_ok_and(|meta| meta.file_type().is_file());
-    let unchanged = plain && mode_of(&live, !mode) == mode && file_holds(&live, bytes);
+    let alike = std::fs::symlink_metadata(&live)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o7777 == mode);
+    let unchanged = alike && file_holds(&live, bytes);
     if unchanged && std::fs::hard_link(&live, &staged).is_ok() {
         return Ok(());
     }
