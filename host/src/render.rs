@@ -155,14 +155,22 @@ impl Merged {
     }
 }
 
-/// `base` with the `server` lines of the placements `from` after its own lines.
-fn placed_into(base: &Section, from: &[(Arc<[Placement]>, usize)]) -> Section {
-    let placed = from.iter().flat_map(|(p, k)| p[*k].servers.iter().cloned());
-    Section {
+/// `base` with the `server` lines of the placements `from` after its own lines; `base` itself
+/// when there are none. Its lines are counted first: collected from a chain, a backend's
+/// lines and its three servers took room for ten, and every section is kept between changes.
+fn placed_into(base: &Arc<Section>, from: &[(Arc<[Placement]>, usize)]) -> Arc<Section> {
+    if from.is_empty() {
+        return base.clone();
+    }
+    let placed = from.iter().map(|(p, k)| &p[*k].servers);
+    let count = base.directives.len() + placed.clone().map(Vec::len).sum::<usize>();
+    let mut directives = Vec::with_capacity(count);
+    directives.extend(base.directives.iter().chain(placed.flatten()).cloned());
+    Arc::new(Section {
         kind: base.kind,
         name: base.name.clone(),
-        directives: base.directives.iter().cloned().chain(placed).collect(),
-    }
+        directives,
+    })
 }
 
 struct ServersEntry {
@@ -631,7 +639,7 @@ impl Pipeline {
         let missing: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].is_none()).collect();
         let made = crate::parallel::by_chunks(&missing, 2000, |missing| {
             (missing.iter())
-                .map(|&i| Arc::new(placed_into(&fragment.sections[i], &additions[i])))
+                .map(|&i| placed_into(&fragment.sections[i], &additions[i]))
                 .collect::<Vec<_>>()
         });
         let mut made = made.into_iter().flatten();
