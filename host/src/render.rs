@@ -1210,6 +1210,96 @@ mod tests {
         );
     }
 
+    /// After any sequence of changes to the cluster (a service added, removed, or given another
+    /// proto, domain or path; its endpoints moved, made unready or gone), the kept pipeline, fed
+    /// by the kept model as the daemon feeds it, writes the configuration and map files that a
+    /// new pipeline writes from a full build: none of its caches (each guest's last output,
+    /// each service's servers, the merged sections, the written texts) keeps anything stale.
+    #[test]
+    fn after_any_sequence_of_changes_the_kept_pipeline_renders_what_a_new_one_does() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let object = |text: String| crate::source::parse_snapshot(&text).unwrap().0;
+        let rules = crate::model::Rules::default();
+        let namespaces = NamespaceLabels::new();
+        let certificates = Certificates::only_default().unwrap();
+        let pipeline = Pipeline::new(&GuestConfig::default()).unwrap();
+        let mut model = crate::model::Model::default();
+        let mut objects = crate::source::Objects::default();
+        let mut servers_seen = 0;
+        for step in 0..50 {
+            let i = random(8);
+            let name = format!("s{i}");
+            match random(4) {
+                0 => objects
+                    .services
+                    .retain(|s| s.meta.name.as_deref() != Some(&name)),
+                1 => {
+                    let proto = ["http", "http", "https", "redis"][random(4) as usize];
+                    let path = ["", ", wasmconfd.io/path: /x"][random(2) as usize];
+                    let annotations = match proto {
+                        "redis" => format!("wasmconfd.io/listen-port: '{}'", 6380 + i),
+                        _ => format!("wasmconfd.io/domain: d{}.test{path}", random(5)),
+                    };
+                    let new = object(format!(
+                        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: t, \
+                         annotations: {{wasmconfd.io/proto: {proto}, {annotations}}}}}\n\
+                         spec: {{ports: [{{name: {proto}, port: 80}}]}}"
+                    ));
+                    objects
+                        .services
+                        .retain(|s| s.meta.name.as_deref() != Some(&name));
+                    objects.services.extend(new.services);
+                }
+                _ => {
+                    let endpoints: Vec<String> = (0..random(4))
+                        .map(|_| {
+                            let ready = random(4) > 0;
+                            format!(
+                                "{{addresses: [10.0.{i}.{}], conditions: {{ready: {ready}}}}}",
+                                random(4) + 1
+                            )
+                        })
+                        .collect();
+                    let new = object(format!(
+                        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                         addressType: IPv4\nmetadata: {{name: {name}-a, namespace: t, labels: \
+                         {{kubernetes.io/service-name: {name}}}}}\n\
+                         ports: [{{name: http, port: 8080}}, {{name: https, port: 8443}}, \
+                         {{name: redis, port: 6379}}]\nendpoints: [{}]",
+                        endpoints.join(", ")
+                    ));
+                    let slice = format!("{name}-a");
+                    objects
+                        .endpoint_slices
+                        .retain(|s| s.meta.name.as_deref() != Some(&slice));
+                    objects.endpoint_slices.extend(new.endpoint_slices);
+                }
+            }
+            let kept =
+                pipeline.render(&model.build(&objects, &rules).0, &namespaces, &certificates);
+            let full = crate::model::build(&objects, &rules).0;
+            let new = (Pipeline::new(&GuestConfig::default()).unwrap()).render(
+                &full,
+                &namespaces,
+                &certificates,
+            );
+            let (kept, new) = (kept.unwrap(), new.unwrap());
+            assert_eq!(kept.config, new.config, "step {step}");
+            assert_eq!(kept.maps, new.maps, "step {step}");
+            servers_seen = servers_seen.max(kept.config.matches("\n    server ").count());
+        }
+        assert!(
+            servers_seen >= 4,
+            "the sequence placed servers: {servers_seen}"
+        );
+    }
+
     #[test]
     fn thousands_of_services_asked_for_their_servers_in_parts_each_have_them() {
         let address = |i: usize| format!("10.1.{}.{}", i / 200, i % 200 + 1);
