@@ -38,6 +38,14 @@ pub struct Meta {
     pub annotations: Pairs,
 }
 
+impl Meta {
+    /// The namespace and name, empty when missing.
+    pub fn key(&self) -> (&str, &str) {
+        let (namespace, name) = (self.namespace.as_deref(), self.name.as_deref());
+        (namespace.unwrap_or_default(), name.unwrap_or_default())
+    }
+}
+
 /// Labels or annotations, sorted by key.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Pairs(Box<[(Text, Text)]>);

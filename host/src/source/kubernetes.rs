@@ -286,6 +286,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub trait Slim: kube::Resource + Sized {
     type Kept;
     fn slim(self) -> Self::Kept;
+    /// The namespace and name of an object kept.
+    fn key(kept: &Self::Kept) -> (&str, &str);
 }
 
 /// Managed fields and kubectl's last-applied annotation go from every object kept.
@@ -301,6 +303,9 @@ impl Slim for Service {
     fn slim(self) -> compact::Service {
         self.into()
     }
+    fn key(kept: &compact::Service) -> (&str, &str) {
+        kept.meta.key()
+    }
 }
 
 impl Slim for EndpointSlice {
@@ -308,12 +313,18 @@ impl Slim for EndpointSlice {
     fn slim(self) -> compact::EndpointSlice {
         self.into()
     }
+    fn key(kept: &compact::EndpointSlice) -> (&str, &str) {
+        kept.meta.key()
+    }
 }
 
 impl Slim for Endpoints {
     type Kept = compact::Endpoints;
     fn slim(self) -> compact::Endpoints {
         self.into()
+    }
+    fn key(kept: &compact::Endpoints) -> (&str, &str) {
+        kept.meta.key()
     }
 }
 
@@ -325,6 +336,9 @@ impl Slim for Namespace {
         self.status = None;
         self
     }
+    fn key(kept: &Namespace) -> (&str, &str) {
+        meta_key(&kept.metadata)
+    }
 }
 
 impl Slim for Secret {
@@ -333,6 +347,14 @@ impl Slim for Secret {
         slim_meta(&mut self.metadata);
         self
     }
+    fn key(kept: &Secret) -> (&str, &str) {
+        meta_key(&kept.metadata)
+    }
+}
+
+fn meta_key(meta: &ObjectMeta) -> (&str, &str) {
+    let (namespace, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+    (namespace.unwrap_or_default(), name.unwrap_or_default())
 }
 
 #[cfg(test)]
