@@ -1022,6 +1022,18 @@ fn parse_listen_port(value: &str, allowed: &RangeInclusive<u16>) -> Result<u16, 
     }
 }
 
+/// For randomized tests: numbers below `n` from a xorshift sequence started at `seed`, the same
+/// on every run.
+#[cfg(test)]
+pub(crate) fn reproducible_random(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1096,13 +1108,7 @@ mod tests {
     /// kept model equals a full build.
     #[test]
     fn after_any_sequence_of_changes_the_kept_model_equals_a_full_build() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut random = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut random = reproducible_random(0x2545_f491_4f6c_dd1d);
         let object = |text: String| parse_snapshot(&text).unwrap().0;
         let rules = Rules::default();
         let mut objects = Objects::default();

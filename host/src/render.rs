@@ -1217,13 +1217,7 @@ mod tests {
     /// each service's servers, the merged sections, the written texts) keeps anything stale.
     #[test]
     fn after_any_sequence_of_changes_the_kept_pipeline_renders_what_a_new_one_does() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut random = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut random = crate::model::reproducible_random(0x9e37_79b9_7f4a_7c15);
         let object = |text: String| crate::source::parse_snapshot(&text).unwrap().0;
         let rules = crate::model::Rules::default();
         let namespaces = NamespaceLabels::new();
