@@ -9,8 +9,8 @@
 #   - one endpoint change, ten times, through the fake API server to `wasmconfd run` with a check
 #     and a reload that do nothing (`bench_change ... without_haproxy`): the median time from the
 #     API write until the files are written, the mean CPU per change, the daemon's peak RSS;
-#   - the bundled http guest's render through Wasm (`bench_render`) and natively (the guest's
-#     own crate), and their ratio.
+#   - the bundled http guest's full render (`render`, then `servers`) through Wasm and natively,
+#     alternated in one process (`bench_render`), and the median ratio of neighbouring pairs.
 # And for N in $HAPROXY_SIZES (default 1000 2000: a running HAProxy with more than about 6,000
 # servers cannot start under this machine's open-files limit of 20,000), one endpoint change into
 # a real HAProxy on loopback (`bench_change ... one_endpoint_change`): until HAProxy's admin
@@ -44,7 +44,7 @@ value() {  # value KEY PAIRS: KEY's value among key=value pairs
     tr ' ' '\n' <<< "$2" | sed -n "s/^$1=//p"
 }
 
-printf 'services\trender_ms\trender_sd_ms\trender_cpu_ms\trender_rss_mb\tcheck_ms\twritten_ms\tchange_cpu_ms\tdaemon_rss_mib\twasm_ms\tnative_ms\n' \
+printf 'services\trender_ms\trender_sd_ms\trender_cpu_ms\trender_rss_mb\tcheck_ms\twritten_ms\tchange_cpu_ms\tdaemon_rss_mib\twasm_ms\tnative_ms\tratio\n' \
     > "$out/scale.tsv"
 for n in "${sizes[@]}"; do
     echo "$n services..." >&2
@@ -61,11 +61,11 @@ print(f\"{r['mean']*1000:.0f} {r['stddev']*1000:.0f}\")" "$work/h.json")
     check=$( { /usr/bin/time -f "%e" haproxy -c -q -f "$work/out-$n/haproxy.cfg" >/dev/null; } 2>&1 |
         tail -1 | awk '{printf "%.0f", $1*1000}')
     change=$(bench "$n" one_endpoint_change_without_haproxy -p wasmconfd --test bench_change)
-    wasm=$(bench "$n" wasm_render -p wasmconfd --test bench_render)
-    native=$(bench "$n" tests::native_render -p wasmconfd-guest-http --lib)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$wall" "$sd" "$cpu" "$rss" "$check" \
-        "$(value written_ms "$change")" "$(value cpu_ms "$change")" "$(value rss_mib "$change")" \
-        "$(value wasm_ms "$wasm")" "$(value native_ms "$native")" >> "$out/scale.tsv"
+    guest=$(bench "$n" wasm_and_native_render -p wasmconfd --test bench_render)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$wall" "$sd" "$cpu" "$rss" \
+        "$check" "$(value written_ms "$change")" "$(value cpu_ms "$change")" \
+        "$(value rss_mib "$change")" "$(value wasm_ms "$guest")" "$(value native_ms "$guest")" \
+        "$(value ratio "$guest")" >> "$out/scale.tsv"
 done
 
 printf 'services\tin_haproxy_ms\twritten_ms\tchange_cpu_ms\n' > "$out/haproxy.tsv"
@@ -78,8 +78,7 @@ done
 
 echo "| Services x 3 endpoints | Full render | CPU | Peak RSS | haproxy -c | Change written after | CPU per change | Daemon peak RSS | http guest: Wasm | native | ratio |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-tail -n +2 "$out/scale.tsv" | while IFS=$'\t' read -r n wall sd cpu rss check written change daemon wasm native; do
-    ratio=$(awk -v w="$wasm" -v n="$native" 'BEGIN { printf "%.1f", w / n }')
+tail -n +2 "$out/scale.tsv" | while IFS=$'\t' read -r n wall sd cpu rss check written change daemon wasm native ratio; do
     echo "| $n | $wall ms ± $sd | $cpu ms | $rss MB | $check ms | $written ms | $change ms | $daemon MiB | $wasm ms | $native ms | $ratio |"
 done
 echo

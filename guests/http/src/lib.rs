@@ -15,7 +15,8 @@ use wasmconfd_guest::{
     Service, backend_name, log, not_found_backend, servers, servers_by_domain,
 };
 
-struct Http;
+/// The guest; public so that `host/tests/bench_render.rs` can run its code natively.
+pub struct Http;
 
 const DEFAULT_BACKEND: &str = "http_default";
 
@@ -256,51 +257,5 @@ mod tests {
         let out = Http::render(cluster([service("a", "b", "http").build()])).unwrap();
         assert_eq!(out.sections.len(), 2, "frontend and default backend only");
         assert!(take_logs().iter().any(|(_, m)| m.contains("a/b")));
-    }
-
-    /// Not a test: this guest's render of N services x 3 endpoints (`BENCH_SERVICES`, default
-    /// 10,000) natively, to compare with the same render through Wasm
-    /// (`host/tests/bench_render.rs`; docs/benchmarks.md).
-    #[test]
-    #[ignore = "a benchmark: cargo test --release -p wasmconfd-guest-http -- --ignored --nocapture"]
-    fn native_render() {
-        let n: usize = std::env::var("BENCH_SERVICES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000);
-        let services: Vec<_> = (0..n)
-            .map(|i| {
-                let namespace = format!("ns-{}", i % 100);
-                let mut service = service(&namespace, &format!("svc-{i}"), "http")
-                    .domain(&format!("svc-{i}.{namespace}.example.com"));
-                for e in 0..3 {
-                    let n = i * 3 + e;
-                    let ip = format!("10.{}.{}.{}", n / 62500 % 250, n / 250 % 250, n % 250 + 1);
-                    service = service.endpoint(&ip, 8080, true);
-                }
-                service.build()
-            })
-            .collect();
-        let input = cluster(services);
-        let mut times: Vec<_> = (0..7)
-            .map(|_| {
-                let input = input.clone();
-                let started = std::time::Instant::now();
-                let output = Http::render(input).unwrap();
-                let took = started.elapsed();
-                assert_eq!(
-                    output.sections.len(),
-                    n + 2,
-                    "frontend, 404 backend and one per service"
-                );
-                took
-            })
-            .collect();
-        times.sort();
-        println!(
-            "native render of {n} services: {:?} (median of 7)",
-            times[3]
-        );
-        println!("bench: native_ms={:.1}", times[3].as_secs_f64() * 1000.0);
     }
 }
