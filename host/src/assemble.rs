@@ -4,7 +4,7 @@
 //! The host writes the text and quotes every argument so HAProxy reads back exactly the string a
 //! guest meant. Control characters are refused, so no value can start a new line or section.
 
-use crate::bindings::{MapFile, Section, SectionKind};
+use crate::bindings::{Directive, MapFile, Section, SectionKind};
 use crate::fragment::Fragment;
 use crate::guests::Part;
 use crate::in_step::InStep;
@@ -332,9 +332,7 @@ fn section_text(section: &Section) -> Result<(String, String), String> {
     text.push('\n');
     for directive in &section.directives {
         text.push_str("    ");
-        let (args, comment) = (&directive.args, directive.comment.as_deref());
-        write_directive(&mut text, &directive.keyword, args, comment)
-            .map_err(|e| format!("section `{header}`: {e}"))?;
+        write_directive(&mut text, directive).map_err(|e| format!("section `{header}`: {e}"))?;
         text.push('\n');
     }
     Ok((header, text))
@@ -366,23 +364,15 @@ fn section_header(kind: SectionKind, name: Option<&str>) -> Result<String, Strin
 }
 
 /// `keyword 'arg' ... # comment`, every argument quoted as needed.
-pub fn directive_line(
-    keyword: &str,
-    args: &[String],
-    comment: Option<&str>,
-) -> Result<String, String> {
+pub fn directive_line(directive: &Directive) -> Result<String, String> {
     let mut line = String::new();
-    write_directive(&mut line, keyword, args, comment)?;
+    write_directive(&mut line, directive)?;
     Ok(line)
 }
 
 /// [`directive_line`], written at the end of `out`.
-pub fn write_directive(
-    out: &mut String,
-    keyword: &str,
-    args: &[String],
-    comment: Option<&str>,
-) -> Result<(), String> {
+pub fn write_directive(out: &mut String, directive: &Directive) -> Result<(), String> {
+    let keyword = directive.keyword();
     let valid_keyword = !keyword.is_empty()
         && keyword.split(' ').all(|w| {
             !w.is_empty()
@@ -395,12 +385,12 @@ pub fn write_directive(
         ));
     }
     out.push_str(keyword);
-    for (i, arg) in args.iter().enumerate() {
+    for (i, arg) in directive.args().enumerate() {
         let quoted = quote(arg).map_err(|e| format!("argument {} of `{keyword}` {e}", i + 1))?;
         out.push(' ');
         out.push_str(&quoted);
     }
-    if let Some(comment) = comment {
+    if let Some(comment) = directive.comment() {
         refuse_control(comment).map_err(|e| format!("comment of `{keyword}` {e}"))?;
         out.push_str("  # ");
         out.push_str(comment);
@@ -497,10 +487,13 @@ mod tests {
 
     #[test]
     fn keywords_and_names_are_checked() {
-        assert!(directive_line("timeout connect", &["5s".into()], None).is_ok());
-        assert!(directive_line("bind\n", &[], None).is_err());
-        assert!(directive_line("a  b", &[], None).is_err());
-        assert!(directive_line("x", &[], Some("line\nbreak")).is_err());
+        let line = |keyword, args: &[&str], comment| {
+            directive_line(&Directive::new(keyword, args).with_comment(comment))
+        };
+        assert!(line("timeout connect", &["5s"], None).is_ok());
+        assert!(line("bind\n", &[], None).is_err());
+        assert!(line("a  b", &[], None).is_err());
+        assert!(line("x", &[], Some("line\nbreak")).is_err());
         assert!(section_header(SectionKind::Backend, Some("a b")).is_err());
         assert!(section_header(SectionKind::Backend, None).is_err());
         assert_eq!(
@@ -514,11 +507,7 @@ mod tests {
         Section {
             kind: SectionKind::Backend,
             name: Some(name.into()),
-            directives: vec![crate::bindings::Directive {
-                keyword: "server".into(),
-                args: vec!["s".into(), server.into()],
-                comment: None,
-            }],
+            directives: vec![Directive::new("server", ["s", server])],
         }
     }
 

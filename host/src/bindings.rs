@@ -1,5 +1,6 @@
 //! The WIT contract, as Rust types and the functions to call a guest. The model the host builds
-//! *is* these types: there is no second copy to keep in step.
+//! *is* these types: there is no second copy to keep in step. A guest's output is lifted into
+//! the host's own [`Section`], [`Directive`] and [`Placement`] (`crate::fragment`).
 //!
 //! Four versions load: the current one (`wit/`); 0.3.0 (`wit/0.3.0/`), whose `description`
 //! cannot say which annotations, labels and endpoint details the guest reads; 0.2.0
@@ -49,11 +50,11 @@ pub mod v0_1 {
 
 pub use self::wasmconfd::haproxy::host::Level;
 pub use self::wasmconfd::haproxy::types::*;
+// A guest's output records are lifted into the host's own types (`crate::fragment`), which
+// these names mean here rather than the ones above.
+pub use crate::fragment::{Directive, Section, WitFragment};
 use std::sync::Arc;
 use wasmtime::component::{ComponentType, Lower};
-
-/// The WIT `fragment`, as a guest returns it; the host holds it as [`crate::fragment::Fragment`].
-pub type WitFragment = self::wasmconfd::haproxy::types::Fragment;
 
 /// A guest's input as the host holds it: the WIT record `cluster`, with the services shared
 /// with the model rather than copied for each guest.
@@ -337,21 +338,6 @@ impl SectionKind {
     /// A backend or listen section: one that has servers.
     pub fn has_servers(self) -> bool {
         matches!(self, SectionKind::Backend | SectionKind::Listen)
-    }
-}
-
-impl Section {
-    /// Whether `other` is this section by kind and name, whatever its directives.
-    pub fn same_title(&self, other: &Section) -> bool {
-        self.kind == other.kind && self.name == other.name
-    }
-
-    /// How messages name the section: `backend NAME`, `global`.
-    pub fn title(&self) -> String {
-        match &self.name {
-            Some(name) => format!("{} {name}", self.kind.keyword()),
-            None => self.kind.keyword().to_string(),
-        }
     }
 }
 

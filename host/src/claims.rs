@@ -198,8 +198,8 @@ impl Claims {
             let binds = section
                 .directives
                 .iter()
-                .filter(|d| d.keyword == "bind")
-                .filter_map(|d| d.args.first().map(String::as_str));
+                .filter(|d| d.keyword() == "bind")
+                .filter_map(|d| d.arg(0));
             match self.claim(&owner, binds) {
                 Ok(()) => true,
                 Err(error) => {
@@ -249,14 +249,7 @@ mod tests {
         Arc::new(Section {
             kind: SectionKind::Listen,
             name: Some(name.into()),
-            directives: binds
-                .iter()
-                .map(|b| Directive {
-                    keyword: "bind".into(),
-                    args: vec![b.to_string()],
-                    comment: None,
-                })
-                .collect(),
+            directives: binds.iter().map(|b| Directive::new("bind", [b])).collect(),
         })
     }
 

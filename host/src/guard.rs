@@ -91,7 +91,7 @@ pub fn excessive_removal(
         // The same sections in the same places (servers changed, the usual case): only those
         // that are not the very ones installed can have lost their servers.
         Some(pairs) => {
-            let serves = |s: &Section| s.directives.iter().any(|d| d.keyword == "server");
+            let serves = |s: &Section| s.directives.iter().any(|d| d.keyword() == "server");
             let backends = pairs.filter(|(old, _)| old.kind.has_servers());
             let (mut lost, mut total) = (0, 0);
             for (old, new) in backends.filter(|(old, _)| serves(old)) {
@@ -149,7 +149,7 @@ fn backends(fragments: &[Fragment]) -> BTreeMap<&str, usize> {
             let servers = s
                 .directives
                 .iter()
-                .filter(|d| d.keyword == "server")
+                .filter(|d| d.keyword() == "server")
                 .count();
             Some((s.name.as_deref()?, servers))
         })
@@ -169,11 +169,7 @@ mod tests {
                 name: Some(format!("be{b}")),
                 directives: (0..servers)
                     .filter(|s| s % backends == b)
-                    .map(|s| Directive {
-                        keyword: "server".into(),
-                        args: vec![format!("s{s}"), "10.0.0.1:80".into()],
-                        comment: None,
-                    })
+                    .map(|s| Directive::new("server", [format!("s{s}"), "10.0.0.1:80".into()]))
                     .collect(),
             })
             .collect();

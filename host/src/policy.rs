@@ -81,16 +81,16 @@ pub fn check(
 
 /// The rules for every guest.
 fn every_guest(scope: &Scope, directive: &Directive) -> Result<(), String> {
-    if directive.keyword.starts_with('.') {
+    if directive.keyword().starts_with('.') {
         return Err(format!(
             "`{}`: keywords starting with `.` (conditional blocks, `.notice`, ...) are not \
              allowed in guest output",
-            directive.keyword
+            directive.keyword()
         ));
     }
     let limited = scope.listen_ports.is_some() || scope.trust == Trust::Team;
-    if directive.keyword == "bind" && limited {
-        let address = directive.args.first().map(String::as_str).unwrap_or("");
+    if directive.keyword() == "bind" && limited {
+        let address = directive.arg(0).unwrap_or("");
         for address in address.split(',') {
             let granted = crate::claims::bind_ports(address).is_some_and(|p| scope.may_bind(&p));
             if !granted {
@@ -355,7 +355,7 @@ impl<'a> Team<'a> {
 
     fn directive(&self, section: &Section, directive: &Directive) -> Result<(), String> {
         let kind = section.kind;
-        let keyword = directive.keyword.as_str();
+        let keyword = directive.keyword();
         let front = matches!(kind, SectionKind::Frontend | SectionKind::Listen);
         let back = kind.has_servers();
         let allowed = DIRECTIVES.iter().any(|(k, place)| {
@@ -372,20 +372,20 @@ impl<'a> Team<'a> {
                 kind.keyword()
             ));
         }
-        let args = &directive.args;
+        let args: &[&str] = &directive.args().collect::<Vec<_>>();
         match keyword {
             "bind" => options(&args[1.min(args.len())..], BIND_FLAGS, BIND_OPTIONS, "bind"),
             "server" => self.server(args),
             "default-server" => options(args, SERVER_FLAGS, SERVER_OPTIONS, "server"),
             "option" | "no option" => match args.first() {
-                Some(option) if OPTIONS.contains(&option.as_str()) => Ok(()),
+                Some(option) if OPTIONS.contains(option) => Ok(()),
                 other => Err(format!(
                     "`option {}` is not on the team allow list",
-                    other.map(String::as_str).unwrap_or("")
+                    other.unwrap_or(&"")
                 )),
             },
             "http-request" | "http-response" | "http-after-response" => action(args, HTTP_ACTIONS),
-            "tcp-request" | "tcp-response" => match args.first().map(String::as_str) {
+            "tcp-request" | "tcp-response" => match args.first().copied() {
                 Some("inspect-delay") => Ok(()),
                 Some("connection" | "session" | "content") => action(&args[1..], TCP_ACTIONS),
                 other => Err(format!(
@@ -393,7 +393,7 @@ impl<'a> Team<'a> {
                     other.unwrap_or("")
                 )),
             },
-            "http-check" => match args.first().map(String::as_str) {
+            "http-check" => match args.first().copied() {
                 Some("send" | "expect" | "comment" | "disable-on-404" | "send-state") => Ok(()),
                 other => Err(format!(
                     "`http-check {}` is not allowed",
@@ -404,14 +404,14 @@ impl<'a> Team<'a> {
             _ => Ok(()),
         }?;
         for (i, arg) in args.iter().enumerate() {
-            self.argument(arg, i.checked_sub(1).map(|p| args[p].as_str()), front)?;
+            self.argument(arg, i.checked_sub(1).map(|p| args[p]), front)?;
         }
         Ok(())
     }
 
     /// `server NAME ADDRESS[:PORT] OPTIONS...`: the address is an endpoint of its services.
-    fn server(&self, args: &[String]) -> Result<(), String> {
-        let address = args.get(1).map(String::as_str).unwrap_or("");
+    fn server(&self, args: &[&str]) -> Result<(), String> {
+        let address = args.get(1).copied().unwrap_or("");
         if !server_ip(address).is_some_and(|ip| self.addresses.contains(&ip)) {
             return Err(format!(
                 "server address {address} is not an endpoint of its services"
@@ -427,9 +427,9 @@ impl<'a> Team<'a> {
         &self,
         section: &Section,
         keyword: &str,
-        args: &[String],
+        args: &[&str],
     ) -> Result<(), String> {
-        let target = args.first().map(String::as_str).unwrap_or("");
+        let target = args.first().copied().unwrap_or("");
         let routed_by_own_map = target
             .strip_prefix("%[var(")
             .and_then(|rest| rest.strip_suffix(")]"))
@@ -449,7 +449,11 @@ impl<'a> Team<'a> {
     fn set_from_own_map(&self, section: &Section, var: &str) -> bool {
         let exact = format!("set-var({var})");
         let mut setters = 0;
-        for args in section.directives.iter().map(|d| &d.args) {
+        for args in section
+            .directives
+            .iter()
+            .map(|d| d.args().collect::<Vec<_>>())
+        {
             for (i, arg) in args.iter().enumerate() {
                 if !arg.contains(var) || !arg.contains("set-var") {
                     continue;
@@ -553,12 +557,12 @@ impl<'a> Team<'a> {
 }
 
 /// `args` are only `flags` and `valued` options (each followed by its value).
-fn options(args: &[String], flags: &[&str], valued: &[&str], what: &str) -> Result<(), String> {
+fn options(args: &[&str], flags: &[&str], valued: &[&str], what: &str) -> Result<(), String> {
     let mut args = args.iter();
     while let Some(option) = args.next() {
-        if valued.contains(&option.as_str()) {
+        if valued.contains(option) {
             args.next();
-        } else if !flags.contains(&option.as_str()) {
+        } else if !flags.contains(option) {
             return Err(format!(
                 "{what} option `{option}` is not on the team allow list"
             ));
@@ -568,15 +572,15 @@ fn options(args: &[String], flags: &[&str], valued: &[&str], what: &str) -> Resu
 }
 
 /// The action (first of `args`) is in `allowed` or sets a variable, and reads no file.
-fn action(args: &[String], allowed: &[&str]) -> Result<(), String> {
-    let action = args.first().map(String::as_str).unwrap_or("");
+fn action(args: &[&str], allowed: &[&str]) -> Result<(), String> {
+    let action = args.first().copied().unwrap_or("");
     let variable = ["set-var(", "unset-var(", "set-var-fmt("]
         .iter()
         .any(|p| action.starts_with(p));
     if !variable && !allowed.contains(&action) {
         return Err(format!("action `{action}` is not on the team allow list"));
     }
-    match args.iter().find(|a| FILE_WORDS.contains(&a.as_str())) {
+    match args.iter().find(|a| FILE_WORDS.contains(a)) {
         Some(word) => Err(format!("`{action} ... {word}` reads a file")),
         None => Ok(()),
     }
@@ -672,11 +676,7 @@ mod tests {
     use crate::bindings::{Endpoint, MapEntry, MapFile};
 
     fn directive(keyword: &str, args: &[&str]) -> Directive {
-        Directive {
-            keyword: keyword.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            comment: None,
-        }
+        Directive::new(keyword, args)
     }
 
     fn section(kind: SectionKind, name: &str, directives: &[(&str, &[&str])]) -> Section {

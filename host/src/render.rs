@@ -4,9 +4,10 @@
 //! order, each listening address and name given to one owner.
 
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
-use crate::bindings::{Context, Input, Placement, Reads, Section, Service, Tls};
+use crate::bindings::{Context, Input, Reads, Section, Service, Tls};
 use crate::claims::{Claims, static_binds, static_sections};
 use crate::fragment::Fragment;
+use crate::fragment::Placement;
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use crate::model::NamespaceLabels;
@@ -76,9 +77,9 @@ struct LastClaim {
 /// Whether claims on `a` and on `b` come out the same: the same sections and map files by
 /// kind, name and addresses bound, in the same places.
 fn claim_alike(a: &[Fragment], b: &[Fragment]) -> bool {
-    fn binds(s: &Section) -> impl Iterator<Item = Option<&String>> {
-        let binds = s.directives.iter().filter(|d| d.keyword == "bind");
-        binds.map(|d| d.args.first())
+    fn binds(s: &Section) -> impl Iterator<Item = Option<&str>> {
+        let binds = s.directives.iter().filter(|d| d.keyword() == "bind");
+        binds.map(|d| d.arg(0))
     }
     let section = |(x, y): (&Arc<Section>, &Arc<Section>)| {
         Arc::ptr_eq(x, y) || (x.same_title(y) && binds(x).eq(binds(y)))
@@ -543,12 +544,11 @@ impl Pipeline {
             let mut written = String::new();
             for (service, placements) in services.iter().zip(&placements) {
                 for line in placements.iter().flat_map(|p| &p.servers) {
-                    let why = if line.keyword == "server" {
-                        let comment = line.comment.as_deref();
+                    let why = if line.keyword() == "server" {
                         written.clear();
-                        assemble::write_directive(&mut written, "server", &line.args, comment).err()
+                        assemble::write_directive(&mut written, line).err()
                     } else {
-                        Some(format!("`{}` where only `server` lines go", line.keyword))
+                        Some(format!("`{}` where only `server` lines go", line.keyword()))
                     };
                     if let Some(why) = why {
                         return Err(GuestError::Refused {
@@ -1340,11 +1340,7 @@ mod tests {
                 name: Some(name.into()),
                 directives: lines
                     .iter()
-                    .map(|(keyword, arg)| crate::bindings::Directive {
-                        keyword: keyword.to_string(),
-                        args: vec![arg.to_string()],
-                        comment: None,
-                    })
+                    .map(|(keyword, arg)| crate::bindings::Directive::new(keyword, [arg]))
                     .collect(),
             })
         };

@@ -4,6 +4,7 @@
 mod common;
 
 use wasmconfd::assemble::directive_line;
+use wasmconfd::bindings::Directive;
 
 #[test]
 fn haproxy_reads_back_exactly_what_the_guest_meant() {
@@ -24,7 +25,7 @@ fn haproxy_reads_back_exactly_what_the_guest_meant() {
     let dir = tempfile::tempdir().unwrap();
     for s in strings {
         let config = dir.path().join("notice.cfg");
-        let line = directive_line(".notice", &[s.to_string()], None).unwrap();
+        let line = directive_line(&Directive::new(".notice", [s])).unwrap();
         std::fs::write(
             &config,
             format!("global\n    {line}\nfrontend f\n    bind 127.0.0.1:65000\n"),

@@ -14,11 +14,7 @@ use wasmconfd::fragment::Fragment;
 use wasmconfd::guests::{Part, Source};
 
 fn directive(keyword: &str, args: &[&str]) -> Directive {
-    Directive {
-        keyword: keyword.into(),
-        args: args.iter().map(|a| a.to_string()).collect(),
-        comment: None,
-    }
+    Directive::new(keyword, args)
 }
 
 /// A frontend routing through `maps/hosts.map` to backend `web` with `servers` (name, port).

@@ -86,10 +86,8 @@ fn limits_stop_misbehaving_guests_and_the_next_render_works() {
     );
 
     let fragment = runtime.render(&guest, &cluster("ok")).unwrap();
-    assert_eq!(
-        fragment.sections[0].directives[0].args,
-        ["ok", "127.0.0.1:1"]
-    );
+    let args: Vec<_> = fragment.sections[0].directives[0].args().collect();
+    assert_eq!(args, ["ok", "127.0.0.1:1"]);
 }
 
 fn assemble_one(fragment: &Fragment) -> Result<assemble::Assembled, assemble::AssembleError> {
@@ -129,7 +127,7 @@ fn guests_see_no_environment_files_network_or_real_time_and_are_deterministic() 
     // SAFETY: no other thread of this test process reads the environment concurrently.
     unsafe { std::env::set_var("WASMCONFD_SECRET", "leak") };
     let first = runtime.render(&guest, &cluster("probe")).unwrap();
-    let probe = &first.sections[0].directives[0].args;
+    let probe: Vec<_> = first.sections[0].directives[0].args().collect();
     assert_eq!(
         &probe[..5],
         ["env=0", "args=0", "root=false", "net=false", "now=0"]
@@ -145,7 +143,7 @@ fn guests_see_no_environment_files_network_or_real_time_and_are_deterministic() 
 fn a_guest_writing_a_lot_to_stdout_and_stderr_still_renders() {
     let (runtime, guest) = misbehave();
     let fragment = runtime.render(&guest, &cluster("chatty")).unwrap();
-    assert_eq!(fragment.sections[0].directives[0].keyword, "server");
+    assert_eq!(fragment.sections[0].directives[0].keyword(), "server");
 }
 
 #[test]
@@ -198,7 +196,8 @@ fn serves_web(fragment: &Fragment) -> bool {
         .iter()
         .find(|s| s.name.as_deref() == Some("http_shop_web"));
     backend.is_some_and(|backend| {
-        (backend.directives.iter()).any(|d| d.keyword == "server" && d.args[1] == "10.0.0.1:8080")
+        (backend.directives.iter())
+            .any(|d| d.keyword() == "server" && d.arg(1) == Some("10.0.0.1:8080"))
     })
 }
 
@@ -246,5 +245,5 @@ fn a_guest_built_for_0_3_0_still_loads_reads_every_annotation_and_writes_servers
     assert!(serves_web(&fragment));
     let placements = (runtime.servers(&guest, &input.context, &input.services, &reads)).unwrap();
     assert_eq!(placements[0][0].section, "http_shop_web");
-    assert_eq!(placements[0][0].servers[0].args[1], "10.0.0.1:8080");
+    assert_eq!(placements[0][0].servers[0].arg(1), Some("10.0.0.1:8080"));
 }

@@ -286,7 +286,7 @@ fn defaults_set_server_options(fragments: &[Fragment]) -> bool {
         .flat_map(|f| &f.sections)
         .filter(|s| s.kind == SectionKind::Defaults)
         .flat_map(|s| &s.directives)
-        .any(|d| d.keyword == "default-server")
+        .any(|d| d.keyword() == "default-server")
 }
 
 fn sections(
@@ -346,23 +346,19 @@ fn sections(
 
 /// The directives of `section` other than its `server` lines.
 fn not_servers(section: &Section) -> impl Iterator<Item = &Directive> {
-    (section.directives.iter()).filter(|d| d.keyword != "server")
+    (section.directives.iter()).filter(|d| d.keyword() != "server")
 }
 
 /// `server` lines by name: name -> (address, the other arguments).
-fn server_lines(section: &Section) -> Option<BTreeMap<&str, (&str, &[String])>> {
+fn server_lines(section: &Section) -> Option<BTreeMap<&str, (&str, Vec<&str>)>> {
     let mut servers = BTreeMap::new();
-    for Directive { keyword, args, .. } in &section.directives {
-        if keyword == "server" {
-            let [name, address, rest @ ..] = args.as_slice() else {
-                return None;
-            };
-            if servers
-                .insert(name.as_str(), (address.as_str(), rest))
-                .is_some()
-            {
-                return None;
-            }
+    for directive in (section.directives.iter()).filter(|d| d.keyword() == "server") {
+        let mut args = directive.args();
+        let (Some(name), Some(address)) = (args.next(), args.next()) else {
+            return None;
+        };
+        if servers.insert(name, (address, args.collect())).is_some() {
+            return None;
         }
     }
     Some(servers)
@@ -386,8 +382,8 @@ fn servers(
     let defaults: Vec<String> = new
         .directives
         .iter()
-        .filter(|d| d.keyword == "default-server")
-        .flat_map(|d| d.args.iter().cloned())
+        .filter(|d| d.keyword() == "default-server")
+        .flat_map(|d| d.args().map(String::from))
         .collect();
     for server in before.keys().filter(|s| !after.contains_key(*s)) {
         let (backend, server) = id(server);
@@ -398,7 +394,7 @@ fn servers(
             let (backend, server) = id(server);
             let args = std::iter::once(address.to_string())
                 .chain(defaults.iter().cloned())
-                .chain(rest.iter().cloned())
+                .chain(rest.iter().map(|arg| arg.to_string()))
                 .collect();
             ops.push(Op::AddServer {
                 backend,
@@ -407,7 +403,7 @@ fn servers(
             });
             continue;
         };
-        let (new, old) = ((*address, *rest), (*old_address, *old_rest));
+        let (new, old) = ((*address, &rest[..]), (*old_address, &old_rest[..]));
         changed_server(backend, server, new, old, ops, reasons);
     }
 }
@@ -417,8 +413,8 @@ fn servers(
 fn changed_server(
     backend: &str,
     server: &str,
-    (address, rest): (&str, &[String]),
-    (old_address, old_rest): (&str, &[String]),
+    (address, rest): (&str, &[&str]),
+    (old_address, old_rest): (&str, &[&str]),
     ops: &mut Vec<Op>,
     reasons: &mut Vec<String>,
 ) {
@@ -463,13 +459,13 @@ fn split_address(address: &str) -> Option<(&str, u16)> {
 }
 
 /// The `weight N` of server options, and the other options.
-fn split_weight(args: &[String]) -> (Option<&str>, Vec<&String>) {
+fn split_weight<'a>(args: &[&'a str]) -> (Option<&'a str>, Vec<&'a str>) {
     let mut weight = None;
     let mut others = Vec::new();
-    let mut words = args.iter();
+    let mut words = args.iter().copied();
     while let Some(word) = words.next() {
         if word == "weight" {
-            weight = words.next().map(String::as_str);
+            weight = words.next();
         } else {
             others.push(word);
         }
@@ -558,7 +554,7 @@ fn order_free(fragment: &Fragment, file: &str) -> bool {
         .sections
         .iter()
         .flat_map(|s| &s.directives)
-        .flat_map(|d| &d.args)
+        .flat_map(|d| d.args())
         .flat_map(|arg| arg.match_indices(file).map(move |(at, _)| &arg[..at]));
     uses.into_iter().all(|before| {
         ORDER_FREE
@@ -573,19 +569,12 @@ mod tests {
     use crate::bindings::MapEntry;
 
     fn backend(name: &str, servers: &[(&str, &str)], extra: &[&str]) -> Section {
-        let mut directives = vec![Directive {
-            keyword: "mode".into(),
-            args: vec!["http".into()],
-            comment: None,
-        }];
+        let mut directives = vec![Directive::new("mode", ["http"])];
         for (server, address) in servers {
-            let mut args = vec![server.to_string(), address.to_string(), "check".into()];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            directives.push(Directive {
-                keyword: "server".into(),
-                args,
-                comment: None,
-            });
+            let args = [*server, *address, "check"]
+                .into_iter()
+                .chain(extra.iter().copied());
+            directives.push(Directive::new("server", args));
         }
         Section {
             kind: SectionKind::Backend,
@@ -600,11 +589,10 @@ mod tests {
             name: Some("f".into()),
             directives: Vec::new(),
         };
-        frontend.directives.push(Directive {
-            keyword: "use_backend".into(),
-            args: vec![format!("%[req.hdr(host),{converter}(maps/hosts.map)]")],
-            comment: None,
-        });
+        frontend.directives.push(Directive::new(
+            "use_backend",
+            [format!("%[req.hdr(host),{converter}(maps/hosts.map)]")],
+        ));
         let entries = map
             .iter()
             .map(|(k, v)| MapEntry {
@@ -677,14 +665,8 @@ mod tests {
     fn added_servers_carry_the_backends_default_server_options() {
         let with_defaults = |servers: &[(&str, &str)]| {
             let mut web = backend("web", servers, &[]);
-            web.directives.insert(
-                1,
-                Directive {
-                    keyword: "default-server".into(),
-                    args: vec![id("inter"), id("2s")],
-                    comment: None,
-                },
-            );
+            web.directives
+                .insert(1, Directive::new("default-server", ["inter", "2s"]));
             fragment(vec![web], &[], "map_str")
         };
         let old = with_defaults(&[]);
@@ -702,11 +684,7 @@ mod tests {
         let defaults = Section {
             kind: SectionKind::Defaults,
             name: None,
-            directives: vec![Directive {
-                keyword: "default-server".into(),
-                args: vec![id("maxconn"), id("10")],
-                comment: None,
-            }],
+            directives: vec![Directive::new("default-server", ["maxconn", "10"])],
         };
         let base = Fragment::new([defaults], []);
         assert!(matches!(
@@ -757,7 +735,7 @@ mod tests {
             "map_str",
         );
         let mut changed = old.clone();
-        Arc::make_mut(&mut changed.sections[1]).directives[0].args = vec![id("tcp")];
+        Arc::make_mut(&mut changed.sections[1]).directives[0] = Directive::new("mode", ["tcp"]);
         assert_eq!(
             one(&old, &changed),
             Plan::Reload(vec![id("section `backend web` changed")])

@@ -266,8 +266,13 @@ pub fn verify(
             let (meant, on_sockets): (BTreeSet<(String, String)>, BTreeSet<_>) = section
                 .directives
                 .iter()
-                .filter(|d| d.keyword == "server" && d.args.len() >= 2)
-                .map(|d| (d.args[0].clone(), d.args[1].clone()))
+                .filter(|d| d.keyword() == "server" && d.args().len() >= 2)
+                .map(|d| {
+                    (
+                        d.args().next().unwrap().to_string(),
+                        d.args().nth(1).unwrap().to_string(),
+                    )
+                })
                 .partition(|(_, address)| address.contains(':') && !address.contains('@'));
             let held = held_servers.get(backend).cloned().unwrap_or_default();
             let held = held
@@ -333,8 +338,8 @@ pub fn admin_socket(fragments: &[Fragment]) -> Option<std::path::PathBuf> {
         .flat_map(|f| &f.sections)
         .filter(|s| s.kind == crate::bindings::SectionKind::Global)
         .flat_map(|s| &s.directives)
-        .filter(|d| d.keyword == "stats" && d.args.first().is_some_and(|a| a == "socket"))
-        .filter_map(|d| d.args.get(1))
+        .filter(|d| d.keyword() == "stats" && d.arg(0) == Some("socket"))
+        .filter_map(|d| d.arg(1))
         .map(|path| path.strip_prefix("unix@").unwrap_or(path))
         .find(|path| path.starts_with('/'))
         .map(std::path::PathBuf::from)

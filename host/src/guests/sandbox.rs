@@ -4,7 +4,7 @@
 //! so guests whose language runtime imports WASI load, and stay pure functions of their input.
 
 use crate::bindings::{self, Description, GuestPre, Input, Level, RenderError};
-use crate::fragment::Fragment;
+use crate::fragment::{Fragment, Placement};
 use crate::source::printable;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -503,8 +503,8 @@ impl Sandbox {
         context: &bindings::Context,
         services: &[Arc<bindings::Service>],
         reads: &bindings::Reads,
-    ) -> Result<Vec<Vec<bindings::Placement>>, GuestError> {
-        type Servers = Result<Vec<Vec<bindings::Placement>>, RenderError>;
+    ) -> Result<Vec<Vec<Placement>>, GuestError> {
+        type Servers = Result<Vec<Vec<Placement>>, RenderError>;
         let guest_name = || guest.name.clone();
         let pre = match &guest.pre {
             Pre::Current(pre) => pre.instance_pre(),
