@@ -173,12 +173,18 @@ fn lift_directive(memory: &[u8], record: &[u8]) -> wasmtime::Result<Directive> {
         wasmtime::bail!("a directive's list of arguments is not aligned");
     }
     let pairs = bytes(args_ptr, count.checked_mul(8).unwrap_or(usize::MAX))?;
-    let mut text = String::from(string(word(0), word(4))?);
+    let args = pairs.chunks_exact(8).map(|pair| {
+        let half = |at: usize| u32::from_le_bytes(pair[at..at + 4].try_into().unwrap()) as usize;
+        (half(0), half(4))
+    });
+    // Made to measure, so that making it a `Box<str>` does not copy it again.
+    let length = args.clone().fold(word(4), |sum, (_, len)| sum.saturating_add(len));
+    let mut text = String::with_capacity(length.min(memory.len()));
+    text.push_str(string(word(0), word(4))?);
     let mut ends = Vec::with_capacity(count + 1);
     ends.push(end(&text));
-    for pair in pairs.chunks_exact(8) {
-        let half = |at: usize| u32::from_le_bytes(pair[at..at + 4].try_into().unwrap()) as usize;
-        text.push_str(string(half(0), half(4))?);
+    for (ptr, len) in args {
+        text.push_str(string(ptr, len)?);
         ends.push(end(&text));
     }
     let comment = match record[16] {
