@@ -69,7 +69,7 @@ impl Directive {
     }
 }
 
-/// Where a word that ends `text` ends. A guest's output is far below 4 GiB (its memory limit).
+/// Where a word that ends `text` ends: a directive is shorter than 4 GiB.
 fn end(text: &str) -> u32 {
     u32::try_from(text.len()).expect("a directive shorter than 4 GiB")
 }
@@ -177,8 +177,14 @@ fn lift_directive(memory: &[u8], record: &[u8]) -> wasmtime::Result<Directive> {
         let half = |at: usize| u32::from_le_bytes(pair[at..at + 4].try_into().unwrap()) as usize;
         (half(0), half(4))
     });
-    // Made to measure, so that making it a `Box<str>` does not copy it again.
-    let length = args.clone().fold(word(4), |sum, (_, len)| sum.saturating_add(len));
+    // Made to measure, so that making it a `Box<str>` does not copy it again. Its strings may
+    // all be one string of the guest's memory, over and over.
+    let length = args
+        .clone()
+        .fold(word(4), |sum, (_, len)| sum.saturating_add(len));
+    if length > u32::MAX as usize {
+        wasmtime::bail!("a directive of {length} bytes, longer than 4 GiB");
+    }
     let mut text = String::with_capacity(length.min(memory.len()));
     text.push_str(string(word(0), word(4))?);
     let mut ends = Vec::with_capacity(count + 1);
@@ -338,7 +344,8 @@ mod tests {
             memory.push(0);
         }
         let list = memory.len() as u32;
-        for (ptr, len) in &at[1..4] {
+        let huge = list + 3 * 8;
+        for (ptr, len) in at[1..4].iter().chain([&(100, 3 << 30), &(100, 3 << 30)]) {
             memory.extend(ptr.to_le_bytes().into_iter().chain(len.to_le_bytes()));
         }
         let lifted = lift_directive(&memory, &record(at[0], (list, 3), Some(at[4]))).unwrap();
@@ -354,6 +361,8 @@ mod tests {
         assert!(error(record(at[0], (list, 4), None)).contains("out of bounds"));
         assert!(error(record(at[0], (list + 1, 1), None)).contains("not aligned"));
         assert!(error(record(at[0], (list, u32::MAX), None)).contains("out of bounds"));
+        // Two arguments of 3 GiB each, refused before either is read.
+        assert!(error(record(at[0], (huge, 2), None)).contains("longer than 4 GiB"));
         let mut bad_tag = record(at[0], (list, 0), None);
         bad_tag[16] = 2;
         assert!(error(bad_tag).contains("neither none nor some"));
