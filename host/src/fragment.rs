@@ -172,7 +172,7 @@ fn lift_directive(memory: &[u8], record: &[u8]) -> wasmtime::Result<Directive> {
     if args_ptr % 4 != 0 {
         wasmtime::bail!("a directive's list of arguments is not aligned");
     }
-    let pairs = bytes(args_ptr, count.checked_mul(8).unwrap_or(usize::MAX))?;
+    let pairs = bytes(args_ptr, count.saturating_mul(8))?;
     let args = pairs.chunks_exact(8).map(|pair| {
         let half = |at: usize| u32::from_le_bytes(pair[at..at + 4].try_into().unwrap()) as usize;
         (half(0), half(4))
