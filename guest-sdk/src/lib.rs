@@ -50,10 +50,10 @@ pub use wit::wasmconfd::haproxy::types::{
 /// A guest: what it says about itself, and how it renders.
 pub trait Guest {
     /// The protos of the services it renders, the settings it reads, and the annotations,
-    /// labels and endpoint details it reads; the host hands it only services of those protos
-    /// with those annotations, labels and details, and refuses a setting given that it does not
-    /// read. By default it says nothing: it receives every service its operator's scope admits,
-    /// with every annotation, label and endpoint detail.
+    /// labels, endpoint details and ports it reads; the host hands it only services of those
+    /// protos with those annotations, labels, details and ports, and refuses a setting given
+    /// that it does not read. By default it says nothing: it receives every service its
+    /// operator's scope admits, with every annotation, label, endpoint detail and port.
     fn describe() -> Description {
         Description {
             protos: None,
@@ -62,6 +62,7 @@ pub trait Guest {
             annotations: None,
             labels: None,
             endpoint_details: true,
+            ports: true,
         }
     }
 
@@ -113,8 +114,9 @@ macro_rules! export {
 
 impl Description {
     /// A guest of the services of `protos` that reads `settings`, as (key, what it does), and
-    /// every annotation and label ([`Description::reading`] says which) and endpoint detail
-    /// ([`Description::without_endpoint_details`] says it reads none).
+    /// every annotation and label ([`Description::reading`] says which), endpoint detail
+    /// ([`Description::without_endpoint_details`] says it reads none) and port
+    /// ([`Description::without_ports`]).
     pub fn new<'a>(
         protos: impl IntoIterator<Item = &'a str>,
         settings: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -134,6 +136,7 @@ impl Description {
             annotations: None,
             labels: None,
             endpoint_details: true,
+            ports: true,
         }
     }
 
@@ -155,6 +158,14 @@ impl Description {
     /// each call cheaper, and a change to them alone does not run it again.
     pub fn without_endpoint_details(mut self) -> Self {
         self.endpoint_details = false;
+        self
+    }
+
+    /// The same guest, not reading each service's `ports` and `port`: they arrive empty and
+    /// `None` (each endpoint's `port` still arrives), which makes each call cheaper, and a change
+    /// to them alone does not run it again.
+    pub fn without_ports(mut self) -> Self {
+        self.ports = false;
         self
     }
 
@@ -544,8 +555,8 @@ mod tests {
         );
     }
 
-    /// A guest of proto `web` that reads the annotations `mine/*` and the label `tier`, and no
-    /// endpoint details, and says what it receives in one section per service.
+    /// A guest of proto `web` that reads the annotations `mine/*` and the label `tier`, no
+    /// endpoint details and no ports, and says what it receives in one section per service.
     struct Reader;
 
     impl Guest for Reader {
@@ -553,6 +564,7 @@ mod tests {
             Description::new(["web"], [])
                 .reading(["mine/*"], ["tier"])
                 .without_endpoint_details()
+                .without_ports()
         }
 
         fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
@@ -567,7 +579,9 @@ mod tests {
                 .map(|s| {
                     let nodes = (s.endpoints.iter())
                         .map(|e| format!("{}@{}", e.address, e.node.as_deref().unwrap_or("-")));
-                    let seen = [keys(&s.annotations), keys(&s.labels)]
+                    let port = s.port.as_deref().unwrap_or("-");
+                    let ports = format!("ports={} port={port}", s.ports.len());
+                    let seen = [keys(&s.annotations), keys(&s.labels), ports]
                         .into_iter()
                         .chain(nodes);
                     Section::backend(s.name.clone()).with("describe", seen)
@@ -595,8 +609,8 @@ mod tests {
         assert_eq!(out.sections.len(), 1, "only the services of its protos");
         assert_eq!(
             out.sections[0].directives[0].args,
-            ["mine/x", "tier", "10.0.0.1@-"],
-            "its annotations and labels, and its endpoint without the node"
+            ["mine/x", "tier", "ports=0 port=-", "10.0.0.1@-"],
+            "its annotations and labels, no ports, and its endpoint without the node"
         );
     }
 

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! [`render`] renders a cluster as the host hands it to the guest: only the services of the
-//! protos it declares, with only the annotations, labels and endpoint details it reads.
+//! protos it declares, with only the annotations, labels, endpoint details and ports it reads.
 
 use crate::{
     Certificate, Cluster, Context, Endpoint, EndpointPort, Fragment, Guest, Protocol, RenderError,
@@ -38,7 +38,7 @@ pub fn cluster(services: impl IntoIterator<Item = Service>) -> Cluster {
 }
 
 /// Guest `G`'s render of `cluster` as the host hands it over: only the services of the protos
-/// `G` declares (`describe`), each with only the annotations, labels and endpoint details it
+/// `G` declares (`describe`), each with only the annotations, labels, endpoint details and ports it
 /// says it reads. A test through this fails, as the guest would once deployed, when it reads an
 /// annotation or an endpoint's node, say, that it does not declare.
 pub fn render<G: Guest>(mut cluster: Cluster) -> Result<Fragment, RenderError> {
@@ -49,6 +49,10 @@ pub fn render<G: Guest>(mut cluster: Cluster) -> Result<Fragment, RenderError> {
     for service in &mut cluster.services {
         keep_read(&mut service.annotations, description.annotations.as_deref());
         keep_read(&mut service.labels, description.labels.as_deref());
+        if !description.ports {
+            service.ports.clear();
+            service.port = None;
+        }
         if !description.endpoint_details {
             for endpoint in &mut service.endpoints {
                 endpoint.ports.clear();

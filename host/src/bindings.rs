@@ -2,18 +2,29 @@
 //! *is* these types: there is no second copy to keep in step. A guest's output is lifted into
 //! the host's own [`Section`], [`Directive`] and [`Placement`] (`crate::fragment`).
 //!
-//! Four versions load: the current one (`wit/`); 0.3.0 (`wit/0.3.0/`), whose `description`
-//! cannot say which annotations, labels and endpoint details the guest reads; 0.2.0
-//! (`wit/0.2.0/`), whose `cluster` has no `tls` and whose world has no `servers`; and 0.1.0
-//! (`wit/0.1.0/`), whose world has no `describe`. Every other record is the same in all four,
-//! so a guest of any version is handed the same services and returns the same [`Fragment`]:
-//! only the record around the services differs ([`Input::older`]).
+//! Five versions load: the current one (`wit/`); 0.4.0 (`wit/0.4.0/`), whose `description`
+//! cannot say whether the guest reads the services' ports; 0.3.0 (`wit/0.3.0/`), whose
+//! `description` cannot say which annotations, labels and endpoint details it reads either;
+//! 0.2.0 (`wit/0.2.0/`), whose `cluster` has no `tls` and whose world has no `servers`; and
+//! 0.1.0 (`wit/0.1.0/`), whose world has no `describe`. Every other record is the same in all
+//! five, so a guest of any version is handed the same services and returns the same
+//! [`Fragment`]: only the record around the services differs ([`Input::older`]).
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "guest",
     additional_derives: [PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize],
 });
+
+/// Guests built for `wasmconfd:haproxy@0.4.0`.
+pub mod v0_4 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.4.0",
+        world: "guest",
+    });
+
+    pub use self::wasmconfd::haproxy::host::Level;
+}
 
 /// Guests built for `wasmconfd:haproxy@0.3.0`.
 pub mod v0_3 {
@@ -71,13 +82,14 @@ pub struct Input {
 }
 
 /// What of each service a guest reads (its `description`): the annotations and labels, each
-/// `None` for all of them, else keys, or prefixes ending in `*`; and whether each endpoint's
-/// ports, node, zone and pod. The default is all of it.
+/// `None` for all of them, else keys, or prefixes ending in `*`; whether each endpoint's ports,
+/// node, zone and pod; whether the service's ports. The default is all of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reads {
     pub annotations: Option<Vec<String>>,
     pub labels: Option<Vec<String>>,
     pub endpoint_details: bool,
+    pub ports: bool,
 }
 
 impl Default for Reads {
@@ -86,6 +98,7 @@ impl Default for Reads {
             annotations: None,
             labels: None,
             endpoint_details: true,
+            ports: true,
         }
     }
 }
@@ -98,6 +111,7 @@ impl Reads {
                 annotations: d.annotations.clone(),
                 labels: d.labels.clone(),
                 endpoint_details: d.endpoint_details,
+                ports: d.ports,
             },
             None => Reads::default(),
         }
@@ -187,8 +201,8 @@ impl Service {
             name: &self.name,
             domains: &self.domains,
             proto: &self.proto,
-            ports: &self.ports,
-            port: self.port.as_deref(),
+            ports: if reads.ports { &self.ports } else { &[] },
+            port: self.port.as_deref().filter(|_| reads.ports),
             listen_port: self.listen_port,
             endpoints: match endpoints {
                 true => (self.endpoints.iter())
@@ -287,6 +301,20 @@ macro_rules! settings_of {
     };
 }
 
+impl From<v0_4::Description> for Description {
+    fn from(old: v0_4::Description) -> Self {
+        Description {
+            settings: settings_of!(old),
+            protos: old.protos,
+            servers_apart: old.servers_apart,
+            annotations: old.annotations,
+            labels: old.labels,
+            endpoint_details: old.endpoint_details,
+            ports: true,
+        }
+    }
+}
+
 impl From<v0_3::Description> for Description {
     fn from(old: v0_3::Description) -> Self {
         Description {
@@ -296,6 +324,7 @@ impl From<v0_3::Description> for Description {
             annotations: None,
             labels: None,
             endpoint_details: true,
+            ports: true,
         }
     }
 }
@@ -309,6 +338,7 @@ impl From<v0_2::Description> for Description {
             annotations: None,
             labels: None,
             endpoint_details: true,
+            ports: true,
         }
     }
 }
@@ -342,9 +372,10 @@ impl SectionKind {
 }
 
 /// The world guests are built for, as its WIT names it.
-pub const WORLD: &str = "wasmconfd:haproxy/guest@0.4.0";
+pub const WORLD: &str = "wasmconfd:haproxy/guest@0.5.0";
 
 /// The earlier worlds this host still loads.
+pub const WORLD_0_4: &str = "wasmconfd:haproxy/guest@0.4.0";
 pub const WORLD_0_3: &str = "wasmconfd:haproxy/guest@0.3.0";
 pub const WORLD_0_2: &str = "wasmconfd:haproxy/guest@0.2.0";
 pub const WORLD_0_1: &str = "wasmconfd:haproxy/guest@0.1.0";
@@ -355,6 +386,7 @@ mod tests {
     fn the_world_names_are_the_ones_in_the_wit() {
         for (name, wit) in [
             (super::WORLD, include_str!("../../wit/world.wit")),
+            (super::WORLD_0_4, include_str!("../../wit/0.4.0/world.wit")),
             (super::WORLD_0_3, include_str!("../../wit/0.3.0/world.wit")),
             (super::WORLD_0_2, include_str!("../../wit/0.2.0/world.wit")),
             (super::WORLD_0_1, include_str!("../../wit/0.1.0/world.wit")),

@@ -103,7 +103,8 @@ fn host_cluster(n: usize) -> Input {
     }
 }
 
-/// The same services as the guest receives them: without the endpoint details it does not read.
+/// The same services as the guest receives them: without the endpoint details and the ports it
+/// does not read.
 fn guest_services(n: usize) -> Vec<wasmconfd_guest::Service> {
     (0..n)
         .map(|i| {
@@ -114,6 +115,7 @@ fn guest_services(n: usize) -> Vec<wasmconfd_guest::Service> {
                 service = service.endpoint(address, 8080, true);
             }
             let mut service = service.build();
+            (service.ports, service.port) = (Vec::new(), None);
             for endpoint in &mut service.endpoints {
                 endpoint.ports.clear();
             }
@@ -214,15 +216,16 @@ fn wasm_and_native_render() {
     };
     let guest = sandbox.load("http", &wasm).unwrap();
     let n = services();
-    // With the annotations, labels and endpoint details the guest reads, as the pipeline hands
-    // them.
+    // With the annotations, labels, endpoint details and ports the guest reads, as the pipeline
+    // hands them.
     let input = Input {
         reads: Arc::new(Reads::of(guest.description())),
         ..host_cluster(n)
     };
     assert!(
-        !input.reads.endpoint_details,
-        "the native side leaves the endpoints' details out, as the guest says it does not read them"
+        !input.reads.endpoint_details && !input.reads.ports,
+        "the native side leaves the endpoints' details and the ports out, as the guest says it \
+         does not read them"
     );
     let services = guest_services(n);
 

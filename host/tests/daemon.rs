@@ -1592,7 +1592,7 @@ fn the_status_page_shows_the_guests_what_was_left_out_and_the_applies() {
     let http = &guests[1];
     assert_eq!(http[1], "bundled");
     assert!(http[2].starts_with("sha256:"), "{http:?}");
-    assert_eq!(http[4], "wasmconfd:haproxy/guest@0.4.0");
+    assert_eq!(http[4], "wasmconfd:haproxy/guest@0.5.0");
     assert_eq!(http[7], "1", "it routes one service");
     assert_eq!(http[10], "ok");
     let skipped = table_rows(&dom, "skipped");

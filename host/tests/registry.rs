@@ -944,7 +944,7 @@ fn inspect_reports_signature_digest_size_and_world() {
     assert_eq!(line(&report, "size"), format!("{} bytes", bytes.len()));
     assert_eq!(
         line(&report, "world"),
-        "wasmconfd:haproxy/guest@0.4.0 (this wasmconfd loads it)"
+        "wasmconfd:haproxy/guest@0.5.0 (this wasmconfd loads it)"
     );
     assert_eq!(line(&report, "protos"), "http");
     assert_eq!(
@@ -955,8 +955,12 @@ fn inspect_reports_signature_digest_size_and_world() {
         line(&report, "endpoints"),
         "address, port and conditions only (no ports, node, zone or pod)"
     );
+    assert_eq!(
+        line(&report, "ports"),
+        "none (each endpoint's port on it still)"
+    );
     assert_eq!(line(&report, "exports"), "describe");
-    assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.4.0");
+    assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.5.0");
     assert!(
         line(&report, "sandbox").starts_with("the WASI imports are linked deny-all"),
         "{report}"

@@ -275,9 +275,10 @@ fn a_panicking_guest_fails_the_render_with_its_name() {
 }
 
 /// A guest that says which annotations and labels it reads receives those and no other, and
-/// one that reads no endpoint details receives each endpoint's address without them.
+/// one that reads no endpoint details receives each endpoint's address without them, and one
+/// that reads no ports receives the service without its ports.
 #[test]
-fn a_guest_receives_only_the_annotations_labels_and_endpoint_details_it_reads() {
+fn a_guest_receives_only_the_annotations_labels_endpoint_details_and_ports_it_reads() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster.yaml");
     std::fs::write(
@@ -304,7 +305,8 @@ fn a_guest_receives_only_the_annotations_labels_and_endpoint_details_it_reads() 
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains(
-            "describe web annotations=misbehave.wasmconfd.io/note,wasmconfd.io/domain labels=tier \
+            "describe web 'ports=0 port=-' \
+             annotations=misbehave.wasmconfd.io/note,wasmconfd.io/domain labels=tier \
              'endpoint=10.0.0.1 ports=0 node= zone= pod='\n"
         ),
         "{stdout}"

@@ -221,6 +221,32 @@ fn a_guest_built_for_0_2_0_still_loads_and_renders() {
     assert!(serves_web(&runtime.render(&guest, &input).unwrap()));
 }
 
+/// A guest built for `wasmconfd:haproxy@0.4.0` (the bundled http guest before 0.5.0) loads; as
+/// it cannot say whether it reads the services' ports, it is taken to read them, and what else
+/// its description says holds.
+#[test]
+fn a_guest_built_for_0_4_0_still_loads_and_is_handed_the_services_ports() {
+    let runtime = Sandbox::new(Limits::default(), None).unwrap();
+    let guest = runtime
+        .load(
+            "http",
+            include_bytes!("fixtures/http-0.4.0.wasm").as_slice(),
+        )
+        .unwrap();
+    assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_4);
+    let description = guest.description().unwrap();
+    assert!(description.servers_apart && description.ports);
+    let reads = wasmconfd::bindings::Reads::of(Some(description));
+    assert!(reads.ports && !reads.endpoint_details, "{reads:?}");
+    assert_eq!(reads.annotations, Some(vec!["wasmconfd.io/*".to_string()]));
+    let mut input = cluster("ok");
+    input.context.settings.clear();
+    input.services.push(web_service());
+    assert!(serves_web(&runtime.render(&guest, &input).unwrap()));
+    let placements = (runtime.servers(&guest, &input.context, &input.services, &reads)).unwrap();
+    assert_eq!(placements[0][0].servers[0].arg(1), Some("10.0.0.1:8080"));
+}
+
 /// A guest built for `wasmconfd:haproxy@0.3.0` (the bundled http guest before 0.4.0) loads,
 /// and, as it cannot say which annotations it reads, is taken to read them all; its render and
 /// its `servers` run.

@@ -37,6 +37,7 @@ impl Guest for Base {
         )
         .reading([], [])
         .without_endpoint_details()
+        .without_ports()
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

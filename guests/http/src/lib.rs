@@ -31,6 +31,7 @@ impl Guest for Http {
         )
         .reading(["wasmconfd.io/*"], [])
         .without_endpoint_details()
+        .without_ports()
         .with_servers_apart()
     }
 

@@ -61,6 +61,7 @@ impl Guest for Https {
         )
         .reading(["wasmconfd.io/*"], [])
         .without_endpoint_details()
+        .without_ports()
         .with_servers_apart()
     }
 

@@ -42,6 +42,7 @@ impl Guest for Redis {
         )
         .reading([], [])
         .without_endpoint_details()
+        .without_ports()
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {

@@ -278,6 +278,14 @@ fn describe_component(
                     },
                 ),
                 (
+                    "ports",
+                    if description.is_none_or(|d| d.ports) {
+                        "each service's ports and routed port".into()
+                    } else {
+                        "none (each endpoint's port on it still)".into()
+                    },
+                ),
+                (
                     "servers",
                     if description.is_some_and(|d| d.servers_apart) {
                         "written apart: an endpoint change asks only for its service's".into()

@@ -249,6 +249,7 @@ pub struct Guest {
 /// A guest pre-instantiated for the version of the contract it was built for.
 enum Pre {
     Current(GuestPre<State>),
+    V0_4(bindings::v0_4::GuestPre<State>),
     V0_3(bindings::v0_3::GuestPre<State>),
     V0_2(bindings::v0_2::GuestPre<State>),
     V0_1(bindings::v0_1::GuestPre<State>),
@@ -263,6 +264,7 @@ impl Guest {
     pub fn world(&self) -> &'static str {
         match self.pre {
             Pre::Current(_) => bindings::WORLD,
+            Pre::V0_4(_) => bindings::WORLD_0_4,
             Pre::V0_3(_) => bindings::WORLD_0_3,
             Pre::V0_2(_) => bindings::WORLD_0_2,
             Pre::V0_1(_) => bindings::WORLD_0_1,
@@ -302,6 +304,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
+        bindings::v0_4::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         bindings::v0_3::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         bindings::v0_2::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
         bindings::v0_1::Guest::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
@@ -335,6 +338,15 @@ impl Sandbox {
                     current.instantiate(&mut *store)?.call_describe(store)
                 })?;
                 (Pre::Current(current), Some(description))
+            } else if let Some(old) = tried(
+                refusals,
+                bindings::WORLD_0_4,
+                bindings::v0_4::GuestPre::new(pre.clone()),
+            ) {
+                let description = self.describe(name, |store| {
+                    old.instantiate(&mut *store)?.call_describe(store)
+                })?;
+                (Pre::V0_4(old), Some(description.into()))
             } else if let Some(old) = tried(
                 refusals,
                 bindings::WORLD_0_3,
@@ -463,6 +475,7 @@ impl Sandbox {
         let cluster = input.view();
         let result = match &guest.pre {
             Pre::Current(pre) => call_render(pre.instance_pre(), &mut store, &cluster),
+            Pre::V0_4(pre) => call_render(pre.instance_pre(), &mut store, &cluster),
             Pre::V0_3(pre) => call_render(pre.instance_pre(), &mut store, &cluster),
             Pre::V0_2(pre) => call_render(pre.instance_pre(), &mut store, &cluster.older()),
             Pre::V0_1(pre) => call_render(pre.instance_pre(), &mut store, &cluster.older()),
@@ -508,6 +521,7 @@ impl Sandbox {
         let guest_name = || guest.name.clone();
         let pre = match &guest.pre {
             Pre::Current(pre) => pre.instance_pre(),
+            Pre::V0_4(pre) => pre.instance_pre(),
             Pre::V0_3(pre) => pre.instance_pre(),
             Pre::V0_2(_) | Pre::V0_1(_) => {
                 return Err(GuestError::Render {
@@ -725,7 +739,9 @@ macro_rules! log_as_current {
     )*};
 }
 
-log_as_current!(v0_3, v0_2, v0_1);
+log_as_current!(v0_4, v0_3, v0_2, v0_1);
+
+impl bindings::v0_4::wasmconfd::haproxy::types::Host for State {}
 
 impl bindings::v0_3::wasmconfd::haproxy::types::Host for State {}
 
@@ -904,7 +920,7 @@ mod tests {
         assert_eq!(http.exports, ["describe", "render", "servers"]);
         assert!(
             http.imports
-                .contains(&"wasmconfd:haproxy/host@0.4.0".to_string()),
+                .contains(&"wasmconfd:haproxy/host@0.5.0".to_string()),
             "{http:?}"
         );
         let error = interface(b"\0asm\x01\0\0\0").unwrap_err().to_string();

@@ -3,7 +3,7 @@
 //
 // Settings (`--set {{name}}.KEY=VALUE`): `bind` (default `:8080`).
 
-import { log } from 'wasmconfd:haproxy/host@0.4.0';
+import { log } from 'wasmconfd:haproxy/host@0.5.0';
 
 const PROTO = '{{name}}';
 
@@ -27,6 +27,9 @@ export function describe() {
     // true: each endpoint comes with its ports, node, zone and pod (false leaves them out,
     // which makes every call cheaper when it has thousands of services).
     endpointDetails: true,
+    // true: each service comes with its ports and routed port name (false leaves them out;
+    // each endpoint's port still comes).
+    ports: true,
   };
 }
 

@@ -42,11 +42,13 @@ class WitWorld(wit_world.WitWorld):
         # them apart, in `servers`, which makes endpoint changes cheap at scale).
         # Then the annotations and labels it reads (keys, or prefixes ending in `*`): its
         # services carry no others. Add the keys of your own annotations there.
-        # Last, `True`: each endpoint comes with its ports, node, zone and pod (`False` leaves
+        # Then `True`: each endpoint comes with its ports, node, zone and pod (`False` leaves
         # them out, which makes every call cheaper when it has thousands of services).
+        # Last, `True`: each service comes with its ports and routed port name (`False` leaves
+        # them out; each endpoint's port still comes).
         return Description(
             [PROTO], [SettingInfo("bind", "the frontend's bind address (default :8080)")], False,
-            ["wasmconfd.io/*"], [], True,
+            ["wasmconfd.io/*"], [], True, True,
         )
 
     def servers(self, context: Context, services: list[Service]) -> list[list[Placement]]:

@@ -35,6 +35,7 @@ impl Guest for Misbehave {
             annotations: None,
             labels: None,
             endpoint_details: false,
+            ports: false,
         }
         .reading(
             ["misbehave.wasmconfd.io/*", "wasmconfd.io/domain"],
@@ -105,6 +106,11 @@ impl Guest for Misbehave {
                         "describe",
                         [
                             service.name.clone(),
+                            format!(
+                                "ports={} port={}",
+                                service.ports.len(),
+                                service.port.as_deref().unwrap_or("-")
+                            ),
                             format!("annotations={}", keys(&service.annotations)),
                             format!("labels={}", keys(&service.labels)),
                         ]
