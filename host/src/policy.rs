@@ -381,7 +381,7 @@ impl<'a> Team<'a> {
                 Some(option) if OPTIONS.contains(option) => Ok(()),
                 other => Err(format!(
                     "`option {}` is not on the team allow list",
-                    other.unwrap_or(&"")
+                    other.copied().unwrap_or("")
                 )),
             },
             "http-request" | "http-response" | "http-after-response" => action(args, HTTP_ACTIONS),

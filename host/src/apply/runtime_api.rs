@@ -266,13 +266,8 @@ pub fn verify(
             let (meant, on_sockets): (BTreeSet<(String, String)>, BTreeSet<_>) = section
                 .directives
                 .iter()
-                .filter(|d| d.keyword() == "server" && d.args().len() >= 2)
-                .map(|d| {
-                    (
-                        d.args().next().unwrap().to_string(),
-                        d.args().nth(1).unwrap().to_string(),
-                    )
-                })
+                .filter(|d| d.keyword() == "server")
+                .filter_map(|d| Some((d.arg(0)?.to_string(), d.arg(1)?.to_string())))
                 .partition(|(_, address)| address.contains(':') && !address.contains('@'));
             let held = held_servers.get(backend).cloned().unwrap_or_default();
             let held = held
