@@ -77,7 +77,7 @@ pub struct Input {
     /// apart renders the rest from services without them, which an endpoint change leaves as
     /// they were.
     pub endpoints: bool,
-    /// The annotations and labels the guest reads.
+    /// What of each service the guest reads.
     pub reads: Arc<Reads>,
 }
 

@@ -957,7 +957,7 @@ fn inspect_reports_signature_digest_size_and_world() {
     );
     assert_eq!(
         line(&report, "ports"),
-        "none (each endpoint's port on it still)"
+        "none (each endpoint still comes with its routed port)"
     );
     assert_eq!(line(&report, "exports"), "describe");
     assert_eq!(line(&report, "imports"), "wasmconfd:haproxy/host@0.5.0");

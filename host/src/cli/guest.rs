@@ -282,7 +282,7 @@ fn describe_component(
                     if description.is_none_or(|d| d.ports) {
                         "each service's ports and routed port".into()
                     } else {
-                        "none (each endpoint's port on it still)".into()
+                        "none (each endpoint still comes with its routed port)".into()
                     },
                 ),
                 (
