@@ -55,7 +55,7 @@ impl Directive {
     }
 
     /// The arguments, in order.
-    pub fn args(&self) -> impl ExactSizeIterator<Item = &str> + DoubleEndedIterator + Clone {
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
         (self.ends.windows(2)).map(|w| &self.text[w[0] as usize..w[1] as usize])
     }
 

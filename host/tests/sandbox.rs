@@ -201,23 +201,30 @@ fn serves_web(fragment: &Fragment) -> bool {
     })
 }
 
+/// A sandbox with the bundled http guest of an earlier version of the contract (`fixtures/`).
+fn http_built_for(wasm: &[u8]) -> (Sandbox, Guest) {
+    let runtime = Sandbox::new(Limits::default(), None).unwrap();
+    let guest = runtime.load("http", wasm).unwrap();
+    (runtime, guest)
+}
+
+/// An input of [`web_service`] alone, without settings.
+fn web_input() -> Input {
+    let mut input = cluster("ok");
+    input.context.settings.clear();
+    input.services.push(web_service());
+    input
+}
+
 /// A guest built for `wasmconfd:haproxy@0.2.0` (the bundled http guest before 0.3.0) loads,
 /// describes itself and renders, without the certificates its version does not know.
 #[test]
 fn a_guest_built_for_0_2_0_still_loads_and_renders() {
-    let runtime = Sandbox::new(Limits::default(), None).unwrap();
-    let guest = runtime
-        .load(
-            "http",
-            include_bytes!("fixtures/http-0.2.0.wasm").as_slice(),
-        )
-        .unwrap();
+    let (runtime, guest) = http_built_for(include_bytes!("fixtures/http-0.2.0.wasm"));
     assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_2);
     let protos = guest.description().and_then(|d| d.protos.clone());
     assert_eq!(protos, Some(vec!["http".to_string()]));
-    let mut input = cluster("ok");
-    input.context.settings.clear();
-    input.services.push(web_service());
+    let input = web_input();
     assert!(serves_web(&runtime.render(&guest, &input).unwrap()));
 }
 
@@ -226,22 +233,14 @@ fn a_guest_built_for_0_2_0_still_loads_and_renders() {
 /// its description says holds.
 #[test]
 fn a_guest_built_for_0_4_0_still_loads_and_is_handed_the_services_ports() {
-    let runtime = Sandbox::new(Limits::default(), None).unwrap();
-    let guest = runtime
-        .load(
-            "http",
-            include_bytes!("fixtures/http-0.4.0.wasm").as_slice(),
-        )
-        .unwrap();
+    let (runtime, guest) = http_built_for(include_bytes!("fixtures/http-0.4.0.wasm"));
     assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_4);
     let description = guest.description().unwrap();
     assert!(description.servers_apart && description.ports);
     let reads = wasmconfd::bindings::Reads::of(Some(description));
     assert!(reads.ports && !reads.endpoint_details, "{reads:?}");
     assert_eq!(reads.annotations, Some(vec!["wasmconfd.io/*".to_string()]));
-    let mut input = cluster("ok");
-    input.context.settings.clear();
-    input.services.push(web_service());
+    let input = web_input();
     assert!(serves_web(&runtime.render(&guest, &input).unwrap()));
     let placements = (runtime.servers(&guest, &input.context, &input.services, &reads)).unwrap();
     assert_eq!(placements[0][0].servers[0].arg(1), Some("10.0.0.1:8080"));
@@ -252,21 +251,13 @@ fn a_guest_built_for_0_4_0_still_loads_and_is_handed_the_services_ports() {
 /// its `servers` run.
 #[test]
 fn a_guest_built_for_0_3_0_still_loads_reads_every_annotation_and_writes_servers_apart() {
-    let runtime = Sandbox::new(Limits::default(), None).unwrap();
-    let guest = runtime
-        .load(
-            "http",
-            include_bytes!("fixtures/http-0.3.0.wasm").as_slice(),
-        )
-        .unwrap();
+    let (runtime, guest) = http_built_for(include_bytes!("fixtures/http-0.3.0.wasm"));
     assert_eq!(guest.world(), wasmconfd::bindings::WORLD_0_3);
     let description = guest.description().unwrap();
     assert!(description.servers_apart);
     let reads = wasmconfd::bindings::Reads::of(Some(description));
     assert_eq!(reads, wasmconfd::bindings::Reads::default(), "all of them");
-    let mut input = cluster("ok");
-    input.context.settings.clear();
-    input.services.push(web_service());
+    let input = web_input();
     let fragment = runtime.render(&guest, &input).unwrap();
     assert!(serves_web(&fragment));
     let placements = (runtime.servers(&guest, &input.context, &input.services, &reads)).unwrap();
