@@ -149,7 +149,7 @@ unsafe impl Lift for Directive {
         if cx.options().string_encoding != StringEncoding::Utf8 {
             return WitDirective::linear_lift_from_memory(cx, ty, bytes).map(Directive::from);
         }
-        lift_directive(cx.memory(), bytes)
+        lift_directive(cx.memory(), bytes, |bytes| cx.consume_fuel(bytes))
     }
 }
 
@@ -158,8 +158,14 @@ unsafe impl Lift for Directive {
 // 20), 28 bytes aligned to 4.
 const _: () = assert!(WitDirective::ABI.size32 == 28 && WitDirective::ABI.align32 == 4);
 
-/// The directive whose record is `record`, its strings in `memory`.
-fn lift_directive(memory: &[u8], record: &[u8]) -> wasmtime::Result<Directive> {
+/// The directive whose record is `record`, its strings in `memory`; what it copies is first
+/// charged to `fuel` (the call's hostcall fuel, which wasmtime charges for each string and list
+/// it lifts, so that what a guest returns cannot take the host's memory).
+fn lift_directive(
+    memory: &[u8],
+    record: &[u8],
+    mut fuel: impl FnMut(usize) -> wasmtime::Result<()>,
+) -> wasmtime::Result<Directive> {
     let word = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().unwrap()) as usize;
     let bytes = |ptr: usize, len: usize| {
         (ptr.checked_add(len))
@@ -185,6 +191,7 @@ fn lift_directive(memory: &[u8], record: &[u8]) -> wasmtime::Result<Directive> {
     if length > u32::MAX as usize {
         wasmtime::bail!("a directive of {length} bytes, longer than 4 GiB");
     }
+    fuel(length.saturating_add(count.saturating_add(1).saturating_mul(4)))?;
     let mut text = String::with_capacity(length.min(memory.len()));
     text.push_str(string(word(0), word(4))?);
     let mut ends = Vec::with_capacity(count + 1);
@@ -195,7 +202,10 @@ fn lift_directive(memory: &[u8], record: &[u8]) -> wasmtime::Result<Directive> {
     }
     let comment = match record[16] {
         0 => None,
-        1 => Some(Box::from(string(word(20), word(24))?)),
+        1 => {
+            fuel(word(24))?;
+            Some(Box::from(string(word(20), word(24))?))
+        }
         _ => wasmtime::bail!("a directive's comment is neither none nor some"),
     };
     Ok(Directive {
@@ -348,13 +358,19 @@ mod tests {
         for (ptr, len) in at[1..4].iter().chain([&(100, 3 << 30), &(100, 3 << 30)]) {
             memory.extend(ptr.to_le_bytes().into_iter().chain(len.to_le_bytes()));
         }
-        let lifted = lift_directive(&memory, &record(at[0], (list, 3), Some(at[4]))).unwrap();
+        let unlimited = |_| Ok(());
+        let lifted = lift_directive(&memory, &record(at[0], (list, 3), Some(at[4])), unlimited);
+        let lifted = lifted.unwrap();
         let expected = Directive::new("server", ["a", "", "10.0.0.1:80"]).with_comment(Some("ünï"));
         assert_eq!(lifted, expected);
-        let without = lift_directive(&memory, &record(at[0], (list, 0), None)).unwrap();
+        let without = lift_directive(&memory, &record(at[0], (list, 0), None), unlimited);
+        let without = without.unwrap();
         assert_eq!(without, Directive::new("server", [] as [&str; 0]));
 
-        let error = |record: Vec<u8>| lift_directive(&memory, &record).unwrap_err().to_string();
+        let error = |record: Vec<u8>| {
+            let lifted = lift_directive(&memory, &record, unlimited);
+            lifted.unwrap_err().to_string()
+        };
         let past_the_end = memory.len() as u32;
         assert!(error(record((past_the_end, 1), (list, 0), None)).contains("out of bounds"));
         assert!(error(record((u32::MAX, 2), (list, 0), None)).contains("out of bounds"));
@@ -369,5 +385,36 @@ mod tests {
         // The middle of `ü`: not UTF-8.
         let split = (at[4].0 + 1, 1);
         assert!(error(record(split, (list, 0), None)).contains("utf-8"));
+    }
+
+    #[test]
+    fn what_a_directive_copies_is_charged_before_it_is_copied() {
+        // `server` with one 1,000-byte argument listed three times, and a comment.
+        let (mut memory, at) = memory(&["server", &"x".repeat(1000), "c"]);
+        while memory.len() % 4 != 0 {
+            memory.push(0);
+        }
+        let list = memory.len() as u32;
+        for _ in 0..3 {
+            memory.extend(
+                at[1]
+                    .0
+                    .to_le_bytes()
+                    .into_iter()
+                    .chain(at[1].1.to_le_bytes()),
+            );
+        }
+        let directive = record(at[0], (list, 3), Some(at[2]));
+        let mut charged = Vec::new();
+        let lifted = lift_directive(&memory, &directive, |bytes| {
+            charged.push(bytes);
+            Ok(())
+        });
+        assert_eq!(lifted.unwrap().args().len(), 3);
+        // The words (6 + 3 x 1,000 bytes) and where each ends (4 x 4 bytes), then the comment.
+        assert_eq!(charged, [6 + 3000 + 16, 1]);
+
+        let refused = lift_directive(&memory, &directive, |_| wasmtime::bail!("no fuel left"));
+        assert_eq!(refused.unwrap_err().to_string(), "no fuel left");
     }
 }

@@ -264,3 +264,25 @@ fn a_guest_built_for_0_3_0_still_loads_reads_every_annotation_and_writes_servers
     assert_eq!(placements[0][0].section, "http_shop_web");
     assert_eq!(placements[0][0].servers[0].arg(1), Some("10.0.0.1:8080"));
 }
+
+#[test]
+fn a_guest_returning_one_string_over_and_over_is_stopped_before_the_host_copies_it() {
+    let (runtime, guest) = misbehave();
+    let expected = format!(
+        "guest misbehave gave the host more than the {} MiB one call may copy out of its \
+         memory (each string counted as often as it appears)",
+        wasmconfd::guests::sandbox::OUTPUT_LIMITS.copied_bytes >> 20
+    );
+    for what in ["args", "names", "entries", "comments"] {
+        let mut input = cluster("alias");
+        input.context.settings.push(("alias".into(), what.into()));
+        let error = runtime.render(&guest, &input).unwrap_err();
+        assert_eq!(error.to_string(), expected, "aliased {what}");
+    }
+    let context = cluster("alias").context;
+    let error = (runtime.servers(&guest, &context, &[], &Default::default())).unwrap_err();
+    assert_eq!(error.to_string(), expected, "aliased placements");
+
+    let fragment = runtime.render(&guest, &cluster("ok")).unwrap();
+    assert_eq!(fragment.sections[0].directives[0].keyword(), "server");
+}

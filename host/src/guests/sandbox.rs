@@ -31,6 +31,7 @@ pub const OUTPUT_LIMITS: OutputLimits = OutputLimits {
     directives: 2_000_000,
     map_files: 100,
     map_entries: 1_000_000,
+    copied_bytes: 128 << 20,
     log_bytes: 1 << 20,
 };
 
@@ -41,6 +42,11 @@ pub struct OutputLimits {
     pub directives: usize,
     pub map_files: usize,
     pub map_entries: usize,
+    /// Bytes the host may copy out of the guest's memory for one call's result (or one call the
+    /// guest makes): each string counted as often as the guest returns it (it may return one
+    /// string of its memory over and over), and each list by what it takes in the host.
+    /// wasmtime's "hostcall fuel", checked as the result is lifted, before it is copied.
+    pub copied_bytes: usize,
     pub log_bytes: usize,
 }
 
@@ -98,6 +104,11 @@ pub enum GuestError {
         count: usize,
         limit: usize,
     },
+    #[error(
+        "guest {guest} gave the host more than the {limit_mib} MiB one call may copy out of its \
+         memory (each string counted as often as it appears)"
+    )]
+    TooMuchCopied { guest: String, limit_mib: usize },
     #[error("guest {guest} could not render: {}", describe(.error))]
     Render { guest: String, error: RenderError },
     #[error("guest {guest}'s output was refused: {reason}")]
@@ -457,6 +468,7 @@ impl Sandbox {
     fn store(&self, name: &str) -> Store<State> {
         let mut store = Store::new(&self.engine, State::new(name, self.limits.memory));
         store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(OUTPUT_LIMITS.copied_bytes);
         let ticks = self
             .limits
             .timeout
@@ -563,6 +575,15 @@ impl Sandbox {
     /// Why a guest that did not return was stopped: its memory or time limit, or a crash,
     /// explained with what it wrote to stderr.
     fn stopped(&self, guest: String, error: wasmtime::Error, state: &State) -> GuestError {
+        // wasmtime's error for hostcall fuel running out; its type is private.
+        if (error.root_cause().to_string())
+            .contains("fuel allocated for hostcalls has been exhausted")
+        {
+            return GuestError::TooMuchCopied {
+                guest,
+                limit_mib: OUTPUT_LIMITS.copied_bytes >> 20,
+            };
+        }
         if state.limiter.exceeded {
             return GuestError::OutOfMemory {
                 guest,

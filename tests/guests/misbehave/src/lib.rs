@@ -5,6 +5,12 @@
 //! - `newline`: returns an argument with a newline; `bad-name`: a section name with a space;
 //! - `error`: returns a render error; `probe`: reports what it can see of the outside world;
 //! - `maps`: 101 map files, one more than a render may return; `log`: logs 2 MiB;
+//! - `alias`: returns one 1 MiB string of its memory over and over, as the canonical ABI allows
+//!   (a guest of another language may do so without `unsafe`): as every argument of 1,000 lines
+//!   of 1,000 arguments (1 TiB if the host copied each), or, by the setting `alias`, as the
+//!   names of 4,000 sections (`names`), the keys and values of 4,000 map entries (`entries`)
+//!   or the comments of 4,000 lines (`comments`); its `servers` as the section of 4,000
+//!   placements;
 //! - `listen`: a `listen misbehave` section on the setting `bind` (default `:80`) answering
 //!   every HTTP request with `misbehave`, as a guest trying to take another guest's port;
 //! - `keys`: fails if anything in its input looks like a private key (`PRIVATE KEY`), else
@@ -22,7 +28,10 @@
 //! A service annotated `misbehave.wasmconfd.io/do: panic` makes it panic, and `invalid` makes it
 //! return a directive HAProxy rejects, whatever the mode: a guest that breaks on live input.
 
-use wasmconfd_guest::{Cluster, Description, Fragment, Guest, MapFile, RenderError, Section};
+use wasmconfd_guest::{
+    Cluster, Context, Description, Directive, Fragment, Guest, MapFile, Placement, RenderError,
+    Section, Service,
+};
 
 struct Misbehave;
 
@@ -41,6 +50,20 @@ impl Guest for Misbehave {
             ["misbehave.wasmconfd.io/*", "wasmconfd.io/domain"],
             ["tier"],
         )
+    }
+
+    /// In the mode `alias` only: 4,000 placements in the section of one 1 MiB string.
+    fn servers(context: Context, _: Vec<Service>) -> Result<Vec<Vec<Placement>>, RenderError> {
+        if !(context.settings.iter()).any(|(k, v)| k == "mode" && v == "alias") {
+            return Err(RenderError::Other(
+                "misbehave writes servers apart only to alias".into(),
+            ));
+        }
+        let placement = |section| Placement {
+            section,
+            servers: vec![Directive::new("server", ["a", "127.0.0.1:1"])],
+        };
+        Ok(vec![aliases(4000).into_iter().map(placement).collect()])
     }
 
     fn render(cluster: Cluster) -> Result<Fragment, RenderError> {
@@ -85,6 +108,7 @@ impl Guest for Misbehave {
                 }
             }
             "route" => return Ok(route(&cluster)),
+            "alias" => return Ok(alias(cluster.setting_or("alias", "args"))),
             "seen" => {
                 for service in &cluster.services {
                     let keys = |pairs: &[(String, String)]| {
@@ -189,6 +213,57 @@ impl Guest for Misbehave {
             maps: Vec::new(),
         })
     }
+}
+
+/// `count` strings that are all the one 1 MiB string of this guest's memory.
+fn aliases(count: usize) -> Vec<String> {
+    static TEXT: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (at, len) = *TEXT.get_or_init(|| {
+        let text = std::mem::ManuallyDrop::new("x".repeat(1 << 20));
+        (text.as_ptr() as usize, text.len())
+    });
+    (0..count)
+        // SAFETY: none. They all own the same bytes, and are never dropped here: they are
+        // returned, and a host that lifted them all would ask this guest to free each.
+        .map(|_| unsafe { String::from_raw_parts(at as *mut u8, len, len) })
+        .collect()
+}
+
+/// The `alias` mode: one string returned over and over, where `what` says.
+fn alias(what: &str) -> Fragment {
+    let mut fragment = Fragment {
+        sections: Vec::new(),
+        maps: Vec::new(),
+    };
+    match what {
+        "names" => {
+            fragment.sections = (aliases(4000).into_iter()).map(Section::backend).collect();
+        }
+        "entries" => {
+            let mut map = MapFile::new("alias.map");
+            for (key, value) in aliases(4000).into_iter().zip(aliases(4000)) {
+                map.push(key, value);
+            }
+            fragment.maps.push(map);
+        }
+        "comments" => {
+            let mut backend = Section::backend("alias");
+            for comment in aliases(4000) {
+                let mut line = Directive::new("server", ["a", "127.0.0.1:1"]);
+                line.comment = Some(comment);
+                backend.directives.push(line);
+            }
+            fragment.sections.push(backend);
+        }
+        _ => {
+            let mut backend = Section::backend("alias");
+            for _ in 0..1000 {
+                backend.push("http-request", aliases(1000));
+            }
+            fragment.sections.push(backend);
+        }
+    }
+    fragment
 }
 
 /// The `route` mode: routing as a team guest writes it, plus the violation asked for.
