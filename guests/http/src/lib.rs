@@ -29,7 +29,7 @@ impl Guest for Http {
                 ("frontend", "the frontend's name (default http)"),
             ],
         )
-        .reading(["wasmconfd.io/*"], [])
+        .reading(["wasmconfd.io/ssl-redirect"], [])
         .without_endpoint_details()
         .without_ports()
         .with_servers_apart()

@@ -59,7 +59,7 @@ impl Guest for Https {
                 ),
             ],
         )
-        .reading(["wasmconfd.io/*"], [])
+        .reading([TLS_SECRET], [])
         .without_endpoint_details()
         .without_ports()
         .with_servers_apart()
