@@ -388,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn what_a_directive_copies_is_charged_before_it_is_copied() {
+    fn what_a_directive_copies_is_charged_and_a_refusal_stops_its_lift() {
         // `server` with one 1,000-byte argument listed three times, and a comment.
         let (mut memory, at) = memory(&["server", &"x".repeat(1000), "c"]);
         while memory.len() % 4 != 0 {
