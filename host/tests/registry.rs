@@ -1004,4 +1004,22 @@ fn inspect_reports_signature_digest_size_and_world() {
         line(&report, "world").starts_with("none: a core WebAssembly module, not a component"),
         "{report}"
     );
+
+    // A guest's project instead of its component: what to give, and where it is once built.
+    let project = dir.path().join("team-routes");
+    std::fs::create_dir_all(project.join("build")).unwrap();
+    let (ok, _, stderr) = guest(&registry, &["inspect", project.to_str().unwrap()]);
+    let said = format!(
+        "{} is a directory: give the guest's component, a .wasm file (a project made by \
+         `wasmconfd guest new` builds it with ./build.sh into build/NAME.wasm)",
+        project.display()
+    );
+    assert!(!ok && stderr.contains(&said), "{stderr}");
+    std::fs::copy(&http, project.join("build/team-routes.wasm")).unwrap();
+    let (ok, _, stderr) = guest(&registry, &["push", project.to_str().unwrap(), &unsigned]);
+    let there = format!(
+        "; {} is there",
+        project.join("build/team-routes.wasm").display()
+    );
+    assert!(!ok && stderr.contains(&(said + &there)), "{stderr}");
 }

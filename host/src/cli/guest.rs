@@ -123,10 +123,32 @@ pub struct NewGuestArgs {
     pub sdk: Option<PathBuf>,
 }
 
+/// The guest component in `file`; for a directory (a guest's project, say), what to give instead.
+fn read_component(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if file.is_dir() {
+        let built = std::fs::read_dir(file.join("build"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let wasm: Vec<_> = (built.map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        let there = match &wasm[..] {
+            [one] => format!("; {} is there", one.display()),
+            _ => String::new(),
+        };
+        anyhow::bail!(
+            "{} is a directory: give the guest's component, a .wasm file (a project made by \
+             `wasmconfd guest new` builds it with ./build.sh into build/NAME.wasm){there}",
+            file.display()
+        );
+    }
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
 /// `wasmconfd guest push`.
 pub fn push_guest(args: &PushArgs, runtime: &Runtime) -> anyhow::Result<()> {
-    let wasm = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let wasm = read_component(&args.file)?;
     let registry = crate::guests::oci::Registry::new(&args.registry.access()?)?;
     let digest = runtime.block_on(registry.push(&wasm, &args.reference))?;
     println!("{}", args.reference.at(&digest));
@@ -209,7 +231,7 @@ pub fn inspect_guest(args: &InspectArgs, runtime: &Runtime) -> anyhow::Result<()
     } else {
         let file = PathBuf::from(&args.guest);
         report.push(("file", file.display().to_string()));
-        std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+        read_component(&file)?
     };
     report.push(("digest", crate::guests::oci::digest_of(&wasm)));
     report.push(("size", format!("{} bytes", wasm.len())));
