@@ -38,9 +38,9 @@ pub fn cluster(services: impl IntoIterator<Item = Service>) -> Cluster {
 }
 
 /// Guest `G`'s render of `cluster` as the host hands it over: only the services of the protos
-/// `G` declares (`describe`), each with only the annotations, labels, endpoint details and ports it
-/// says it reads. A test through this fails, as the guest would once deployed, when it reads an
-/// annotation or an endpoint's node, say, that it does not declare.
+/// `G` declares (`describe`), each with only the annotations, labels, endpoint details and ports
+/// it says it reads. A test through this fails, as the guest would once deployed, when it reads
+/// an annotation or an endpoint's node, say, that it does not declare.
 pub fn render<G: Guest>(mut cluster: Cluster) -> Result<Fragment, RenderError> {
     let description = G::describe();
     if let Some(protos) = &description.protos {

@@ -6,8 +6,7 @@
 use crate::assemble::{self, Assembled, CERTS_DIR, MAPS_DIR, Output};
 use crate::bindings::{Context, Input, Reads, Section, Service, Tls};
 use crate::claims::{Claims, static_binds, static_sections};
-use crate::fragment::Fragment;
-use crate::fragment::Placement;
+use crate::fragment::{Fragment, Placement};
 use crate::guests::parts::{self, Part, PartsError, Source};
 use crate::guests::{Guest, GuestError, Limits, Sandbox};
 use crate::model::NamespaceLabels;
